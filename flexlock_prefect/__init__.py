@@ -1,0 +1,29 @@
+"""flexlock-prefect: a run.lock for every Prefect run, trustworthy MLflow history, gated promotion.
+
+The public names (DESIGN.md §9) are imported lazily, so that `import flexlock_prefect` and the
+CLI's read-only commands do not pay for importing Prefect or MLflow.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_PUBLIC = {
+    "RunLock": "flexlock_prefect.lock",
+    "FlexlockError": "flexlock_prefect.exceptions",
+}
+
+__all__ = ["__version__", *_PUBLIC]
+
+if TYPE_CHECKING:
+    from flexlock_prefect.exceptions import FlexlockError
+    from flexlock_prefect.lock import RunLock
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'flexlock_prefect' has no attribute {name!r}")

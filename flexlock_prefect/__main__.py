@@ -1,0 +1,3 @@
+from flexlock_prefect.cli import main
+
+main()

@@ -1,0 +1,146 @@
+"""The run's configuration: defaults, partial config and dotlist overrides, resolved by OmegaConf.
+
+The config is given as a dataclass (typed: OmegaConf checks every override against it), a YAML
+file or a mapping. It must have a `save_dir` key, which may use the `now` resolver:
+`save_dir: runs/${now:%Y%m%d-%H%M%S}`. Every `${now:...}` in one resolution sees the same instant,
+so `save_dir` and, say, `run_name: ${now:%H%M%S}` agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import os
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
+from datetime import datetime
+from pathlib import Path, PurePath
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from flexlock_prefect.exceptions import ConfigError
+from flexlock_prefect.redact import Redactor
+
+ConfigSource = type | str | os.PathLike[str] | Mapping[str, Any] | None
+
+_resolution_instant: ContextVar[datetime | None] = ContextVar("flexlock_now", default=None)
+
+
+def _now(fmt: str = "%Y-%m-%d_%H-%M-%S") -> str:
+    return (_resolution_instant.get() or datetime.now()).strftime(fmt)
+
+
+if not OmegaConf.has_resolver("now"):
+    # OmegaConf 2.4 renamed the call; 2.3 (still pinned by some Hydra users) has only the old name.
+    _register = getattr(OmegaConf, "register_resolver", None) or OmegaConf.register_new_resolver
+    _register("now", _now)
+
+
+def load_config(
+    source: ConfigSource,
+    overrides: Sequence[str] = (),
+    partial: Mapping[str, Any] | None = None,
+) -> DictConfig:
+    """Merge defaults, a partial config and dotlist overrides, in that order, and resolve.
+
+    Returns a resolved `DictConfig` (no interpolation left, so values cannot drift later).
+
+    Example:
+        >>> cfg = load_config({"lr": 0.01, "save_dir": "/tmp/r"}, ["lr=0.1"])
+        >>> cfg.lr
+        0.1
+    """
+    base = _load_source(source)
+    try:
+        layers = [base]
+        if partial:
+            layers.append(OmegaConf.create(dict(partial)))
+        if overrides:
+            layers.append(OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(*layers)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"cannot apply config overrides {list(overrides)}: {_first_line(exc)}") from exc
+    if not isinstance(merged, DictConfig):
+        raise ConfigError("the config must be a mapping at the top level")
+    token = _resolution_instant.set(datetime.now())
+    try:
+        data = OmegaConf.to_container(merged, resolve=True, throw_on_missing=True, enum_to_str=True)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"cannot resolve the config: {_first_line(exc)}") from exc
+    finally:
+        _resolution_instant.reset(token)
+    if "save_dir" not in data or data["save_dir"] in (None, ""):
+        raise ConfigError(
+            "the config has no `save_dir`: add one, e.g. `save_dir: runs/${now:%Y%m%d-%H%M%S}`, "
+            "or pass the override `save_dir=...`"
+        )
+    return OmegaConf.create(_plain(data))
+
+
+def recordable(config: DictConfig, redactor: Redactor | None = None) -> dict[str, Any]:
+    """The config as plain data for run.lock, with secret keys and values redacted."""
+    data = OmegaConf.to_container(config, resolve=True)
+    return (redactor or Redactor.from_settings()).redact(data)
+
+
+def _load_source(source: ConfigSource) -> DictConfig:
+    try:
+        if source is None:
+            return OmegaConf.create({})
+        if isinstance(source, type) and dataclasses.is_dataclass(source):
+            return OmegaConf.structured(source)
+        if isinstance(source, Mapping):
+            return OmegaConf.create(dict(source))
+        if isinstance(source, str | os.PathLike):
+            path = Path(source)
+            if not path.is_file():
+                raise ConfigError(f"config file {path} does not exist: give a YAML file, a dataclass or a dict")
+            loaded = OmegaConf.load(path)
+            if not isinstance(loaded, DictConfig):
+                raise ConfigError(f"config file {path} must hold a mapping at the top level")
+            return loaded
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"cannot load the config {source!r}: {_first_line(exc)}") from exc
+    raise ConfigError(f"unsupported config source {source!r}: give a dataclass, a YAML path or a dict")
+
+
+def _plain(value: Any) -> Any:
+    """Plain YAML/JSON types only: paths and enums become strings."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, PurePath):
+        return value.as_posix()
+    if isinstance(value, enum.Enum):
+        return value.name
+    return value
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as dotted keys (`model.depth`); lists stay values.
+
+    Example:
+        >>> flatten({"model": {"depth": 3}, "lr": 0.1})
+        {'model.depth': 3, 'lr': 0.1}
+    """
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat |= flatten(value, f"{dotted}.")
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def value_text(value: Any) -> str:
+    """A config value as one line of text: strings as they are, everything else as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)

@@ -1,0 +1,262 @@
+"""Content digests of data inputs: files and directories, local or `s3://`, with a stat cache.
+
+A file's digest is its content hash (see `hashing`). A directory's digest is the hash of its
+manifest, one line `relative/path NUL size NUL digest LF` per regular file in path order, so any
+change to content, a rename or a moved file changes it; empty directories do not count. Symlinks
+to files are read through; symlinked directories and special files (FIFOs, sockets) are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
+from typing import NamedTuple, Protocol
+
+import xxhash
+
+from flexlock_prefect import storage
+from flexlock_prefect.capture.hashing import Algorithm, ReadRange, get_algorithm, read_local_range
+from flexlock_prefect.capture.statcache import CacheEntry, DigestCache, open_cache
+from flexlock_prefect.exceptions import DataCaptureError, StorageError
+from flexlock_prefect.lock import DataState
+from flexlock_prefect.settings import FlexlockSettings, get_settings
+
+RACY_WINDOW_NS = 2_000_000_000
+"""Files modified this recently are hashed but not cached: a write in the same timestamp tick
+could otherwise leave size and mtime unchanged (the "racy git" problem)."""
+
+ProgressFactory = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
+"""`(description, total_bytes)` → a context yielding `advance(n_bytes)`."""
+
+
+class FileStat(NamedTuple):
+    """What a listing knows of one file; a tuple because unchanged trees list 10,000s of them."""
+
+    relpath: str
+    location: str
+    size: int
+    checksum: str
+    cacheable: bool
+
+
+class _Source(Protocol):
+    url: str
+    inline_limit: int
+
+    def listing(self) -> tuple[bool, list[FileStat]]: ...
+    def reader(self, file: FileStat) -> ReadRange: ...
+    def cache_key(self, file: FileStat) -> str: ...
+
+
+class _LocalSource:
+    inline_limit = 1024**2  # small local files hash faster inline than through a thread pool
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.root = storage.local_path(url)
+
+    def listing(self) -> tuple[bool, list[FileStat]]:
+        now_ns = time.time_ns()
+        try:
+            root_stat = os.stat(self.root)
+        except OSError as exc:
+            raise DataCaptureError(f"data path {self.root} cannot be read: {exc.strerror}") from exc
+        if not stat.S_ISDIR(root_stat.st_mode):
+            return False, [self._file_stat("", str(self.root), root_stat, now_ns)]
+        files: list[FileStat] = []
+        pending = [("", str(self.root))]
+        while pending:
+            prefix, directory = pending.pop()
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    relpath = prefix + entry.name
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append((relpath + "/", entry.path))
+                        continue
+                    try:
+                        st = entry.stat()
+                    except FileNotFoundError:  # a dangling symlink or a file deleted meanwhile
+                        continue
+                    if stat.S_ISREG(st.st_mode):
+                        files.append(self._file_stat(relpath, entry.path, st, now_ns))
+        files.sort(key=lambda f: f.relpath)
+        return True, files
+
+    @staticmethod
+    def _file_stat(relpath: str, path: str, st: os.stat_result, now_ns: int) -> FileStat:
+        checksum = f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+        racy = now_ns - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_WINDOW_NS
+        return FileStat(relpath, path, st.st_size, checksum, cacheable=not racy)
+
+    def reader(self, file: FileStat) -> ReadRange:
+        return read_local_range(file.location)
+
+    def cache_key(self, file: FileStat) -> str:
+        return file.location
+
+
+class _S3Source:
+    inline_limit = 0  # every object is a network round trip: always use the pool
+    _piece = 8 * 1024**2
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.fs, self.root = storage.filesystem(url)
+
+    def listing(self) -> tuple[bool, list[FileStat]]:
+        try:
+            info = self.fs.info(self.root)
+            if info["type"] != "directory":
+                return False, [self._file_stat("", info)]
+            found = self.fs.find(self.root, detail=True)
+        except FileNotFoundError as exc:
+            raise DataCaptureError(f"data path {self.url} does not exist") from exc
+        except (OSError, ValueError) as exc:
+            raise DataCaptureError(f"cannot list data path {self.url}: {exc}") from exc
+        prefix = self.root.rstrip("/") + "/"
+        files = [
+            self._file_stat(name.removeprefix(prefix), meta)
+            for name, meta in found.items()
+            if meta["type"] == "file" and not name.endswith("/")
+        ]
+        files.sort(key=lambda f: f.relpath)
+        return True, files
+
+    @staticmethod
+    def _file_stat(relpath: str, meta: dict) -> FileStat:
+        etag = str(meta.get("ETag", "")).strip('"')
+        checksum = f"{etag}:{meta.get('VersionId') or ''}:{meta['size']}"
+        return FileStat(relpath, meta["name"], int(meta["size"]), checksum, cacheable=bool(etag))
+
+    def reader(self, file: FileStat) -> ReadRange:
+        def read(offset: int, length: int) -> Iterator[bytes]:
+            for start in range(offset, offset + length, self._piece):
+                end = min(start + self._piece, offset + length)
+                yield self.fs.cat_file(file.location, start=start, end=end)
+
+        return read
+
+    def cache_key(self, file: FileStat) -> str:
+        return "s3://" + file.location
+
+
+def _source(url: str) -> _Source:
+    return _S3Source(url) if url.startswith("s3://") else _LocalSource(url)
+
+
+def capture_data(
+    inputs: Mapping[str, str],
+    *,
+    settings: FlexlockSettings | None = None,
+    progress: ProgressFactory | None = None,
+) -> dict[str, DataState]:
+    """Digest every named data input (name → local path or s3:// URL)."""
+    settings = settings or get_settings()
+    cache = open_cache(settings.cache_dir, settings.stat_cache)
+    return {name: hash_data(uri, settings=settings, cache=cache, progress=progress) for name, uri in inputs.items()}
+
+
+def hash_data(
+    uri: str,
+    *,
+    settings: FlexlockSettings | None = None,
+    cache: DigestCache | None = None,
+    progress: ProgressFactory | None = None,
+) -> DataState:
+    """The digest, size and file count of one file or directory.
+
+    Example:
+        >>> hash_data("data/iris.csv").digest  # doctest: +SKIP
+        '5c0f...'
+    """
+    settings = settings or get_settings()
+    cache = cache if cache is not None else open_cache(settings.cache_dir, settings.stat_cache)
+    algorithm = get_algorithm(settings.hash_algorithm)
+    try:
+        url = storage.canonical_url(uri)
+    except StorageError as exc:
+        raise DataCaptureError(f"data path {uri!r}: {exc}") from exc
+    source = _source(url)
+    is_dir, files = source.listing()
+
+    dir_key, dir_checksum = f"dir:{url}", _listing_checksum(files)
+    if is_dir and (hit := cache.get_many(algorithm.name, {dir_key: dir_checksum}).get(dir_key)):
+        return DataState(uri=url, algorithm=algorithm.name, digest=hit.digest, size=hit.size, files=len(files))
+
+    keys = {source.cache_key(f): f for f in files}
+    hits = cache.get_many(algorithm.name, {key: f.checksum for key, f in keys.items()})
+    digests = {f.relpath: hits[key].digest for key, f in keys.items() if key in hits}
+    misses = [f for key, f in keys.items() if key not in hits]
+    try:
+        digests |= _hash_files(misses, source, algorithm, settings, progress or terminal_progress(settings))
+    except OSError as exc:
+        raise DataCaptureError(f"cannot read data under {url}: {exc}") from exc
+    cache.set_many(
+        algorithm.name,
+        {source.cache_key(f): CacheEntry(f.checksum, f.size, digests[f.relpath]) for f in misses if f.cacheable},
+    )
+
+    size = sum(f.size for f in files)
+    if not is_dir:
+        return DataState(uri=url, algorithm=algorithm.name, digest=digests[""], size=size, files=1)
+    manifest = "".join(f"{f.relpath}\0{f.size}\0{digests[f.relpath]}\n" for f in files)
+    digest = algorithm.digest_bytes(manifest.encode("utf-8", "surrogateescape"))
+    if all(f.cacheable for f in files):
+        cache.set_many(algorithm.name, {dir_key: CacheEntry(dir_checksum, size, digest)})
+    return DataState(uri=url, algorithm=algorithm.name, digest=digest, size=size, files=len(files))
+
+
+def _listing_checksum(files: list[FileStat]) -> str:
+    listing = "".join(f"{f.relpath}\0{f.checksum}\n" for f in files)
+    return xxhash.xxh3_128(listing.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _hash_files(
+    files: list[FileStat],
+    source: _Source,
+    algorithm: Algorithm,
+    settings: FlexlockSettings,
+    progress: ProgressFactory,
+) -> dict[str, str]:
+    """Digests of `files`: small local ones inline, the rest block by block on a thread pool."""
+    total = sum(f.size for f in files)
+    workers = settings.hash_workers if source.inline_limit else max(8, settings.hash_workers)
+    with progress(f"hashing {source.url}", total) as advance, ThreadPoolExecutor(workers) as pool:
+        pending: dict[str, list[Future[bytes]]] = {}
+        digests: dict[str, str] = {}
+        for f in files:
+            if f.size > source.inline_limit:
+                read = source.reader(f)
+                pending[f.relpath] = [
+                    pool.submit(algorithm.hash_range, read, start, length, advance)
+                    for start, length in algorithm.blocks(f.size)
+                ]
+        for f in files:
+            if f.size <= source.inline_limit:
+                digests[f.relpath] = algorithm.combine([algorithm.hash_range(source.reader(f), 0, f.size, advance)])
+        for relpath, blocks in pending.items():
+            digests[relpath] = algorithm.combine([block.result() for block in blocks])
+    return digests
+
+
+def terminal_progress(settings: FlexlockSettings) -> ProgressFactory:
+    """A rich progress bar on stderr when it is a terminal and the work is large enough."""
+
+    @contextmanager
+    def factory(description: str, total: int) -> Iterator[Callable[[int], None]]:
+        if total < settings.progress_min_bytes or not sys.stderr.isatty():
+            yield lambda _: None
+            return
+        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+        with Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), transient=True) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda n: bar.advance(task, n)
+
+    return factory
+

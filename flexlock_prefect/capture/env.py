@@ -1,0 +1,61 @@
+"""The software environment: interpreter, platform, installed distributions, lockfile digests."""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import re
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+
+from flexlock_prefect.lock import EnvState
+
+LOCKFILE_PATTERNS = (
+    "uv.lock",
+    "poetry.lock",
+    "pdm.lock",
+    "Pipfile.lock",
+    "requirements*.txt",
+    "pixi.lock",
+    "environment.yml",
+    "environment.yaml",
+    "conda-lock.yml",
+)
+
+
+def capture_env(roots: Mapping[str, str | Path] | None = None) -> EnvState:
+    """Python, platform and packages of this process; SHA-256 of lockfiles at each repo root.
+
+    Lockfiles are keyed `<repo name>/<file name>` so the keys are the same on every machine.
+
+    Example:
+        >>> capture_env({"code": "."}).lockfiles  # doctest: +SKIP
+        {'code/uv.lock': '3f2a...'}
+    """
+    return EnvState(
+        python=platform.python_version(),
+        platform=platform.platform(),
+        packages=installed_packages(),
+        lockfiles=lockfile_digests(roots or {}),
+    )
+
+
+def installed_packages() -> dict[str, str]:
+    """Normalised distribution name (PEP 503) → version, for everything importable here."""
+    packages = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            packages.setdefault(re.sub(r"[-_.]+", "-", name).lower(), dist.version)
+    return dict(sorted(packages.items()))
+
+
+def lockfile_digests(roots: Mapping[str, str | Path]) -> dict[str, str]:
+    digests = {}
+    for name, root in roots.items():
+        for pattern in LOCKFILE_PATTERNS:
+            for path in sorted(Path(root).glob(pattern)):
+                if path.is_file():
+                    digests[f"{name}/{path.name}"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return dict(sorted(digests.items()))

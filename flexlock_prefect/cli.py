@@ -1,0 +1,124 @@
+"""The `flexlock-prefect` command (DESIGN.md §7).
+
+Exit codes: 0 success; 1 a difference or mismatch was found (`diff`, `verify`); 2 bad usage or
+bad input, reported as one line on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from flexlock_prefect.exceptions import FlexlockError
+from flexlock_prefect.report import Table, lock_tables
+
+app = typer.Typer(
+    name="flexlock-prefect",
+    help="Reproducible ML runs on Prefect: inspect, compare and verify run records.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+SaveDir = Annotated[str, typer.Argument(help="A save_dir: local path or s3:// URL.", show_default=False)]
+
+
+@app.command()
+def show(
+    save_dir: SaveDir,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole record as JSON.")] = False,
+) -> None:
+    """Show the run record (run.lock) of SAVE_DIR."""
+    from flexlock_prefect.lock import RunLock
+
+    lock = RunLock.load(save_dir)
+    if as_json:
+        out.print_json(json.dumps(lock.to_dict() | {"digest": lock.digest}))
+        return
+    for table in lock_tables(lock):
+        if table.rows:
+            out.print(_rich_table(table))
+
+
+@app.command()
+def diff(
+    a: Annotated[str, typer.Argument(help="First save_dir.", show_default=False)],
+    b: Annotated[str, typer.Argument(help="Second save_dir.", show_default=False)],
+) -> None:
+    """Compare the inputs of two runs; exit 1 when they differ."""
+    from flexlock_prefect.compare import diff_locks
+    from flexlock_prefect.lock import RunLock
+
+    changes = diff_locks(RunLock.load(a), RunLock.load(b))
+    if not changes:
+        out.print("no differences in config, code, data or environment")
+        return
+    table = RichTable("section", "name", "before", "after", title=f"{len(changes)} differences")
+    for change in changes:
+        after = change.after or "(absent)"
+        if change.details:
+            after += "\n" + "\n".join(f"  {line}" for line in change.details)
+        table.add_row(change.section, change.name, change.before or "(absent)", after)
+    out.print(table)
+    raise typer.Exit(1)
+
+
+@app.command()
+def verify(
+    save_dir: SaveDir,
+    digest: Annotated[
+        str | None, typer.Option(help="Expected digest of the run.lock, e.g. from MLflow's flexlock.lock_digest tag.")
+    ] = None,
+) -> None:
+    """Re-hash the data and look up the code of SAVE_DIR; exit 1 naming what no longer matches."""
+    from flexlock_prefect.lock import RunLock
+    from flexlock_prefect.verify import verify_lock
+
+    lock = RunLock.load(save_dir)
+    mismatches = verify_lock(lock, expected_digest=digest)
+    if mismatches:
+        for mismatch in mismatches:
+            out.print(f"[red]MISMATCH[/red] {mismatch}")
+        raise typer.Exit(1)
+    out.print(f"[green]OK[/green] {lock.logical_run_id}: {len(lock.data)} data inputs and {len(lock.repos)} repos match")
+
+
+@app.command()
+def demo(
+    root: Annotated[str, typer.Option(help="Where the example config, data and runs are written.")] = "flexlock-demo",
+) -> None:
+    """Capture the run record of a small example run on embedded defaults and show it."""
+    from flexlock_prefect.demo import run_demo
+
+    save_dir = run_demo(root)
+    show(save_dir)
+    out.print(f"\nrun record: {save_dir}/run.lock\nverify it:  flexlock-prefect verify {save_dir}", soft_wrap=True)
+
+
+def _rich_table(table: Table) -> RichTable:
+    rich = RichTable(title=table.title, title_justify="left")
+    for column in table.columns:
+        rich.add_column(column, overflow="fold")
+    for row in table.rows:
+        rich.add_row(*row)
+    return rich
+
+
+def main() -> None:
+    """Console entry point: a FlexlockError becomes one line on stderr and exit code 2."""
+    try:
+        app()
+    except FlexlockError as exc:
+        err.print(f"error: {exc}", markup=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

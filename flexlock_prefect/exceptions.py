@@ -1,0 +1,31 @@
+"""The errors flexlock-prefect raises: one base class, one subclass per capability.
+
+Every message says what went wrong, where (file, key, path or URL) and how to fix it, so the
+CLI can print it as one line and exit 2 without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class FlexlockError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigError(FlexlockError):
+    """The run configuration cannot be loaded, merged or resolved."""
+
+
+class GitCaptureError(FlexlockError):
+    """The state of a code repository cannot be captured."""
+
+
+class DataCaptureError(FlexlockError):
+    """An input data path cannot be read or hashed."""
+
+
+class StorageError(FlexlockError):
+    """A save_dir or file URL cannot be read or written."""
+
+
+class RunLockError(FlexlockError):
+    """A run.lock is missing, corrupt, of an unknown schema version or inconsistent."""

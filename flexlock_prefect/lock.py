@@ -1,0 +1,235 @@
+"""run.lock: the record of what went into a run, its fingerprint and digest, atomic I/O.
+
+Each section of the file is a small frozen model that refuses unknown keys, so a truncated,
+hand-edited or newer file is caught on load with a message naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from flexlock_prefect import storage
+from flexlock_prefect.exceptions import RunLockError, StorageError
+
+SCHEMA_VERSION = 1
+LOCK_FILENAME = "run.lock"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RepoState(_Section):
+    """A code repository: `tree` is the working state incl. uncommitted and untracked files."""
+
+    commit: str | None
+    tree: str
+    dirty: bool
+    branch: str | None
+    remote: str | None
+    snapshot_ref: str | None
+    path: str
+    submodules: dict[str, str] = {}
+
+
+class DataState(_Section):
+    """A data input: a file or a directory, hashed with `algorithm`."""
+
+    uri: str
+    algorithm: str
+    digest: str
+    size: int
+    files: int
+
+
+class EnvState(_Section):
+    python: str
+    platform: str
+    packages: dict[str, str]
+    lockfiles: dict[str, str]
+
+
+class PrefectState(_Section):
+    flow_run_id: str | None
+    flow_name: str | None
+    deployment_name: str | None
+    parameters: dict[str, Any]
+
+
+class Lineage(_Section):
+    logical_run_id: str
+    fingerprint: str
+
+
+class RunResult(_Section):
+    status: Literal["completed", "failed"]
+    started_at: str
+    finished_at: str
+    duration_s: float
+    outputs: dict[str, str]
+    error: str | None
+
+
+def canonical_json(data: Any) -> bytes:
+    """One byte string per value: sorted keys, no spaces, UTF-8. What every digest hashes."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+def compute_fingerprint(
+    config: dict[str, Any],
+    repos: dict[str, RepoState],
+    data: dict[str, DataState],
+    env: EnvState,
+) -> str:
+    """SHA-256 of the inputs alone, the same on any machine for the same inputs.
+
+    It covers the config without `save_dir` (and with the save_dir's value replaced by the text
+    `${save_dir}` wherever a value embeds it, so `log: ${save_dir}/log` does not differ per run),
+    the working-tree hash of each repo, the digest of each data input and the lockfile digests.
+    Machine-specific facts (paths, URIs, hostnames, installed packages) are left out.
+    """
+    save_dir = config.get("save_dir")
+    inputs = {
+        "config": _without_save_dir({k: v for k, v in config.items() if k != "save_dir"}, save_dir),
+        "repos": {name: repo.tree for name, repo in repos.items()},
+        "data": {name: f"{d.algorithm}:{d.digest}" for name, d in data.items()},
+        "lockfiles": env.lockfiles,
+    }
+    return hashlib.sha256(canonical_json(inputs)).hexdigest()
+
+
+def _without_save_dir(value: Any, save_dir: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_save_dir(v, save_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_save_dir(v, save_dir) for v in value]
+    if isinstance(value, str) and isinstance(save_dir, str) and save_dir:
+        return value.replace(save_dir, "${save_dir}")
+    return value
+
+
+class RunLock(_Section):
+    """The parsed content of one run.lock (DESIGN.md §3).
+
+    Example:
+        >>> lock = RunLock.load("runs/2026-11-22")          # doctest: +SKIP
+        >>> lock.fingerprint, lock.digest, lock.config["lr"]  # doctest: +SKIP
+    """
+
+    flexlock: int = SCHEMA_VERSION
+    logical_run_id: str
+    created_at: str
+    config: dict[str, Any]
+    repos: dict[str, RepoState]
+    data: dict[str, DataState]
+    env: EnvState
+    prefect: PrefectState | None = None
+    lineage: dict[str, Lineage] = {}
+    fingerprint: str
+    result: RunResult | None = None
+
+    @classmethod
+    def create(
+        cls,
+        save_dir: str,
+        config: dict[str, Any],
+        repos: dict[str, RepoState],
+        data: dict[str, DataState],
+        env: EnvState,
+        prefect: PrefectState | None = None,
+        lineage: dict[str, Lineage] | None = None,
+    ) -> RunLock:
+        """A new record for `save_dir`, stamped now, with its fingerprint computed."""
+        return cls(
+            logical_run_id=storage.canonical_url(save_dir),
+            created_at=utc_now(),
+            config=config,
+            repos=repos,
+            data=data,
+            env=env,
+            prefect=prefect,
+            lineage=lineage or {},
+            fingerprint=compute_fingerprint(config, repos, data, env),
+        )
+
+    @property
+    def save_dir(self) -> str:
+        return self.logical_run_id
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the canonical content: what MLflow and Prefect record to detect tampering."""
+        return hashlib.sha256(canonical_json(self.to_dict())).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=100)
+
+    def with_result(self, result: RunResult) -> RunLock:
+        return self.model_copy(update={"result": result})
+
+    def save(self, save_dir: str | None = None) -> str:
+        """Write run.lock atomically into `save_dir` (default: its own); returns the file URL."""
+        url = storage.join(storage.canonical_url(save_dir or self.logical_run_id), LOCK_FILENAME)
+        storage.write_atomic(url, self.to_yaml().encode())
+        return url
+
+    @classmethod
+    def load(cls, save_dir: str) -> RunLock:
+        """Read and validate `<save_dir>/run.lock`.
+
+        Raises:
+            RunLockError: the file is missing, not YAML, truncated, of an unknown schema version,
+                or its fingerprint does not match its inputs (edited after capture).
+        """
+        url = storage.join(storage.canonical_url(save_dir), LOCK_FILENAME)
+        try:
+            text = storage.read_bytes(url)
+        except StorageError as exc:
+            raise RunLockError(f"no run.lock in {save_dir}: {exc}") from exc
+        return cls.from_text(text, where=url)
+
+    @classmethod
+    def from_text(cls, text: bytes | str, where: str) -> RunLock:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise RunLockError(f"{where} is not valid YAML (truncated or corrupt?): {exc}") from exc
+        return cls.from_dict(data, where)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> RunLock:
+        if not isinstance(data, dict) or "flexlock" not in data:
+            raise RunLockError(f"{where} is not a run.lock: expected a mapping with a `flexlock` schema version")
+        version = data["flexlock"]
+        if version != SCHEMA_VERSION:
+            raise RunLockError(
+                f"{where} has run.lock schema version {version!r}; this flexlock-prefect reads version "
+                f"{SCHEMA_VERSION}: upgrade flexlock-prefect to read it"
+            )
+        try:
+            lock = cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or '<top>'}: {e['msg']}" for e in exc.errors()[:5]
+            )
+            raise RunLockError(f"{where} is incomplete or corrupt ({problems})") from exc
+        expected = compute_fingerprint(lock.config, lock.repos, lock.data, lock.env)
+        if lock.fingerprint != expected:
+            raise RunLockError(
+                f"{where}: the recorded fingerprint does not match the recorded inputs; the file was "
+                "edited after capture. Re-run the flow to record it again"
+            )
+        return lock
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

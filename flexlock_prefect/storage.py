@@ -1,0 +1,138 @@
+"""save_dir URLs (local paths and `s3://`) over fsspec: canonical names, reads, atomic writes.
+
+The S3 endpoint comes from the standard variables (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`,
+then MLflow's `MLFLOW_S3_ENDPOINT_URL`), credentials from the usual AWS chain; none of them is
+ever part of a URL that flexlock-prefect records.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import tempfile
+from pathlib import Path
+
+import fsspec
+from fsspec import AbstractFileSystem
+
+from flexlock_prefect.exceptions import StorageError
+from flexlock_prefect.redact import strip_url_credentials
+
+_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL")
+
+
+def is_remote(url: str) -> bool:
+    return "://" in url and not url.startswith("file://")
+
+
+def canonical_url(location: str | os.PathLike[str]) -> str:
+    """The one name of a save_dir or data path: `file:///abs/path` or `s3://bucket/key`.
+
+    Local paths are made absolute and symlinks resolved, so two spellings of one directory name
+    one logical run; the path is not percent-encoded (fsspec reads it back as it is). Remote URLs
+    lose credentials, duplicate and trailing slashes.
+
+    Example:
+        >>> canonical_url("s3://bucket//runs/a/")
+        's3://bucket/runs/a'
+    """
+    text = os.fspath(location)
+    if not text:
+        raise StorageError("empty path: give a local directory or an s3:// URL")
+    if text.startswith("file://"):
+        text = text.removeprefix("file://")
+    if not is_remote(text):
+        return "file://" + Path(text).expanduser().resolve().as_posix()
+    scheme, rest = text.split("://", 1)
+    if scheme not in {"s3", "s3a"}:
+        raise StorageError(f"unsupported URL scheme {scheme!r} in {strip_url_credentials(text)}: use a local path or s3://")
+    rest = strip_url_credentials(f"s3://{rest}").removeprefix("s3://")
+    bucket, _, key = rest.partition("/")
+    key = posixpath.normpath("/" + key).strip("/") if key else ""
+    return f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
+
+
+def local_path(url: str) -> Path | None:
+    """The local path of a canonical `file://` URL, or None for a remote one."""
+    return Path(url.removeprefix("file://")) if url.startswith("file://") else None
+
+
+def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
+    """The fsspec filesystem and the path inside it for a canonical URL.
+
+    S3 listings are not cached: a capture must see a file written a moment ago.
+    """
+    if url.startswith("file://"):
+        return fsspec.filesystem("file"), url.removeprefix("file://")
+    if url.startswith("s3://"):
+        endpoint = next((os.environ[v] for v in _ENDPOINT_VARIABLES if os.environ.get(v)), None)
+        client_kwargs = {"endpoint_url": endpoint} if endpoint else {}
+        fs = fsspec.filesystem("s3", client_kwargs=client_kwargs, use_listings_cache=False)
+        return fs, url.removeprefix("s3://")
+    raise StorageError(f"not a canonical URL: {url!r}")
+
+
+def join(url: str, *names: str) -> str:
+    return posixpath.join(url, *names)
+
+
+def exists(url: str) -> bool:
+    fs, path = filesystem(url)
+    try:
+        return bool(fs.exists(path))
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"cannot reach {url}: {exc}") from exc
+
+
+def read_bytes(url: str) -> bytes:
+    """The content of a file; StorageError naming the URL when it is missing or unreadable."""
+    fs, path = filesystem(url)
+    try:
+        return fs.cat_file(path)
+    except FileNotFoundError as exc:
+        raise StorageError(f"{url} does not exist") from exc
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"cannot read {url}: {exc}") from exc
+
+
+def write_atomic(url: str, data: bytes) -> None:
+    """Replace the file at `url` with `data` so that readers see the old or the new, never a part.
+
+    Locally: a temporary file in the same directory, fsync, `os.replace`, fsync of the directory.
+    On S3 one PUT is atomic by itself: an object is visible only once fully uploaded.
+    """
+    target = local_path(url)
+    if target is None:
+        fs, path = filesystem(url)
+        try:
+            fs.pipe_file(path, data)
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"cannot write {url}: {exc}") from exc
+        return
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise StorageError(f"cannot write {url}: {exc}") from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise StorageError(f"cannot write {url}: {exc}") from exc
+        raise
+    _fsync_directory(target.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable across a power loss."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
