@@ -64,7 +64,8 @@ class FlexlockSettings(BaseSettings):
     )
     secret_value_patterns: list[str] = Field(
         default=[
-            r"[a-z][a-z0-9+.\-]*://[^/\s:@]+:[^/\s@]+@",  # URL with user:password
+            # URL with user:password; bounded repeats keep matching linear on long values
+            r"[a-z][a-z0-9+.\-]{0,31}://[^/\s:@]{1,256}:[^/\s@]{1,256}@",
             r"\bAKIA[0-9A-Z]{16}\b",  # AWS access key id
             r"\bgh[pousr]_[A-Za-z0-9]{30,}\b",  # GitHub token
             r"\bxox[abprs]-[A-Za-z0-9-]{10,}\b",  # Slack token

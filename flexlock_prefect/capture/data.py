@@ -238,7 +238,10 @@ def _hash_files(
                 ]
         for f in files:
             if f.size <= source.inline_limit:
-                digests[f.relpath] = algorithm.combine([algorithm.hash_range(source.reader(f), 0, f.size, advance)])
+                read = source.reader(f)
+                digests[f.relpath] = algorithm.combine(
+                    [algorithm.hash_range(read, start, length, advance) for start, length in algorithm.blocks(f.size)]
+                )
         for relpath, blocks in pending.items():
             digests[relpath] = algorithm.combine([block.result() for block in blocks])
     return digests

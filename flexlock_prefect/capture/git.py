@@ -9,7 +9,9 @@ does not refresh the user's index. Only new objects and the snapshot ref are eve
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -22,9 +24,14 @@ from flexlock_prefect.exceptions import GitCaptureError
 from flexlock_prefect.lock import RepoState
 from flexlock_prefect.redact import strip_url_credentials
 
+logger = logging.getLogger(__name__)
+
 SNAPSHOT_REF_PREFIX = "refs/flexlock/snapshots/"
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 _SAFE_ENV = {"GIT_OPTIONAL_LOCKS": "0"}
+_NO_FSMONITOR = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "core.fsmonitor", "GIT_CONFIG_VALUE_0": "false"}
+_NO_COMMIT_CHECKED_OUT = re.compile(r"'([^']+)' does not have a commit checked out")
+_MAX_SKIPPED_NESTED_REPOS = 100
 _SNAPSHOT_IDENTITY = {
     "GIT_AUTHOR_NAME": "flexlock-prefect",
     "GIT_AUTHOR_EMAIL": "flexlock-prefect@localhost",
@@ -55,9 +62,9 @@ def capture_repo(path: str | os.PathLike[str], *, optional: bool = False) -> Rep
         return None
     try:
         head = _head_commit(repo)
-        tree = _working_tree(repo, head)
+        tree, left_out = _working_tree(repo, head)
         submodules = _submodule_commits(repo, tree)
-        dirty = tree != (head.tree.hexsha if head else EMPTY_TREE) or any(
+        dirty = bool(left_out) or tree != (head.tree.hexsha if head else EMPTY_TREE) or any(
             _is_dirty(Path(repo.working_tree_dir, sub)) for sub in submodules
         )
         snapshot_ref = _snapshot(repo, tree, head) if dirty else None
@@ -104,27 +111,58 @@ def _head_commit(repo: git.Repo) -> git.Commit | None:
         return None
 
 
-def _working_tree(repo: git.Repo, head: git.Commit | None) -> str:
-    """Stage the whole working state into a private index and return its tree id."""
+def _working_tree(repo: git.Repo, head: git.Commit | None) -> tuple[str, list[str]]:
+    """Stage the whole working state into a private index; its tree id and what was left out."""
     with _private_index(repo, head) as env:
-        repo.git.add("--all", "--", ".", env=env)
-        return repo.git.write_tree(env=env)
+        skipped: list[str] = []
+        while True:
+            excludes = [f":(exclude,literal){path}" for path in skipped]
+            try:
+                repo.git.add("--all", "--", ".", *excludes, env=env)
+                break
+            except git.GitCommandError as exc:
+                # An untracked nested repository with no commit cannot be staged: leave it out.
+                match = _NO_COMMIT_CHECKED_OUT.search(str(exc.stderr))
+                if not match or len(skipped) >= _MAX_SKIPPED_NESTED_REPOS:
+                    raise
+                skipped.append(match.group(1).rstrip("/"))
+                logger.warning("%s: left out nested repository %s, which has no commit yet", repo.working_tree_dir, skipped[-1])
+        return repo.git.write_tree(env=env), skipped
 
 
 @contextmanager
 def _private_index(repo: git.Repo, head: git.Commit | None) -> Iterator[dict[str, str]]:
-    """A temporary index seeded from the user's (whose stat data makes `git add` fast) or HEAD."""
+    """A temporary index seeded from the user's (whose stat data makes `git add` fast) or HEAD.
+
+    The copy keeps the index file's mtime, which git needs to tell a file edited in the same
+    second as the last index write ("racily clean"), and loses the flags that would make
+    `git add` skip edits (assume-unchanged; skip-worktree on files that are present).
+    """
     scratch = Path(tempfile.mkdtemp(prefix="flexlock-index-"))
     try:
-        env = {"GIT_INDEX_FILE": str(scratch / "index")}
+        env = {"GIT_INDEX_FILE": str(scratch / "index"), **_NO_FSMONITOR}
         user_index = Path(repo.git_dir) / "index"
         if user_index.is_file() and not _uses_split_index(repo):
-            shutil.copyfile(user_index, env["GIT_INDEX_FILE"])
+            shutil.copy2(user_index, env["GIT_INDEX_FILE"])
+            _clear_skip_flags(repo, env)
         elif head is not None:
             repo.git.read_tree(head.hexsha, env=env)
         yield env
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _clear_skip_flags(repo: git.Repo, env: dict[str, str]) -> None:
+    assumed, skipped = [], []
+    for entry in filter(None, repo.git.ls_files("-v", "-z", env=env).split("\0")):
+        tag, path = entry[0], entry[2:]
+        if tag.islower():
+            assumed.append(path)
+        if tag.upper() == "S" and Path(repo.working_tree_dir, path).exists():
+            skipped.append(path)
+    for flag, paths in (("--no-assume-unchanged", assumed), ("--no-skip-worktree", skipped)):
+        for start in range(0, len(paths), 500):
+            repo.git.update_index(flag, "--", *paths[start : start + 500], env=env)
 
 
 def _uses_split_index(repo: git.Repo) -> bool:
