@@ -35,15 +35,24 @@ def settled_files(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
 
 @pytest.fixture
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Sizes of every range of file content actually read and hashed."""
+    """Sizes of every piece of file content actually read: whole small files and blocks of large ones."""
     seen: list[int] = []
-    original = Algorithm.hash_range
+    hash_range = Algorithm.hash_range
 
-    def spy(self, read, offset, length, on_bytes):
+    def spy_range(self, read, offset, length, on_bytes):
         seen.append(length)
-        return original(self, read, offset, length, on_bytes)
+        return hash_range(self, read, offset, length, on_bytes)
 
-    monkeypatch.setattr(Algorithm, "hash_range", spy)
+    monkeypatch.setattr(Algorithm, "hash_range", spy_range)
+    for source in (data_module._LocalSource, data_module._S3Source):
+        read_whole = source.read_whole
+
+        def spy_whole(self, file, read_whole=read_whole):
+            content = read_whole(self, file)
+            seen.append(len(content))
+            return content
+
+        monkeypatch.setattr(source, "read_whole", spy_whole)
     return seen
 
 

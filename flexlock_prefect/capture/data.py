@@ -26,6 +26,9 @@ from flexlock_prefect.exceptions import DataCaptureError, StorageError
 from flexlock_prefect.lock import DataState
 from flexlock_prefect.settings import FlexlockSettings, get_settings
 
+SMALL_FILE_LIMIT = 1024**2
+"""Files up to this size are read whole in one call; larger ones in chunks, block by block."""
+
 RACY_WINDOW_NS = 2_000_000_000
 """Files modified this recently are hashed but not cached: a write in the same timestamp tick
 could otherwise leave size and mtime unchanged (the "racy git" problem)."""
@@ -46,15 +49,16 @@ class FileStat(NamedTuple):
 
 class _Source(Protocol):
     url: str
-    inline_limit: int
+    min_workers: int
 
     def listing(self) -> tuple[bool, list[FileStat]]: ...
+    def read_whole(self, file: FileStat) -> bytes: ...
     def reader(self, file: FileStat) -> ReadRange: ...
     def cache_key(self, file: FileStat) -> str: ...
 
 
 class _LocalSource:
-    inline_limit = 1024**2  # small local files hash faster inline than through a thread pool
+    min_workers = 1
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -93,6 +97,10 @@ class _LocalSource:
         racy = now_ns - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_WINDOW_NS
         return FileStat(relpath, path, st.st_size, checksum, cacheable=not racy)
 
+    def read_whole(self, file: FileStat) -> bytes:
+        with open(file.location, "rb", buffering=0) as handle:
+            return handle.read()
+
     def reader(self, file: FileStat) -> ReadRange:
         return read_local_range(file.location)
 
@@ -101,7 +109,7 @@ class _LocalSource:
 
 
 class _S3Source:
-    inline_limit = 0  # every object is a network round trip: always use the pool
+    min_workers = 8  # every object is a network round trip: keep several in flight
     _piece = 8 * 1024**2
 
     def __init__(self, url: str) -> None:
@@ -132,6 +140,9 @@ class _S3Source:
         etag = str(meta.get("ETag", "")).strip('"')
         checksum = f"{etag}:{meta.get('VersionId') or ''}:{meta['size']}"
         return FileStat(relpath, meta["name"], int(meta["size"]), checksum, cacheable=bool(etag))
+
+    def read_whole(self, file: FileStat) -> bytes:
+        return self.fs.cat_file(file.location)
 
     def reader(self, file: FileStat) -> ReadRange:
         def read(offset: int, length: int) -> Iterator[bytes]:
@@ -223,26 +234,41 @@ def _hash_files(
     settings: FlexlockSettings,
     progress: ProgressFactory,
 ) -> dict[str, str]:
-    """Digests of `files`: small local ones inline, the rest block by block on a thread pool."""
+    """Digests of `files` on a thread pool: small files whole, in batches; large ones block by block.
+
+    Batches keep the pool's overhead per file low (one future per file costs more than hashing a
+    small file), while several threads overlap reads with hashing and keep reads in flight.
+    """
     total = sum(f.size for f in files)
-    workers = settings.hash_workers if source.inline_limit else max(8, settings.hash_workers)
+    workers = max(settings.hash_workers, source.min_workers)
+    small = [f for f in files if f.size <= SMALL_FILE_LIMIT]
+    batch_size = max(1, min(256, len(small) // (workers * 4)))
+
+    def hash_small(batch: list[FileStat], advance: Callable[[int], None]) -> list[str]:
+        digests = []
+        for f in batch:
+            content = source.read_whole(f)
+            if len(content) != f.size:
+                raise OSError(f"{f.location} changed while it was being hashed")
+            digests.append(algorithm.digest_bytes(content))
+            advance(f.size)
+        return digests
+
     with progress(f"hashing {source.url}", total) as advance, ThreadPoolExecutor(workers) as pool:
-        pending: dict[str, list[Future[bytes]]] = {}
-        digests: dict[str, str] = {}
-        for f in files:
-            if f.size > source.inline_limit:
-                read = source.reader(f)
-                pending[f.relpath] = [
-                    pool.submit(algorithm.hash_range, read, start, length, advance)
-                    for start, length in algorithm.blocks(f.size)
-                ]
-        for f in files:
-            if f.size <= source.inline_limit:
-                read = source.reader(f)
-                digests[f.relpath] = algorithm.combine(
-                    [algorithm.hash_range(read, start, length, advance) for start, length in algorithm.blocks(f.size)]
-                )
-        for relpath, blocks in pending.items():
+        batches = [small[i : i + batch_size] for i in range(0, len(small), batch_size)]
+        small_futures = [(batch, pool.submit(hash_small, batch, advance)) for batch in batches]
+        large_futures = {
+            f.relpath: [
+                pool.submit(algorithm.hash_range, source.reader(f), start, length, advance)
+                for start, length in algorithm.blocks(f.size)
+            ]
+            for f in files
+            if f.size > SMALL_FILE_LIMIT
+        }
+        digests = {
+            f.relpath: digest for batch, future in small_futures for f, digest in zip(batch, future.result())
+        }
+        for relpath, blocks in large_futures.items():
             digests[relpath] = algorithm.combine([block.result() for block in blocks])
     return digests
 
