@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _PUBLIC = {
+    "locked_flow": "flexlock_prefect.main",
     "RunLock": "flexlock_prefect.lock",
     "FlexlockError": "flexlock_prefect.exceptions",
 }
@@ -21,6 +22,7 @@ __all__ = ["__version__", *_PUBLIC]
 if TYPE_CHECKING:
     from flexlock_prefect.exceptions import FlexlockError
     from flexlock_prefect.lock import RunLock
+    from flexlock_prefect.main import locked_flow
 
 
 def __getattr__(name: str) -> Any:

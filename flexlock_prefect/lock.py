@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import yaml
@@ -229,6 +230,37 @@ class RunLock(_Section):
                 "edited after capture. Re-run the flow to record it again"
             )
         return lock
+
+
+def find_save_dirs(root: str, max_depth: int = 6) -> Iterator[str]:
+    """Canonical URLs of the save_dirs (directories holding a run.lock) at or below `root`.
+
+    A save_dir's own subdirectories are not searched: they hold a run's outputs, not other runs.
+    One listing per directory level, so S3 roots cost one request per prefix.
+
+    Example:
+        >>> list(find_save_dirs("s3://bucket/runs"))  # doctest: +SKIP
+        ['s3://bucket/runs/2026-11-20', 's3://bucket/runs/2026-11-21']
+    """
+    url = storage.canonical_url(root)
+    fs, path = storage.filesystem(url)
+    prefix = url[: len(url) - len(path)]
+    pending = [(path, 0)]
+    while pending:
+        directory, depth = pending.pop()
+        try:
+            entries = fs.ls(directory, detail=True)
+        except FileNotFoundError:
+            continue
+        names = {entry["name"].rstrip("/").rsplit("/", 1)[-1]: entry for entry in entries}
+        if LOCK_FILENAME in names and names[LOCK_FILENAME]["type"] == "file":
+            yield prefix + directory.rstrip("/")
+            continue
+        if depth < max_depth:
+            pending.extend(
+                (entry["name"].rstrip("/"), depth + 1) for entry in sorted(entries, key=lambda e: e["name"], reverse=True)
+                if entry["type"] == "directory"
+            )
 
 
 def utc_now() -> str:

@@ -63,6 +63,38 @@ class Redactor:
         return REDACTED if self.is_secret_value(data) else data
 
 
+    def redact_overrides(self, overrides: Iterable[str]) -> list[str]:
+        """Dotlist overrides (`db.password=x`) with secret keys or values redacted."""
+        redacted = []
+        for override in overrides:
+            key, sep, value = override.partition("=")
+            secret = any(self.is_secret_key(part) for part in key.split(".")) or self.is_secret_value(value)
+            redacted.append(f"{key}{sep}{REDACTED}" if sep and secret else override)
+        return redacted
+
+    def secret_values(self, data: Any) -> set[str]:
+        """The string values held under secret keys, to scrub from free text such as error messages."""
+        found: set[str] = set()
+        if isinstance(data, Mapping):
+            for key, value in data.items():
+                if self.is_secret_key(key) and isinstance(value, str | int) and len(str(value)) >= 4:
+                    found.add(str(value))
+                else:
+                    found |= self.secret_values(value)
+        elif isinstance(data, list | tuple):
+            for value in data:
+                found |= self.secret_values(value)
+        return found
+
+    def scrub(self, text: str, known_secrets: Iterable[str] = ()) -> str:
+        """Free text with credential-looking spans and the given secret values replaced."""
+        for secret in sorted(known_secrets, key=len, reverse=True):
+            text = text.replace(secret, REDACTED)
+        for pattern in self._value_patterns:
+            text = pattern.sub(REDACTED, text)
+        return text
+
+
 @lru_cache(maxsize=8)
 def _cached_redactor(key_words: tuple[str, ...], value_patterns: tuple[str, ...]) -> Redactor:
     return Redactor(key_words, value_patterns)

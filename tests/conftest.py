@@ -1,9 +1,11 @@
-"""Shared fixtures: an isolated stat cache per test and a real S3 endpoint (moto) on loopback."""
+"""Shared fixtures: an isolated stat cache per test, and real servers on loopback: an S3 endpoint
+(moto in server mode) and a Prefect server (`prefect server start`, SQLite)."""
 
 from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 
@@ -15,6 +17,11 @@ from tests.helpers.servers import ServerProcess, free_port
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 os.environ.setdefault("AWS_CONFIG_FILE", os.devnull)
 os.environ.setdefault("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+# Prefect reads these at import: a private home, no telemetry, no ephemeral API.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="prefect-home-")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
+os.environ.pop("PREFECT_API_URL", None)
 
 
 @pytest.fixture(autouse=True)
@@ -51,3 +58,38 @@ def s3_bucket(s3_endpoint: str) -> str:
     fs, _ = storage.filesystem(f"s3://{name}")
     fs.mkdir(name)
     return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`prefect server start` on a free loopback port with its own SQLite database.
+
+    The session's flows and clients talk to it through `PREFECT_API_URL`, in this process
+    (temporary settings) and in subprocesses (environment).
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    server = ServerProcess(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
+        health_url=f"{url}/health",
+        log_path=home / "server.log",
+        env={
+            "PREFECT_HOME": str(home),
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "false",
+        },
+        timeout_s=120,
+    )
+    # No heartbeat thread: a trivial flow run then costs ~0.2 s instead of ~1.1 s.
+    settings = {PREFECT_API_URL: url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    with pytest.MonkeyPatch.context() as patch, temporary_settings(settings):
+        patch.setenv("PREFECT_API_URL", url)
+        yield url
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler().flush()  # send the session's last flow-run logs while the server still answers
+    server.stop()

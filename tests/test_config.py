@@ -76,6 +76,20 @@ def test_bad_config_gives_a_config_error_naming_the_problem(source, overrides, m
         load_config(source, overrides)
 
 
+def test_unknown_keys_are_refused_unless_added_with_plus() -> None:
+    with pytest.raises(ConfigError, match=r"lr_rate.*`\+key=value`"):
+        load_config({"lr": 0.1, "save_dir": "x"}, ["lr_rate=0.2"])
+    with pytest.raises(ConfigError, match="extra"):
+        load_config({"lr": 0.1, "save_dir": "x"}, partial={"extra": 1})
+    cfg = load_config({"lr": 0.1, "save_dir": "x"}, ["+model.depth=3", "+tags=[a,b]"])
+    assert cfg.model.depth == 3 and list(cfg.tags) == ["a", "b"]
+
+
+def test_save_dir_may_come_from_overrides_or_a_partial_config_alone() -> None:
+    assert load_config({"lr": 0.1}, ["save_dir=out"]).save_dir == "out"
+    assert load_config({"lr": 0.1}, partial={"save_dir": "p"}).save_dir == "p"
+
+
 def test_recordable_config_is_plain_data_with_secrets_redacted() -> None:
     cfg = load_config({"db": {"password": "hunter2", "host": "h"}, "save_dir": "x"})
     assert recordable(cfg) == {"db": {"password": "<redacted>", "host": "h"}, "save_dir": "x"}

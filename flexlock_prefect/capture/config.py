@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path, PurePath
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from flexlock_prefect.exceptions import ConfigError
@@ -46,23 +46,35 @@ def load_config(
 ) -> DictConfig:
     """Merge defaults, a partial config and dotlist overrides, in that order, and resolve.
 
-    Returns a resolved `DictConfig` (no interpolation left, so values cannot drift later).
+    The config is strict, as in Hydra: a partial config or an override may change existing keys
+    (and `save_dir`) but not invent new ones, so a typo like `lr_rate=0.1` is an error rather than
+    a silently unused value. `+key=value` adds a key on purpose. Returns a resolved `DictConfig`
+    (no interpolation left, so values cannot drift later).
 
     Example:
-        >>> cfg = load_config({"lr": 0.01, "save_dir": "/tmp/r"}, ["lr=0.1"])
-        >>> cfg.lr
-        0.1
+        >>> cfg = load_config({"lr": 0.01, "save_dir": "/tmp/r"}, ["lr=0.1", "+tag=try"])
+        >>> cfg.lr, cfg.tag
+        (0.1, 'try')
     """
-    base = _load_source(source)
+    merged = _load_source(source)
+    if "save_dir" not in merged:
+        with open_dict(merged):
+            merged.save_dir = None
+    OmegaConf.set_struct(merged, True)
+    additions = [o.removeprefix("+") for o in overrides if o.startswith("+")]
+    changes = [o for o in overrides if not o.startswith("+")]
     try:
-        layers = [base]
         if partial:
-            layers.append(OmegaConf.create(dict(partial)))
-        if overrides:
-            layers.append(OmegaConf.from_dotlist(list(overrides)))
-        merged = OmegaConf.merge(*layers)
+            merged = OmegaConf.merge(merged, OmegaConf.create(dict(partial)))
+        if additions:
+            OmegaConf.set_struct(merged, False)
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(additions))
+            OmegaConf.set_struct(merged, True)
+        if changes:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(changes))
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"cannot apply config overrides {list(overrides)}: {_first_line(exc)}") from exc
+        hint = " (to add a new key, write it as `+key=value`)" if "not in struct" in str(exc) else ""
+        raise ConfigError(f"cannot apply config overrides {list(overrides)}: {_first_line(exc)}{hint}") from exc
     if not isinstance(merged, DictConfig):
         raise ConfigError("the config must be a mapping at the top level")
     token = _resolution_instant.set(datetime.now())
@@ -72,7 +84,7 @@ def load_config(
         raise ConfigError(f"cannot resolve the config: {_first_line(exc)}") from exc
     finally:
         _resolution_instant.reset(token)
-    if "save_dir" not in data or data["save_dir"] in (None, ""):
+    if data.get("save_dir") in (None, ""):
         raise ConfigError(
             "the config has no `save_dir`: add one, e.g. `save_dir: runs/${now:%Y%m%d-%H%M%S}`, "
             "or pass the override `save_dir=...`"

@@ -57,6 +57,16 @@ class _Source(Protocol):
     def cache_key(self, file: FileStat) -> str: ...
 
 
+def _local_file_stat(relpath: str, path: str, st: os.stat_result, settled_before: int) -> FileStat:
+    return FileStat(
+        relpath,
+        path,
+        st.st_size,
+        f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}",
+        st.st_mtime_ns < settled_before and st.st_ctime_ns < settled_before,
+    )
+
+
 class _LocalSource:
     min_workers = 1
 
@@ -65,37 +75,31 @@ class _LocalSource:
         self.root = storage.local_path(url)
 
     def listing(self) -> tuple[bool, list[FileStat]]:
-        now_ns = time.time_ns()
+        settled_before = time.time_ns() - RACY_WINDOW_NS
         try:
             root_stat = os.stat(self.root)
         except OSError as exc:
             raise DataCaptureError(f"data path {self.root} cannot be read: {exc.strerror}") from exc
         if not stat.S_ISDIR(root_stat.st_mode):
-            return False, [self._file_stat("", str(self.root), root_stat, now_ns)]
+            return False, [_local_file_stat("", str(self.root), root_stat, settled_before)]
         files: list[FileStat] = []
         pending = [("", str(self.root))]
-        while pending:
+        is_regular = stat.S_ISREG
+        while pending:  # the hot loop of every re-capture: one stat per file, little else
             prefix, directory = pending.pop()
             with os.scandir(directory) as entries:
                 for entry in entries:
-                    relpath = prefix + entry.name
                     if entry.is_dir(follow_symlinks=False):
-                        pending.append((relpath + "/", entry.path))
+                        pending.append((f"{prefix}{entry.name}/", entry.path))
                         continue
                     try:
                         st = entry.stat()
                     except FileNotFoundError:  # a dangling symlink or a file deleted meanwhile
                         continue
-                    if stat.S_ISREG(st.st_mode):
-                        files.append(self._file_stat(relpath, entry.path, st, now_ns))
-        files.sort(key=lambda f: f.relpath)
+                    if is_regular(st.st_mode):
+                        files.append(_local_file_stat(prefix + entry.name, entry.path, st, settled_before))
+        files.sort()  # by relpath: relpaths are unique, so later fields never decide
         return True, files
-
-    @staticmethod
-    def _file_stat(relpath: str, path: str, st: os.stat_result, now_ns: int) -> FileStat:
-        checksum = f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
-        racy = now_ns - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_WINDOW_NS
-        return FileStat(relpath, path, st.st_size, checksum, cacheable=not racy)
 
     def read_whole(self, file: FileStat) -> bytes:
         with open(file.location, "rb", buffering=0) as handle:
@@ -188,17 +192,57 @@ def hash_data(
     settings = settings or get_settings()
     cache = cache if cache is not None else open_cache(settings.cache_dir, settings.stat_cache)
     algorithm = get_algorithm(settings.hash_algorithm)
+    source = _source(_data_url(uri))
+    is_dir, files = source.listing()
+    size = sum(f.size for f in files)
+
+    dir_key, dir_checksum = f"dir:{source.url}", _listing_checksum(files)
+    if is_dir and (hit := cache.get_many(algorithm.name, {dir_key: dir_checksum}).get(dir_key)):
+        return DataState(uri=source.url, algorithm=algorithm.name, digest=hit.digest, size=hit.size, files=len(files))
+
+    digests = _cached_digests(files, source, algorithm, settings, cache, progress)
+    if not is_dir:
+        return DataState(uri=source.url, algorithm=algorithm.name, digest=digests[""], size=size, files=1)
+    manifest = "".join(f"{f.relpath}\0{f.size}\0{digests[f.relpath]}\n" for f in files)
+    digest = algorithm.digest_bytes(manifest.encode("utf-8", "surrogateescape"))
+    if all(f.cacheable for f in files):
+        cache.set_many(algorithm.name, {dir_key: CacheEntry(dir_checksum, size, digest)})
+    return DataState(uri=source.url, algorithm=algorithm.name, digest=digest, size=size, files=len(files))
+
+
+def file_digests(
+    uri: str,
+    *,
+    exclude: Callable[[str], bool] = lambda relpath: False,
+    settings: FlexlockSettings | None = None,
+) -> dict[str, str]:
+    """Relative path → `algorithm:digest` of every file under `uri`, e.g. the outputs of a run."""
+    settings = settings or get_settings()
+    cache = open_cache(settings.cache_dir, settings.stat_cache)
+    algorithm = get_algorithm(settings.hash_algorithm)
+    source = _source(_data_url(uri))
+    _, files = source.listing()
+    files = [f for f in files if not exclude(f.relpath)]
+    digests = _cached_digests(files, source, algorithm, settings, cache, None)
+    return {f.relpath: f"{algorithm.name}:{digests[f.relpath]}" for f in files}
+
+
+def _data_url(uri: str) -> str:
     try:
-        url = storage.canonical_url(uri)
+        return storage.canonical_url(uri)
     except StorageError as exc:
         raise DataCaptureError(f"data path {uri!r}: {exc}") from exc
-    source = _source(url)
-    is_dir, files = source.listing()
 
-    dir_key, dir_checksum = f"dir:{url}", _listing_checksum(files)
-    if is_dir and (hit := cache.get_many(algorithm.name, {dir_key: dir_checksum}).get(dir_key)):
-        return DataState(uri=url, algorithm=algorithm.name, digest=hit.digest, size=hit.size, files=len(files))
 
+def _cached_digests(
+    files: list[FileStat],
+    source: _Source,
+    algorithm: Algorithm,
+    settings: FlexlockSettings,
+    cache: DigestCache,
+    progress: ProgressFactory | None,
+) -> dict[str, str]:
+    """Digests of `files`: from the stat cache where still valid, else hashed and cached."""
     keys = {source.cache_key(f): f for f in files}
     hits = cache.get_many(algorithm.name, {key: f.checksum for key, f in keys.items()})
     digests = {f.relpath: hits[key].digest for key, f in keys.items() if key in hits}
@@ -206,20 +250,12 @@ def hash_data(
     try:
         digests |= _hash_files(misses, source, algorithm, settings, progress or terminal_progress(settings))
     except OSError as exc:
-        raise DataCaptureError(f"cannot read data under {url}: {exc}") from exc
+        raise DataCaptureError(f"cannot read data under {source.url}: {exc}") from exc
     cache.set_many(
         algorithm.name,
         {source.cache_key(f): CacheEntry(f.checksum, f.size, digests[f.relpath]) for f in misses if f.cacheable},
     )
-
-    size = sum(f.size for f in files)
-    if not is_dir:
-        return DataState(uri=url, algorithm=algorithm.name, digest=digests[""], size=size, files=1)
-    manifest = "".join(f"{f.relpath}\0{f.size}\0{digests[f.relpath]}\n" for f in files)
-    digest = algorithm.digest_bytes(manifest.encode("utf-8", "surrogateescape"))
-    if all(f.cacheable for f in files):
-        cache.set_many(algorithm.name, {dir_key: CacheEntry(dir_checksum, size, digest)})
-    return DataState(uri=url, algorithm=algorithm.name, digest=digest, size=size, files=len(files))
+    return digests
 
 
 def _listing_checksum(files: list[FileStat]) -> str:

@@ -1,0 +1,95 @@
+"""Prefect artifacts of a run: the run.lock for people (markdown), data digests (table), progress.
+
+Artifacts are keyed `run-lock-<logical run key>`, so the Prefect UI keeps one history per
+logical run: every run of the same save_dir adds a version under the same key.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+from flexlock_prefect.events import logical_run_key
+from flexlock_prefect.lock import RunLock
+from flexlock_prefect.report import Table, lock_tables
+from flexlock_prefect.settings import get_settings
+
+PROGRESS_INTERVAL_S = 1.0
+
+
+def artifact_key(logical_run_id: str, kind: str = "run-lock") -> str:
+    """`run-lock-<16 hex>`; Prefect keys allow only lowercase letters, digits and dashes."""
+    return f"{kind}-{logical_run_key(logical_run_id)}"
+
+
+def publish_lock(lock: RunLock) -> None:
+    """The markdown record and the table of data digests, under the logical run's keys."""
+    status = lock.result.status if lock.result else "started"
+    create_markdown_artifact(
+        markdown=lock_markdown(lock),
+        key=artifact_key(lock.logical_run_id),
+        description=f"run.lock of {lock.logical_run_id} ({status})",
+    )
+    create_table_artifact(
+        table=[
+            {"name": name, "uri": d.uri, "algorithm": d.algorithm, "digest": d.digest, "size": d.size, "files": d.files}
+            for name, d in lock.data.items()
+        ],
+        key=artifact_key(lock.logical_run_id, "run-data"),
+        description=f"data digests of {lock.logical_run_id}",
+    )
+
+
+def lock_markdown(lock: RunLock) -> str:
+    sections = [f"# Run record\n\n`{lock.logical_run_id}`"]
+    sections += [_markdown_table(table) for table in lock_tables(lock) if table.rows]
+    return "\n\n".join(sections) + "\n"
+
+
+def _markdown_table(table: Table) -> str:
+    header = "| " + " | ".join(table.columns) + " |"
+    rule = "|" + "---|" * len(table.columns)
+    rows = ["| " + " | ".join(_cell(cell) for cell in row) + " |" for row in table.rows]
+    return "\n".join([f"## {table.title}", "", header, rule, *rows])
+
+
+def _cell(text: str) -> str:
+    escaped = text.replace("|", "\\|").replace("\n", " ")
+    return f"`{escaped}`" if escaped and len(escaped) > 40 and " " not in escaped else escaped
+
+
+@contextmanager
+def progress_artifact(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A Prefect progress artifact updated at most once a second; fits `capture.data.ProgressFactory`.
+
+    Only hashing of at least `FLEXLOCK_PROGRESS_MIN_BYTES` gets one, so quick captures do not
+    clutter the flow run. `advance` is called from hashing threads, hence the lock.
+    """
+    if total <= 0 or total < get_settings().progress_min_bytes:
+        yield lambda _: None
+        return
+    artifact_id = create_progress_artifact(progress=0.0, description=description)
+    guard = threading.Lock()
+    state = {"done": 0, "reported_at": time.monotonic()}
+
+    def advance(count: int) -> None:
+        with guard:
+            state["done"] += count
+            now = time.monotonic()
+            if now - state["reported_at"] < PROGRESS_INTERVAL_S:
+                return
+            state["reported_at"] = now
+            progress = min(100.0, 100 * state["done"] / total)
+        update_progress_artifact(artifact_id, progress=progress)
+
+    yield advance
+    update_progress_artifact(artifact_id, progress=100.0)

@@ -1,0 +1,227 @@
+"""`locked_flow`: a Prefect flow that records what went into a run, runs it, and announces it.
+
+Order of work, each step a Prefect task with its own name in the UI:
+resolve-config → capture-code → capture-data → capture-environment → write-run-lock →
+<compute> → record-result → publish-artifacts → emit-event.
+
+run.lock is written before the compute starts, so even a run killed mid-way leaves a record of
+its inputs; the `result` section and the event follow once the compute ends, either way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from prefect import Flow, flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import deployment, flow_run
+
+from flexlock_prefect import artifacts, events, storage
+from flexlock_prefect.capture import data_inputs
+from flexlock_prefect.capture.config import ConfigSource, load_config, recordable
+from flexlock_prefect.capture.data import capture_data, file_digests
+from flexlock_prefect.capture.env import capture_env
+from flexlock_prefect.capture.git import capture_repos
+from flexlock_prefect.capture.lineage import find_lineage
+from flexlock_prefect.exceptions import RunLockError
+from flexlock_prefect.lock import LOCK_FILENAME, PrefectState, RunLock, RunResult, find_save_dirs, utc_now
+from flexlock_prefect.redact import Redactor
+from flexlock_prefect.settings import get_settings
+
+Compute = Callable[[DictConfig], Any]
+
+
+def locked_flow(
+    fn: Compute | None = None,
+    /,
+    *,
+    config: ConfigSource = None,
+    data: Sequence[str] = (),
+    repos: Mapping[str, str] | None = None,
+    save_dir: str | None = None,
+    skip_if_identical: bool = False,
+    runs_root: str | None = None,
+    **flow_kwargs: Any,
+) -> Flow[..., str] | Callable[[Compute], Flow[..., str]]:
+    """Turn `fn(cfg)` into a Prefect flow that records its run in `<save_dir>/run.lock`.
+
+    The flow's parameters are `overrides` (OmegaConf dotlist, e.g. `["lr=0.1"]`) and `config`
+    (a partial config merged over the defaults), so the UI, deployments and triggers can set any
+    value; it returns the save_dir's URL. Any `prefect.flow` keyword (name, retries,
+    task_runner, log_prints, …) is passed on.
+
+    Args:
+        config: defaults: a dataclass, a YAML path or a dict, with a `save_dir` key.
+        data: config keys whose values are input paths or s3:// URLs, hashed into the record.
+        repos: name → path of git repositories whose state is recorded.
+        save_dir: a save_dir template that replaces the config's, e.g. `runs/${now:%Y%m%d-%H%M%S}`.
+        skip_if_identical: return an existing completed run with the same fingerprint instead
+            of computing again.
+        runs_root: where identical runs are looked for (default: the save_dir's parent).
+
+    Example:
+        >>> @locked_flow(config=TrainConfig, data=["input_data"], repos={"code": "."})  # doctest: +SKIP
+        ... def train(cfg) -> None:
+        ...     fit(cfg.lr, cfg.input_data, cfg.save_dir)
+        >>> save_dir = train(overrides=["lr=0.1"])  # doctest: +SKIP
+    """
+
+    def decorate(compute: Compute) -> Flow[..., str]:
+        locked = _LockedRun(compute, config, data, repos or {}, save_dir, skip_if_identical, runs_root)
+
+        def run(overrides: list[str] | None = None, config: dict[str, Any] | None = None) -> str:
+            return locked.run(list(overrides or []), dict(config or {}))
+
+        # The flow carries the user's names (not `__wrapped__`, whose signature Prefect would
+        # read): deployments then find it at `<user's file>:<function name>`.
+        for attribute in ("__name__", "__qualname__", "__module__", "__doc__"):
+            setattr(run, attribute, getattr(compute, attribute))
+        return flow(**flow_kwargs)(run)
+
+    return decorate(fn) if fn is not None else decorate
+
+
+@task(name="resolve-config", cache_policy=NO_CACHE)
+def resolve_config(source: ConfigSource, overrides: Sequence[str], partial: Mapping[str, Any]) -> DictConfig:
+    return load_config(source, overrides, partial)
+
+
+@task(name="capture-code", cache_policy=NO_CACHE)
+def capture_code(repos: Mapping[str, str]):
+    return capture_repos(repos, optional=get_settings().git_optional)
+
+
+@task(name="capture-data", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def capture_inputs(inputs: Mapping[str, str]):
+    return capture_data(inputs, progress=artifacts.progress_artifact)
+
+
+@task(name="capture-environment", cache_policy=NO_CACHE)
+def capture_environment(roots: Mapping[str, str]):
+    return capture_env(roots)
+
+
+@task(name="write-run-lock", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def write_lock(lock: RunLock) -> str:
+    return lock.save()
+
+
+@task(name="record-result", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def record_result(lock: RunLock, started_at: str, started: float, error: str | None) -> RunLock:
+    """Add `result` (status, times, digests of the files the run wrote) and rewrite run.lock."""
+    outputs = file_digests(lock.logical_run_id, exclude=_is_lock_file) if storage.exists(lock.logical_run_id) else {}
+    finished = lock.with_result(
+        RunResult(
+            status="failed" if error else "completed",
+            started_at=started_at,
+            finished_at=utc_now(),
+            duration_s=round(time.monotonic() - started, 3),
+            outputs=outputs,
+            error=error,
+        )
+    )
+    finished.save()
+    return finished
+
+
+@task(name="publish-artifacts", cache_policy=NO_CACHE)
+def publish_artifacts(lock: RunLock) -> None:
+    artifacts.publish_lock(lock)
+
+
+@task(name="emit-event", cache_policy=NO_CACHE)
+def emit_event(lock: RunLock) -> None:
+    events.emit_run_finished(lock)
+
+
+def _is_lock_file(relpath: str) -> bool:
+    """run.lock itself and the temporary files of its atomic writes are not outputs."""
+    return relpath == LOCK_FILENAME or relpath.startswith(f".{LOCK_FILENAME}.")
+
+
+class _LockedRun:
+    """What one `locked_flow` knows at decoration time; `run` is the body of every flow run."""
+
+    def __init__(
+        self,
+        compute: Compute,
+        config: ConfigSource,
+        data: Sequence[str],
+        repos: Mapping[str, str],
+        save_dir: str | None,
+        skip_if_identical: bool,
+        runs_root: str | None,
+    ) -> None:
+        self.compute = task(name=compute.__name__, cache_policy=NO_CACHE)(compute)
+        self.config = config
+        self.data = list(data)
+        self.repos = dict(repos)
+        self.save_dir = save_dir
+        self.skip_if_identical = skip_if_identical
+        self.runs_root = runs_root
+
+    def run(self, overrides: list[str], partial: dict[str, Any]) -> str:
+        logger = get_run_logger()
+        started_at, started = utc_now(), time.monotonic()
+        defaults = {"save_dir": self.save_dir} if self.save_dir else {}
+        cfg = resolve_config(self.config, overrides, defaults | partial)
+        repos = capture_code(self.repos)
+        data = capture_inputs(data_inputs(cfg, self.data))
+        redactor = Redactor.from_settings()
+        lock = RunLock.create(
+            save_dir=str(cfg.save_dir),
+            config=recordable(cfg, redactor),
+            repos=repos,
+            data=data,
+            env=capture_environment({name: state.path for name, state in repos.items()}),
+            prefect=PrefectState(
+                flow_run_id=flow_run.id,
+                flow_name=flow_run.flow_name,
+                deployment_name=deployment.name,
+                parameters={"overrides": redactor.redact_overrides(overrides), "config": redactor.redact(partial)},
+            ),
+            lineage=find_lineage(data),
+        )
+        if self.skip_if_identical and (previous := self._identical_run(lock)):
+            logger.info("inputs identical to the completed run %s (fingerprint %s): not recomputing", previous, lock.fingerprint[:12])
+            create_markdown_artifact(
+                markdown=f"Skipped: the inputs (fingerprint `{lock.fingerprint}`) are identical to the completed run `{previous}`.",
+                key=artifacts.artifact_key(previous, "run-skipped"),
+                description="identical run found; compute skipped",
+            )
+            return previous
+        write_lock(lock)
+        logger.info("run.lock written to %s (fingerprint %s)", lock.logical_run_id, lock.fingerprint[:12])
+        secrets = redactor.secret_values(OmegaConf.to_container(cfg, resolve=True))
+        try:
+            self.compute(cfg)
+        except BaseException as exc:
+            error = redactor.scrub(f"{type(exc).__name__}: {exc}", secrets)
+            self._finish(lock, started_at, started, error)
+            raise
+        self._finish(lock, started_at, started, None)
+        return lock.logical_run_id
+
+    @staticmethod
+    def _finish(lock: RunLock, started_at: str, started: float, error: str | None) -> None:
+        finished = record_result(lock, started_at, started, error)
+        publish_artifacts(finished)
+        emit_event(finished)
+
+    def _identical_run(self, lock: RunLock) -> str | None:
+        """A completed run under the runs root whose inputs had the same fingerprint."""
+        root = self.runs_root or lock.logical_run_id.rsplit("/", 1)[0]
+        for save_dir in find_save_dirs(root):
+            if save_dir == lock.logical_run_id:
+                continue
+            try:
+                candidate = RunLock.load(save_dir)
+            except RunLockError:
+                continue
+            if candidate.fingerprint == lock.fingerprint and candidate.result and candidate.result.status == "completed":
+                return save_dir
+        return None

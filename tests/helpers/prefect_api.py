@@ -1,0 +1,46 @@
+"""Reading back what flows told the Prefect API: flow runs, artifacts and events."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.objects import Artifact, FlowRun
+from prefect.client.schemas.sorting import ArtifactSort
+from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+from prefect.events.schemas.events import ReceivedEvent
+
+
+def flow_run(flow_run_id: str) -> FlowRun:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(flow_run_id)
+
+
+def artifacts(key: str) -> list[Artifact]:
+    """Every version of the artifact `key`, newest first."""
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC
+        )
+
+
+def wait_for_events(
+    name: str, resource_id: str, count: int = 1, timeout_s: float = 45, **match: Any
+) -> list[ReceivedEvent]:
+    """Poll until `count` events named `name` about `resource_id` are readable (the API persists
+    events in batches, a few seconds after they are emitted)."""
+    deadline = time.monotonic() + timeout_s
+    found: list[ReceivedEvent] = []
+    while time.monotonic() < deadline:
+        event_filter = EventFilter(  # a fresh filter each time: its time window ends at its creation
+            event=EventNameFilter(name=[name]), resource=EventResourceFilter(id=[resource_id])
+        )
+        with get_client(sync_client=True) as client:
+            found = client.read_events(filter=event_filter, limit=50).events
+        found = [e for e in found if all(e.payload.get(k) == v for k, v in match.items())]
+        if len(found) >= count:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"{len(found)} of {count} {name} events for {resource_id} after {timeout_s}s")
