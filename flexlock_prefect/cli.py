@@ -94,7 +94,7 @@ def verify(
 def demo(
     root: Annotated[str, typer.Option(help="Where the example config, data and runs are written.")] = "flexlock-demo",
 ) -> None:
-    """Capture the run record of a small example run on embedded defaults and show it."""
+    """Run the example main flow (flows/train.py) on embedded defaults and show its record."""
     from flexlock_prefect.demo import run_demo
 
     save_dir = run_demo(root)

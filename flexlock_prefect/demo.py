@@ -1,51 +1,45 @@
-"""The example behind `flexlock-prefect demo`: a small dataset, a config, and a captured run.
+"""The example behind `flexlock-prefect demo`: the example main flow `flows/train.py:train`, run once.
 
-Everything lives under one root directory (default `./flexlock-demo`), so the demo needs no
-server and leaves nothing elsewhere. The code state recorded is that of the current directory's
-git repository, when there is one.
+Everything the demo writes lives under one root directory (default `./flexlock-demo`): the example
+dataset and the run's save_dir. Prefect runs the flow against `PREFECT_API_URL` when it is set,
+else against a temporary local server that Prefect starts and stops by itself.
 """
 
 from __future__ import annotations
 
-import random
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
-import yaml
+from flexlock_prefect.exceptions import FlexlockError
 
-from flexlock_prefect.capture import capture_run
-from flexlock_prefect.settings import get_settings
-
-DEMO_CONFIG = {
-    "project": "flexlock-demo",
-    "model": {"name": "ridge", "alpha": 0.5},
-    "train": {"epochs": 3, "seed": 0},
-    "input_data": "data/points.csv",
-    "save_dir": "runs/${now:%Y%m%d-%H%M%S-%f}",
-}
+EXAMPLE_FLOW_FILE = "flows/train.py"
 
 
-def write_example(root: Path) -> Path:
-    """Write the example dataset and config under `root` (idempotent); returns the config path."""
-    data = root / "data" / "points.csv"
-    if not data.exists():
-        data.parent.mkdir(parents=True, exist_ok=True)
-        rng = random.Random(0)
-        rows = ["x,y"] + [f"{x},{2 * x + rng.gauss(0, 0.1):.4f}" for x in range(200)]
-        data.write_text("\n".join(rows) + "\n")
-    config = root / "config.yaml"
-    if not config.exists():
-        config.write_text(yaml.safe_dump(DEMO_CONFIG, sort_keys=False))
-    return config
+def project_root() -> Path:
+    """The checkout that holds `flows/` (the demo runs the example flows of the project)."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / EXAMPLE_FLOW_FILE).is_file():
+        raise FlexlockError(
+            f"the example flows are not at {root / 'flows'}: run the demo from a checkout of "
+            "flexlock-prefect installed with `pip install -e '.[examples]'`"
+        )
+    return root
+
+
+def load_example_module() -> ModuleType:
+    """`flows/train.py` as a module: its `train` flow and `prepare_example_data`."""
+    spec = importlib.util.spec_from_file_location("flexlock_example_train", project_root() / EXAMPLE_FLOW_FILE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_demo(root: str | Path = "flexlock-demo") -> str:
-    """Capture and save the record of one example run; returns its save_dir URL."""
+    """Run the example main flow once with its data and save_dir under `root`; returns the save_dir."""
     root = Path(root).resolve()
-    config_path = write_example(root)
-    settings = get_settings().model_copy(update={"git_optional": True})
-    overrides = [f"input_data={root / 'data' / 'points.csv'}"]
-    config = yaml.safe_load(config_path.read_text())
-    config["save_dir"] = str(root / config["save_dir"])
-    _, lock = capture_run(config, overrides=overrides, data=["input_data"], repos={"code": "."}, settings=settings)
-    lock.save()
-    return lock.logical_run_id
+    example = load_example_module()
+    data = example.prepare_example_data(root / "data" / "breast_cancer.csv")
+    return example.train(overrides=[f"input_data={data}", f"save_dir={root}/runs/train-${{now:%Y%m%d-%H%M%S-%f}}"])

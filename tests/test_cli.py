@@ -125,12 +125,18 @@ def test_the_console_script_is_installed() -> None:
         assert command in result.stdout
 
 
-def test_demo_captures_an_example_run_and_shows_it(tmp_path: Path) -> None:
+@pytest.mark.integration
+def test_demo_runs_the_example_main_flow_and_shows_its_record(tmp_path: Path, prefect_api: str) -> None:
     result = cli("demo", "--root", str(tmp_path / "demo"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "run record:" in result.stdout and "input_data" in result.stdout
     save_dir = result.stdout.split("run record:")[1].split()[0].removesuffix("/run.lock")
     assert cli("verify", save_dir).returncode == 0
+    from flexlock_prefect import RunLock
+
+    lock = RunLock.load(save_dir)
+    assert lock.result.status == "completed"
+    assert {"model.pkl", "metrics.json", "roc.png"} <= set(lock.result.outputs)
 
 
 @pytest.mark.integration
