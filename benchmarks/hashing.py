@@ -284,7 +284,15 @@ class Flexlock010:
         shutil.rmtree(self.venv, ignore_errors=True)
         steps = [
             [sys.executable, "-m", "venv", str(self.venv)],
-            [str(self.python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", FLEXLOCK010_REQUIREMENT],
+            [
+                str(self.python),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                FLEXLOCK010_REQUIREMENT,
+            ],
         ]
         for step in steps:
             result = subprocess.run(step, capture_output=True, text=True)
@@ -320,9 +328,7 @@ class Row:
     seconds: dict[str, float]
 
 
-def measure(
-    workload: Workload, cold: bool, repeats: int, flexlock010: Flexlock010 | None
-) -> Row:
+def measure(workload: Workload, cold: bool, repeats: int, flexlock010: Flexlock010 | None) -> Row:
     """Median seconds of each method, the methods interleaved within each repeat."""
     ours_digests: set[str] = set()
     timers: dict[str, Callable[[Workload], float]] = {
@@ -434,25 +440,46 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
 
 def speed_table(rows: list[Row]) -> str:
     headers = [
-        "workload", "page cache", "raw read (s)", "ours (s)", "md5 (s)", "flexlock 0.10 (s)",
-        "ours / raw read", "md5 / ours", "flexlock 0.10 / ours",
+        "workload",
+        "page cache",
+        "raw read (s)",
+        "ours (s)",
+        "md5 (s)",
+        "flexlock 0.10 (s)",
+        "ours / raw read",
+        "md5 / ours",
+        "flexlock 0.10 / ours",
     ]
     body = []
     for row in rows:
         s = row.seconds
         ours = s[OURS]
-        body.append([
-            row.workload, row.mode, _seconds(s[RAW]), _seconds(ours), _seconds(s[MD5]),
-            _seconds(s.get(FLEXLOCK010)), _ratio(ours, s[RAW]), _ratio(s[MD5], ours),
-            _ratio(s.get(FLEXLOCK010), ours),
-        ])
+        body.append(
+            [
+                row.workload,
+                row.mode,
+                _seconds(s[RAW]),
+                _seconds(ours),
+                _seconds(s[MD5]),
+                _seconds(s.get(FLEXLOCK010)),
+                _ratio(ours, s[RAW]),
+                _ratio(s[MD5], ours),
+                _ratio(s.get(FLEXLOCK010), ours),
+            ]
+        )
     return markdown_table(headers, body)
 
 
 def recapture_table(workload: Workload, results: list[Recapture]) -> str:
     headers = ["workload", "first capture", "first capture (s)", "re-capture (s)", "re-capture / first"]
     body = [
-        [workload.name, f"{r.first_mode}, empty cache", f"{r.first:.3f}", f"{r.again:.4f}", f"{100 * r.again / r.first:.1f} %"]
+        [
+            workload.name,
+            f"{r.first_mode}, empty cache",
+            f"{r.first:.3f}",
+            f"{r.again:.4f}",
+            f"{100 * r.again / r.first:.1f} %",
+        ]
         for r in results
     ]
     return markdown_table(headers, body)
@@ -497,7 +524,10 @@ def machine_line(work_dir: Path) -> str:
 
 
 def print_report(
-    rows: list[Row], tree: Workload, recaptures: list[Recapture], args: argparse.Namespace,
+    rows: list[Row],
+    tree: Workload,
+    recaptures: list[Recapture],
+    args: argparse.Namespace,
     flexlock010: Flexlock010,
 ) -> None:
     print()
@@ -507,18 +537,25 @@ def print_report(
     print()
     print(speed_table(rows))
     print()
-    print("Ratios: `ours / raw read` is our overhead over reading the bytes (target <= 1.15); "
-          "`md5 / ours` and `flexlock 0.10 / ours` are our speedups.")
+    print(
+        "Ratios: `ours / raw read` is our overhead over reading the bytes (target <= 1.15); "
+        "`md5 / ours` and `flexlock 0.10 / ours` are our speedups."
+    )
     if flexlock010.error:
         print(f"\nflexlock 0.10 was not measured: {flexlock010.error}")
     print()
-    print(f"## Re-capture of the unchanged tree with the stat cache (median of {args.recaptures} "
-          f"re-captures x {args.repeats})")
+    print(
+        f"## Re-capture of the unchanged tree with the stat cache (median of {args.recaptures} "
+        f"re-captures x {args.repeats})"
+    )
     print()
     print(recapture_table(tree, recaptures))
     print()
-    print("Target: re-capture / first capture <= 5 %. Cache rows after a first capture: "
-          + ", ".join(str(r.cached_rows) for r in recaptures) + f" (expected {len(tree.files) + 1}).")
+    print(
+        "Target: re-capture / first capture <= 5 %. Cache rows after a first capture: "
+        + ", ".join(str(r.cached_rows) for r in recaptures)
+        + f" (expected {len(tree.files) + 1})."
+    )
     verdicts = [f"ours / raw read {r.seconds[OURS] / r.seconds[RAW]:.2f} ({r.workload}, {r.mode})" for r in rows]
     verdicts += [f"re-capture {100 * r.again / r.first:.1f} % ({r.first_mode} first)" for r in recaptures]
     print()
@@ -550,9 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     os.sync()  # dirty pages cannot be evicted: write the workloads back first
 
     with tempfile.TemporaryDirectory(dir=args.work_dir, prefix="flexlock010-cache-") as flexlock_cache:
-        flexlock010 = Flexlock010(
-            args.work_dir / "venv-flexlock010", Path(flexlock_cache), warmup_tree(args.work_dir)
-        )
+        flexlock010 = Flexlock010(args.work_dir / "venv-flexlock010", Path(flexlock_cache), warmup_tree(args.work_dir))
         usable = not args.skip_flexlock010 and flexlock010.ensure()
         if flexlock010.error:
             log(f"flexlock 0.10 unavailable: {flexlock010.error}")
@@ -561,9 +596,7 @@ def main(argv: list[str] | None = None) -> int:
             for workload in (big, tree)
             for cold in (False, True)
         ]
-    recaptures = [
-        measure_recapture(tree, cold, args.repeats, args.recaptures, args.work_dir) for cold in (True, False)
-    ]
+    recaptures = [measure_recapture(tree, cold, args.repeats, args.recaptures, args.work_dir) for cold in (True, False)]
     print_report(rows, tree, recaptures, args, flexlock010)
     log(f"\nbenchmark took {time.perf_counter() - started:.0f} s")
     return 0

@@ -20,9 +20,9 @@ _PUBLIC = {
 __all__ = ["__version__", *_PUBLIC]
 
 if TYPE_CHECKING:
-    from flexlock_prefect.exceptions import FlexlockError
-    from flexlock_prefect.lock import RunLock
-    from flexlock_prefect.main import locked_flow
+    from flexlock_prefect.exceptions import FlexlockError as FlexlockError
+    from flexlock_prefect.lock import RunLock as RunLock
+    from flexlock_prefect.main import locked_flow as locked_flow
 
 
 def __getattr__(name: str) -> Any:

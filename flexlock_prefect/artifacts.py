@@ -49,6 +49,18 @@ def publish_lock(lock: RunLock) -> None:
     )
 
 
+def publish_skipped(previous_save_dir: str, fingerprint: str) -> None:
+    """Say, on the flow run, that an identical completed run made this one unnecessary."""
+    create_markdown_artifact(
+        markdown=(
+            f"Skipped: the inputs (fingerprint `{fingerprint}`) are identical to those of the "
+            f"completed run `{previous_save_dir}`, whose outputs are reused."
+        ),
+        key=artifact_key(previous_save_dir, "run-skipped"),
+        description="identical run found; compute skipped",
+    )
+
+
 def lock_markdown(lock: RunLock) -> str:
     sections = [f"# Run record\n\n`{lock.logical_run_id}`"]
     sections += [_markdown_table(table) for table in lock_tables(lock) if table.rows]

@@ -87,7 +87,9 @@ def verify(
         for mismatch in mismatches:
             out.print(f"[red]MISMATCH[/red] {mismatch}")
         raise typer.Exit(1)
-    out.print(f"[green]OK[/green] {lock.logical_run_id}: {len(lock.data)} data inputs and {len(lock.repos)} repos match")
+    out.print(
+        f"[green]OK[/green] {lock.logical_run_id}: {len(lock.data)} data inputs and {len(lock.repos)} repos match"
+    )
 
 
 @app.command()

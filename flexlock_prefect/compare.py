@@ -68,6 +68,5 @@ def _prefixed(prefix: str, mapping: Mapping[str, Any]) -> dict[str, Any]:
     return {f"{prefix}.{key}": value for key, value in mapping.items()}
 
 
-
 def _short(sha: str) -> str:
     return sha[:12]

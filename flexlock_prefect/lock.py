@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import yaml
@@ -219,9 +219,7 @@ class RunLock(_Section):
         try:
             lock = cls.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or '<top>'}: {e['msg']}" for e in exc.errors()[:5]
-            )
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<top>'}: {e['msg']}" for e in exc.errors()[:5])
             raise RunLockError(f"{where} is incomplete or corrupt ({problems})") from exc
         expected = compute_fingerprint(lock.config, lock.repos, lock.data, lock.env)
         if lock.fingerprint != expected:
@@ -258,7 +256,8 @@ def find_save_dirs(root: str, max_depth: int = 6) -> Iterator[str]:
             continue
         if depth < max_depth:
             pending.extend(
-                (entry["name"].rstrip("/"), depth + 1) for entry in sorted(entries, key=lambda e: e["name"], reverse=True)
+                (entry["name"].rstrip("/"), depth + 1)
+                for entry in sorted(entries, key=lambda e: e["name"], reverse=True)
                 if entry["type"] == "directory"
             )
 

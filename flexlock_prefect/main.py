@@ -16,7 +16,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from prefect import Flow, flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import deployment, flow_run
 
@@ -187,12 +186,12 @@ class _LockedRun:
             lineage=find_lineage(data),
         )
         if self.skip_if_identical and (previous := self._identical_run(lock)):
-            logger.info("inputs identical to the completed run %s (fingerprint %s): not recomputing", previous, lock.fingerprint[:12])
-            create_markdown_artifact(
-                markdown=f"Skipped: the inputs (fingerprint `{lock.fingerprint}`) are identical to the completed run `{previous}`.",
-                key=artifacts.artifact_key(previous, "run-skipped"),
-                description="identical run found; compute skipped",
+            logger.info(
+                "inputs identical to the completed run %s (fingerprint %s): not recomputing",
+                previous,
+                lock.fingerprint[:12],
             )
+            artifacts.publish_skipped(previous, lock.fingerprint)
             return previous
         write_lock(lock)
         logger.info("run.lock written to %s (fingerprint %s)", lock.logical_run_id, lock.fingerprint[:12])
@@ -222,6 +221,10 @@ class _LockedRun:
                 candidate = RunLock.load(save_dir)
             except RunLockError:
                 continue
-            if candidate.fingerprint == lock.fingerprint and candidate.result and candidate.result.status == "completed":
+            if (
+                candidate.fingerprint == lock.fingerprint
+                and candidate.result
+                and candidate.result.status == "completed"
+            ):
                 return save_dir
         return None

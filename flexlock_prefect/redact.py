@@ -54,14 +54,10 @@ class Redactor:
     def redact(self, data: Any) -> Any:
         """A copy of `data` (nested dicts and lists) with secret keys and values replaced."""
         if isinstance(data, Mapping):
-            return {
-                k: REDACTED if self.is_secret_key(k) and v is not None else self.redact(v)
-                for k, v in data.items()
-            }
+            return {k: REDACTED if self.is_secret_key(k) and v is not None else self.redact(v) for k, v in data.items()}
         if isinstance(data, list | tuple):
             return [self.redact(v) for v in data]
         return REDACTED if self.is_secret_value(data) else data
-
 
     def redact_overrides(self, overrides: Iterable[str]) -> list[str]:
         """Dotlist overrides (`db.password=x`) with secret keys or values redacted."""

@@ -39,15 +39,24 @@ def lock_tables(lock: RunLock) -> list[Table]:
             "Code",
             ("repo", "commit", "branch", "dirty", "snapshot", "remote"),
             [
-                (name, r.commit or "(no commit)", r.branch or "(detached)", "yes" if r.dirty else "no",
-                 r.snapshot_ref or "", r.remote or "")
+                (
+                    name,
+                    r.commit or "(no commit)",
+                    r.branch or "(detached)",
+                    "yes" if r.dirty else "no",
+                    r.snapshot_ref or "",
+                    r.remote or "",
+                )
                 for name, r in lock.repos.items()
             ],
         ),
         Table(
             "Data",
             ("name", "uri", "digest", "size", "files"),
-            [(name, d.uri, f"{d.algorithm}:{d.digest}", human_size(d.size), str(d.files)) for name, d in lock.data.items()],
+            [
+                (name, d.uri, f"{d.algorithm}:{d.digest}", human_size(d.size), str(d.files))
+                for name, d in lock.data.items()
+            ],
         ),
         Table(
             "Environment",
@@ -58,8 +67,11 @@ def lock_tables(lock: RunLock) -> list[Table]:
     ]
     if lock.lineage:
         tables.append(
-            Table("Lineage", ("input", "upstream run", "fingerprint"),
-                  [(name, up.logical_run_id, up.fingerprint) for name, up in lock.lineage.items()])
+            Table(
+                "Lineage",
+                ("input", "upstream run", "fingerprint"),
+                [(name, up.logical_run_id, up.fingerprint) for name, up in lock.lineage.items()],
+            )
         )
     return tables
 

@@ -54,8 +54,20 @@ class FlexlockSettings(BaseSettings):
     )
     secret_key_words: list[str] = Field(
         default=[
-            "password", "passwd", "pwd", "secret", "token", "api_key", "apikey", "access_key",
-            "secret_key", "private_key", "credential", "credentials", "auth", "session_key",
+            "password",
+            "passwd",
+            "pwd",
+            "secret",
+            "token",
+            "api_key",
+            "apikey",
+            "access_key",
+            "secret_key",
+            "private_key",
+            "credential",
+            "credentials",
+            "auth",
+            "session_key",
         ],
         description=(
             "A config key is secret when one of these appears in it as a whole word "

@@ -45,7 +45,9 @@ def canonical_url(location: str | os.PathLike[str]) -> str:
         return "file://" + Path(text).expanduser().resolve().as_posix()
     scheme, rest = text.split("://", 1)
     if scheme not in {"s3", "s3a"}:
-        raise StorageError(f"unsupported URL scheme {scheme!r} in {strip_url_credentials(text)}: use a local path or s3://")
+        raise StorageError(
+            f"unsupported URL scheme {scheme!r} in {strip_url_credentials(text)}: use a local path or s3://"
+        )
     rest = strip_url_credentials(f"s3://{rest}").removeprefix("s3://")
     bucket, _, key = rest.partition("/")
     key = posixpath.normpath("/" + key).strip("/") if key else ""

@@ -49,7 +49,9 @@ def prepare_example_data(path: str | Path = EXAMPLE_DATA) -> Path:
         with path.open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow([*dataset.feature_names, "target"])
-            writer.writerows([*row, label] for row, label in zip(dataset.data.tolist(), dataset.target.tolist()))
+            writer.writerows(
+                [*row, label] for row, label in zip(dataset.data.tolist(), dataset.target.tolist(), strict=True)
+            )
     return path
 
 

@@ -16,7 +16,11 @@ from tests.helpers.git_repos import git, make_repo, write_files
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "flexlock_prefect", *args], capture_output=True, text=True, cwd=cwd, timeout=120,
+        [sys.executable, "-m", "flexlock_prefect", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
         env={**os.environ, "COLUMNS": "200"},
     )
 
@@ -142,7 +146,9 @@ def test_demo_runs_the_example_main_flow_and_shows_its_record(tmp_path: Path, pr
 @pytest.mark.integration
 def test_show_and_verify_an_s3_save_dir(tmp_path: Path, s3_bucket: str) -> None:
     (tmp_path / "d.csv").write_text("a\n1\n")
-    _, lock = capture_run({"input_data": str(tmp_path / "d.csv"), "save_dir": f"{s3_bucket}/runs/x"}, data=["input_data"])
+    _, lock = capture_run(
+        {"input_data": str(tmp_path / "d.csv"), "save_dir": f"{s3_bucket}/runs/x"}, data=["input_data"]
+    )
     lock.save()
     assert cli("show", f"{s3_bucket}/runs/x").returncode == 0
     assert cli("verify", f"{s3_bucket}/runs/x").returncode == 0

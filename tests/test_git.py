@@ -117,9 +117,7 @@ def test_dirty_capture_keeps_the_tree_as_a_snapshot_commit_whose_parent_is_head(
     assert snapshot_and_parents[1:] == [git(dirty_repo, "rev-parse", "HEAD")]
 
 
-def test_checking_out_the_snapshot_ref_reproduces_exactly_the_working_files(
-    dirty_repo: Path, tmp_path: Path
-) -> None:
+def test_checking_out_the_snapshot_ref_reproduces_exactly_the_working_files(dirty_repo: Path, tmp_path: Path) -> None:
     state = capture_repo(dirty_repo)
     assert state is not None and state.snapshot_ref is not None
 
@@ -193,9 +191,7 @@ def test_capturing_the_same_dirty_state_twice_gives_the_same_tree_and_snapshot_r
     assert first is not None and second is not None
     assert second.tree == first.tree
     assert second.snapshot_ref == first.snapshot_ref
-    assert git(dirty_repo, "for-each-ref", "--format=%(refname)", "refs/flexlock/").splitlines() == [
-        first.snapshot_ref
-    ]
+    assert git(dirty_repo, "for-each-ref", "--format=%(refname)", "refs/flexlock/").splitlines() == [first.snapshot_ref]
 
 
 def test_a_further_edit_gives_a_different_tree_and_keeps_the_earlier_snapshot(dirty_repo: Path) -> None:
@@ -278,9 +274,7 @@ def superproject(tmp_path: Path) -> Path:
     return sup
 
 
-def test_submodule_commit_is_recorded_and_a_clean_superproject_is_not_dirty(
-    superproject: Path, tmp_path: Path
-) -> None:
+def test_submodule_commit_is_recorded_and_a_clean_superproject_is_not_dirty(superproject: Path, tmp_path: Path) -> None:
     state = capture_repo(superproject)
 
     assert state is not None
@@ -373,18 +367,14 @@ def test_a_nonexistent_path_raises_git_capture_error_naming_it(tmp_path: Path) -
     assert str(missing) in str(caught.value)
 
 
-def test_capture_repos_with_optional_leaves_out_paths_that_are_not_repositories(
-    repo: Path, not_a_repo: Path
-) -> None:
+def test_capture_repos_with_optional_leaves_out_paths_that_are_not_repositories(repo: Path, not_a_repo: Path) -> None:
     states = capture_repos({"a": repo, "b": not_a_repo}, optional=True)
 
     assert list(states) == ["a"]
     assert states["a"].commit == git(repo, "rev-parse", "HEAD")
 
 
-def test_capture_repos_without_optional_fails_on_a_path_that_is_not_a_repository(
-    repo: Path, not_a_repo: Path
-) -> None:
+def test_capture_repos_without_optional_fails_on_a_path_that_is_not_a_repository(repo: Path, not_a_repo: Path) -> None:
     with pytest.raises(GitCaptureError):
         capture_repos({"a": repo, "b": not_a_repo})
 

@@ -34,8 +34,17 @@ def test_a_saved_lock_loads_back_equal_with_the_same_digest(tmp_path: Path) -> N
     loaded = RunLock.load(str(tmp_path / "run"))
     assert loaded == lock and loaded.digest == lock.digest
     assert list(yaml.safe_load((tmp_path / "run" / LOCK_FILENAME).read_text())) == [
-        "flexlock", "logical_run_id", "created_at", "config", "repos", "data", "env", "prefect", "lineage",
-        "fingerprint", "result",
+        "flexlock",
+        "logical_run_id",
+        "created_at",
+        "config",
+        "repos",
+        "data",
+        "env",
+        "prefect",
+        "lineage",
+        "fingerprint",
+        "result",
     ]
 
 
@@ -61,8 +70,9 @@ def test_fingerprint_depends_on_inputs_only_not_on_save_dir_or_time(tmp_path: Pa
 def test_digest_changes_when_anything_in_the_record_changes(tmp_path: Path) -> None:
     lock = _capture(tmp_path)
     now = utc_now()
-    finished = lock.with_result(RunResult(status="completed", started_at=now, finished_at=now, duration_s=0.0,
-                                          outputs={}, error=None))
+    finished = lock.with_result(
+        RunResult(status="completed", started_at=now, finished_at=now, duration_s=0.0, outputs={}, error=None)
+    )
     assert finished.digest != lock.digest and finished.fingerprint == lock.fingerprint
 
 
@@ -142,7 +152,8 @@ def test_a_writer_killed_mid_write_never_leaves_a_partial_lock(tmp_path: Path) -
     for attempt in range(5):
         writer = subprocess.Popen(
             [sys.executable, "-c", WRITER, str(save_dir), str(tmp_path / "input.csv")],
-            stdout=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         writer.stdout.readline()  # at least one full write happened
         time.sleep(0.05 * attempt)

@@ -50,7 +50,9 @@ def test_a_locked_flow_is_a_real_prefect_flow_with_the_users_names() -> None:
     assert train.to_deployment(name="t").entrypoint.endswith("tests/test_main.py:train")
 
 
-def test_a_run_writes_a_complete_run_lock_and_returns_its_save_dir(prefect_api: str, inputs: Path, tmp_path: Path) -> None:
+def test_a_run_writes_a_complete_run_lock_and_returns_its_save_dir(
+    prefect_api: str, inputs: Path, tmp_path: Path
+) -> None:
     save_dir = _train(inputs, str(tmp_path / "run"), "lr=0.2")
     assert save_dir == f"file://{tmp_path}/run"
     lock = RunLock.load(save_dir)
@@ -63,7 +65,9 @@ def test_a_run_writes_a_complete_run_lock_and_returns_its_save_dir(prefect_api: 
     assert flow_run(lock.prefect.flow_run_id).state.is_completed()
 
 
-def test_the_completed_event_carries_the_documented_resource_and_payload(prefect_api: str, inputs: Path, tmp_path: Path) -> None:
+def test_the_completed_event_carries_the_documented_resource_and_payload(
+    prefect_api: str, inputs: Path, tmp_path: Path
+) -> None:
     save_dir = _train(inputs, str(tmp_path / "run"))
     lock = RunLock.load(save_dir)
     resource_id = f"flexlock.run.{logical_run_key(save_dir)}"
@@ -71,7 +75,10 @@ def test_the_completed_event_carries_the_documented_resource_and_payload(prefect
     assert event.resource["flexlock.logical_run_id"] == save_dir
     assert event.resource["flexlock.save_dir"] == save_dir
     assert event.payload == {
-        "save_dir": save_dir, "fingerprint": lock.fingerprint, "lock_digest": lock.digest, "status": "completed",
+        "save_dir": save_dir,
+        "fingerprint": lock.fingerprint,
+        "lock_digest": lock.digest,
+        "status": "completed",
     }
     related = {r.role: r.id for r in event.related}
     assert related["flow-run"] == f"prefect.flow-run.{lock.prefect.flow_run_id}"
@@ -89,7 +96,9 @@ def test_artifacts_are_keyed_by_logical_run_and_keep_a_history(prefect_api: str,
     assert rows[0]["name"] == "input_data" and rows[0]["algorithm"] == "xxh3-128-tree"
 
 
-def test_a_failing_compute_leaves_a_failed_record_event_and_flow_run(prefect_api: str, inputs: Path, tmp_path: Path) -> None:
+def test_a_failing_compute_leaves_a_failed_record_event_and_flow_run(
+    prefect_api: str, inputs: Path, tmp_path: Path
+) -> None:
     save_dir = storage.canonical_url(str(tmp_path / "run"))
     with pytest.raises(ValueError, match="negative learning rate"):
         _train(inputs, save_dir, "lr=-1")

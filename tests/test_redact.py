@@ -13,8 +13,19 @@ def redactor() -> Redactor:
 
 
 @pytest.mark.parametrize(
-    "key", ["password", "db_password", "dbPassword", "HF_TOKEN", "api_key", "apiKey", "AWS_SECRET_ACCESS_KEY",
-            "credentials", "private_key", "auth"],
+    "key",
+    [
+        "password",
+        "db_password",
+        "dbPassword",
+        "HF_TOKEN",
+        "api_key",
+        "apiKey",
+        "AWS_SECRET_ACCESS_KEY",
+        "credentials",
+        "private_key",
+        "auth",
+    ],
 )
 def test_keys_that_name_a_secret_as_a_whole_word_are_secret(redactor: Redactor, key: str) -> None:
     assert redactor.is_secret_key(key)

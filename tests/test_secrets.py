@@ -33,8 +33,9 @@ def _capture_with_canaries(tmp_path: Path, save_dir: str) -> str:
         "input_data": str(data),
         "save_dir": save_dir,
     }
-    _, lock = capture_run(config, overrides=[f"+extra.apiKey={CANARIES['token']}"], data=["input_data"],
-                          repos={"code": repo})
+    _, lock = capture_run(
+        config, overrides=[f"+extra.apiKey={CANARIES['token']}"], data=["input_data"], repos={"code": repo}
+    )
     return lock.save()
 
 

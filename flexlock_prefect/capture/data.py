@@ -13,7 +13,7 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from typing import NamedTuple, Protocol
 
@@ -302,7 +302,9 @@ def _hash_files(
             if f.size > SMALL_FILE_LIMIT
         }
         digests = {
-            f.relpath: digest for batch, future in small_futures for f, digest in zip(batch, future.result())
+            f.relpath: digest
+            for batch, future in small_futures
+            for f, digest in zip(batch, future.result(), strict=True)
         }
         for relpath, blocks in large_futures.items():
             digests[relpath] = algorithm.combine([block.result() for block in blocks])
@@ -319,9 +321,10 @@ def terminal_progress(settings: FlexlockSettings) -> ProgressFactory:
             return
         from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-        with Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), transient=True) as bar:
+        with Progress(
+            "{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), transient=True
+        ) as bar:
             task = bar.add_task(description, total=total)
             yield lambda n: bar.advance(task, n)
 
     return factory
-

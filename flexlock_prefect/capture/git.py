@@ -64,12 +64,16 @@ def capture_repo(path: str | os.PathLike[str], *, optional: bool = False) -> Rep
         head = _head_commit(repo)
         tree, left_out = _working_tree(repo, head)
         submodules = _submodule_commits(repo, tree)
-        dirty = bool(left_out) or tree != (head.tree.hexsha if head else EMPTY_TREE) or any(
-            _is_dirty(Path(repo.working_tree_dir, sub)) for sub in submodules
+        dirty = (
+            bool(left_out)
+            or tree != (head.tree.hexsha if head else EMPTY_TREE)
+            or any(_is_dirty(Path(repo.working_tree_dir, sub)) for sub in submodules)
         )
         snapshot_ref = _snapshot(repo, tree, head) if dirty else None
     except git.GitCommandError as exc:
-        raise GitCaptureError(f"cannot capture the git state of {repo.working_tree_dir}: {exc.stderr.strip() or exc}") from exc
+        raise GitCaptureError(
+            f"cannot capture the git state of {repo.working_tree_dir}: {exc.stderr.strip() or exc}"
+        ) from exc
     return RepoState(
         commit=head.hexsha if head else None,
         tree=tree,
@@ -126,7 +130,9 @@ def _working_tree(repo: git.Repo, head: git.Commit | None) -> tuple[str, list[st
                 if not match or len(skipped) >= _MAX_SKIPPED_NESTED_REPOS:
                     raise
                 skipped.append(match.group(1).rstrip("/"))
-                logger.warning("%s: left out nested repository %s, which has no commit yet", repo.working_tree_dir, skipped[-1])
+                logger.warning(
+                    "%s: left out nested repository %s, which has no commit yet", repo.working_tree_dir, skipped[-1]
+                )
         return repo.git.write_tree(env=env), skipped
 
 

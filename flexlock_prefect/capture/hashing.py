@@ -57,7 +57,9 @@ class Algorithm:
         if self.block_size is None or len(data) <= self.block_size:
             return self.new(data).hexdigest()
         view = memoryview(data)
-        return self.combine([self.new(view[start : start + length]).digest() for start, length in self.blocks(len(data))])
+        return self.combine(
+            [self.new(view[start : start + length]).digest() for start, length in self.blocks(len(data))]
+        )
 
 
 ALGORITHMS: dict[str, Algorithm] = {
@@ -90,4 +92,3 @@ def read_local_range(path: str) -> ReadRange:
                 remaining -= count
 
     return read
-

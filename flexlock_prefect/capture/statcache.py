@@ -108,4 +108,3 @@ def open_cache(cache_dir: Path | None, enabled: bool = True) -> DigestCache:
     if not enabled or cache_dir is None:
         return NullStatCache()
     return StatCache(Path(cache_dir) / "digests-v1.sqlite")
-

@@ -36,7 +36,7 @@ class ServerProcess:
     ) -> None:
         self.health_url = health_url
         self.log_path = log_path
-        self._log = open(log_path, "wb")
+        self._log = open(log_path, "wb")  # noqa: SIM115 - open for the server's lifetime, closed in stop()
         self.process = subprocess.Popen(
             list(command),
             stdout=self._log,
@@ -50,7 +50,9 @@ class ServerProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}; log:\n{self.log_path.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"server exited with {self.process.returncode}; log:\n{self.log_path.read_text()[-3000:]}"
+                )
             try:
                 with urllib.request.urlopen(self.health_url, timeout=2) as response:
                     if response.status == 200:
@@ -59,7 +61,9 @@ class ServerProcess:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"server not healthy after {timeout_s}s at {self.health_url}; log:\n{self.log_path.read_text()[-3000:]}")
+        raise RuntimeError(
+            f"server not healthy after {timeout_s}s at {self.health_url}; log:\n{self.log_path.read_text()[-3000:]}"
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
