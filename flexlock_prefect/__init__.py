@@ -13,6 +13,10 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "locked_flow": "flexlock_prefect.main",
+    "diag_flow": "flexlock_prefect.diag",
+    "mlflowlink": "flexlock_prefect.diag",
+    "relog": "flexlock_prefect.relogging",
+    "reconcile": "flexlock_prefect.relogging",
     "RunLock": "flexlock_prefect.lock",
     "FlexlockError": "flexlock_prefect.exceptions",
 }
@@ -20,9 +24,13 @@ _PUBLIC = {
 __all__ = ["__version__", *_PUBLIC]
 
 if TYPE_CHECKING:
+    from flexlock_prefect.diag import diag_flow as diag_flow
+    from flexlock_prefect.diag import mlflowlink as mlflowlink
     from flexlock_prefect.exceptions import FlexlockError as FlexlockError
     from flexlock_prefect.lock import RunLock as RunLock
     from flexlock_prefect.main import locked_flow as locked_flow
+    from flexlock_prefect.relogging import reconcile as reconcile
+    from flexlock_prefect.relogging import relog as relog
 
 
 def __getattr__(name: str) -> Any:

@@ -18,8 +18,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from flexlock_prefect.events import logical_run_key
-from flexlock_prefect.lock import RunLock
+from flexlock_prefect.lock import RunLock, logical_run_key
 from flexlock_prefect.report import Table, lock_tables
 from flexlock_prefect.settings import get_settings
 

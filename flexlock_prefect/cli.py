@@ -93,6 +93,45 @@ def verify(
 
 
 @app.command()
+def relog(
+    save_dirs: Annotated[list[str] | None, typer.Argument(help="save_dirs to relog.", show_default=False)] = None,
+    root: Annotated[str | None, typer.Option(help="Relog every save_dir with a run.lock below DIR.")] = None,
+    force: Annotated[bool, typer.Option(help="Relog even save_dirs whose active run is up to date.")] = False,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: from each config).")] = None,
+) -> None:
+    """Log save_dirs to MLflow as new runs that supersede their active runs."""
+    from flexlock_prefect.relogging import relog as relog_save_dirs
+
+    if not save_dirs and not root:
+        raise typer.BadParameter("give SAVE_DIR arguments or --root DIR")
+    outcomes = relog_save_dirs(save_dirs or [], root=root, force=force, experiment=experiment)
+    table = RichTable("save_dir", "outcome", "MLflow run", "supersedes", title=f"{len(outcomes)} save_dirs")
+    for outcome in outcomes:
+        table.add_row(outcome.save_dir, outcome.outcome, outcome.run_id or "", ", ".join(outcome.superseded_run_ids))
+    out.print(table)
+
+
+@app.command()
+def reconcile(
+    save_dirs: Annotated[list[str] | None, typer.Argument(help="save_dirs (default: every logical run).")] = None,
+    stale_after: Annotated[
+        float, typer.Option(help="Without a Prefect API: seconds after which a RUNNING relog counts as dead.")
+    ] = 3600.0,
+) -> None:
+    """Repair supersession chains left by crashed relogs; changes nothing when all is sound."""
+    from flexlock_prefect.relogging import reconcile as reconcile_chains
+
+    repairs = reconcile_chains(save_dirs or [], stale_after_s=stale_after)
+    if not repairs:
+        out.print("every supersession chain is sound: nothing to repair")
+        return
+    table = RichTable("logical run", "MLflow run", "change", title=f"{len(repairs)} repairs")
+    for repair in repairs:
+        table.add_row(repair.logical_run_key, repair.run_id, repair.change)
+    out.print(table)
+
+
+@app.command()
 def demo(
     root: Annotated[str, typer.Option(help="Where the example config, data and runs are written.")] = "flexlock-demo",
 ) -> None:

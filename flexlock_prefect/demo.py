@@ -28,9 +28,11 @@ def project_root() -> Path:
     return root
 
 
-def load_example_module() -> ModuleType:
-    """`flows/train.py` as a module: its `train` flow and `prepare_example_data`."""
-    spec = importlib.util.spec_from_file_location("flexlock_example_train", project_root() / EXAMPLE_FLOW_FILE)
+def load_flow_module(relative_path: str = EXAMPLE_FLOW_FILE) -> ModuleType:
+    """A file of the project's `flows/` as a module, e.g. `flows/train.py` with `train` and
+    `prepare_example_data`."""
+    module_name = "flexlock_example_" + Path(relative_path).stem
+    spec = importlib.util.spec_from_file_location(module_name, project_root() / relative_path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
@@ -40,6 +42,6 @@ def load_example_module() -> ModuleType:
 def run_demo(root: str | Path = "flexlock-demo") -> str:
     """Run the example main flow once with its data and save_dir under `root`; returns the save_dir."""
     root = Path(root).resolve()
-    example = load_example_module()
+    example = load_flow_module()
     data = example.prepare_example_data(root / "data" / "breast_cancer.csv")
     return example.train(overrides=[f"input_data={data}", f"save_dir={root}/runs/train-${{now:%Y%m%d-%H%M%S-%f}}"])

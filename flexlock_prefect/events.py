@@ -5,28 +5,17 @@ Automations and the diag deployment's trigger match on these exact names and fie
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from prefect.events import emit_event
 
-from flexlock_prefect.lock import RunLock
+from flexlock_prefect.lock import RunLock, logical_run_key
 
 RUN_COMPLETED = "flexlock.run.completed"
 RUN_FAILED = "flexlock.run.failed"
 RUN_RELOGGED = "flexlock.run.relogged"
 MODEL_PROMOTED = "flexlock.model.promoted"
 MODEL_REJECTED = "flexlock.model.rejected"
-
-
-def logical_run_key(logical_run_id: str) -> str:
-    """16 hex of sha256(logical_run_id): names a logical run in resource ids, artifact keys and searches.
-
-    Example:
-        >>> logical_run_key("s3://bucket/runs/a")
-        'de961c6972ce12f6'
-    """
-    return hashlib.sha256(logical_run_id.encode()).hexdigest()[:16]
 
 
 def run_resource(lock: RunLock) -> dict[str, str]:
@@ -57,4 +46,13 @@ def emit_run_finished(lock: RunLock) -> None:
         event=RUN_COMPLETED if completed else RUN_FAILED,
         resource=run_resource(lock),
         payload=run_payload(lock),
+    )
+
+
+def emit_relogged(lock: RunLock, mlflow_run_id: str, superseded_run_ids: list[str]) -> None:
+    """Announce that diag logged `lock`'s save_dir as MLflow run `mlflow_run_id`."""
+    emit_event(
+        event=RUN_RELOGGED,
+        resource=run_resource(lock),
+        payload=run_payload(lock) | {"mlflow_run_id": mlflow_run_id, "superseded_run_ids": superseded_run_ids},
     )

@@ -29,3 +29,11 @@ class StorageError(FlexlockError):
 
 class RunLockError(FlexlockError):
     """A run.lock is missing, corrupt, of an unknown schema version or inconsistent."""
+
+
+class TrackingError(FlexlockError):
+    """The MLflow tracking server is unreachable or refused a request."""
+
+
+class SupersessionError(FlexlockError):
+    """A logical run's supersession chain cannot be read or repaired."""

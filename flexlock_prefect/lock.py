@@ -77,6 +77,17 @@ class RunResult(_Section):
     error: str | None
 
 
+def logical_run_key(logical_run_id: str) -> str:
+    """16 hex of sha256(logical_run_id): names a logical run in event resources, artifact keys and
+    MLflow searches (a save_dir may hold characters that MLflow filter strings cannot escape).
+
+    Example:
+        >>> logical_run_key("s3://bucket/runs/a")
+        'de961c6972ce12f6'
+    """
+    return hashlib.sha256(logical_run_id.encode()).hexdigest()[:16]
+
+
 def canonical_json(data: Any) -> bytes:
     """One byte string per value: sorted keys, no spaces, UTF-8. What every digest hashes."""
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()

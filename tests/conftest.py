@@ -93,3 +93,46 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
         APILogHandler().flush()  # send the session's last flow-run logs while the server still answers
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str) -> Iterator[str]:
+    """`mlflow server` on a free loopback port: SQLite backend, artifacts proxied to moto S3.
+
+    One worker and no job execution keep start-up near 7 s; the server runs in its own process
+    group because it forks, and the whole group is stopped at the end.
+    """
+    from flexlock_prefect import storage
+
+    home = tmp_path_factory.mktemp("mlflow-server")
+    bucket = "mlflow-artifacts"
+    fs, _ = storage.filesystem(f"s3://{bucket}")
+    fs.mkdir(bucket)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = ServerProcess(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{home}/mlflow.db",
+            "--artifacts-destination",
+            f"s3://{bucket}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        health_url=f"{url}/health",
+        log_path=home / "mlflow.log",
+        env={"MLFLOW_S3_ENDPOINT_URL": s3_endpoint, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        timeout_s=120,
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", url)
+        yield url
+    server.stop()

@@ -203,3 +203,17 @@ def test_s3_data_and_save_dir_together(tmp_path: Path, s3_bucket: str) -> None:
     _, lock = capture_run({"input_data": f"{s3_bucket}/data", "save_dir": f"{s3_bucket}/runs/1"}, data=["input_data"])
     lock.save()
     assert RunLock.load(f"{s3_bucket}/runs/1").data["input_data"].uri == f"{s3_bucket}/data"
+
+
+def test_installed_packages_are_read_again_after_an_install(tmp_path: Path, monkeypatch) -> None:
+    from flexlock_prefect.capture.env import installed_packages
+
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    assert "flexlock-canary-pkg" not in installed_packages()
+    dist = site / "flexlock_canary_pkg-1.2.3.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: flexlock-canary-pkg\nVersion: 1.2.3\n")
+    os.utime(site, ns=(time.time_ns(), time.time_ns() + 1_000_000))
+    assert installed_packages()["flexlock-canary-pkg"] == "1.2.3"

@@ -10,7 +10,8 @@ import pytest
 
 from flexlock_prefect import RunLock, locked_flow, storage
 from flexlock_prefect.artifacts import artifact_key
-from flexlock_prefect.events import RUN_COMPLETED, RUN_FAILED, logical_run_key
+from flexlock_prefect.events import RUN_COMPLETED, RUN_FAILED
+from flexlock_prefect.lock import logical_run_key
 from tests.helpers.prefect_api import artifacts, flow_run, wait_for_events
 
 pytestmark = pytest.mark.integration

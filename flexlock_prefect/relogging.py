@@ -1,0 +1,169 @@
+"""Relogging run directories to MLflow (one, many, or all under a root) and repairing chains.
+
+Both take the logical run's lock (a Prefect global concurrency limit, when a Prefect API is
+configured), so any number of processes, workers and deployments can relog and reconcile the
+same save_dirs at once and still leave one active run and one chain per logical id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Literal
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import ViewType
+
+from flexlock_prefect import __version__, storage
+from flexlock_prefect.concurrency import exclusive, run_lock_name
+from flexlock_prefect.exceptions import FlexlockError
+from flexlock_prefect.lock import RunLock, find_save_dirs, logical_run_key
+from flexlock_prefect.mlflow_logging import check_tracking_server, mlflow_enabled, tracking_errors
+from flexlock_prefect.outputs import log_outputs
+from flexlock_prefect.supersede import KEY, Relog, Repair, current_active, linked_run, repair_chain, runs_of
+
+logger = logging.getLogger(__name__)
+
+DiagBody = Callable[[str, mlflow.ActiveRun], None]
+RELOG_WORKERS = 4
+STALE_AFTER_S = 3600.0
+
+
+@dataclass(frozen=True)
+class RelogOutcome:
+    save_dir: str
+    outcome: Literal["relogged", "skipped", "disabled"]
+    run_id: str | None = None
+    superseded_run_ids: list[str] = field(default_factory=list)
+
+
+def code_version(body: Callable[..., object]) -> str:
+    """16 hex naming the diag code: its source and the flexlock-prefect version.
+
+    A save_dir whose active run was logged by the same lock digest and the same diag code is
+    already up to date.
+    """
+    try:
+        source = inspect.getsource(body)
+    except (OSError, TypeError):
+        source = f"{body.__module__}.{body.__qualname__}"
+    return hashlib.sha256(f"{__version__}\n{source}".encode()).hexdigest()[:16]
+
+
+@contextmanager
+def run_lock(key: str) -> Iterator[bool]:
+    """The lock of one logical run, by its logical run key."""
+    with exclusive(run_lock_name(key)) as locked:
+        yield locked
+
+
+def relog_one(
+    save_dir: str,
+    diag: DiagBody = log_outputs,
+    *,
+    force: bool = False,
+    experiment: str | None = None,
+    version: str | None = None,
+) -> tuple[RelogOutcome, Relog | None]:
+    """Relog one save_dir with `diag(save_dir, run)` as the body, unless it is up to date."""
+    lock = RunLock.load(save_dir)
+    if not mlflow_enabled(lock):
+        logger.info("%s: mlflow.enabled is false in its config; nothing logged", lock.logical_run_id)
+        return RelogOutcome(lock.logical_run_id, "disabled"), None
+    version = version or code_version(diag)
+    if not force and (active := current_active(save_dir, experiment)) is not None:
+        tags = active.data.tags
+        if tags.get("flexlock.lock_digest") == lock.digest and tags.get("flexlock.diag_version") == version:
+            return RelogOutcome(lock.logical_run_id, "skipped", active.info.run_id), None
+    with linked_run(save_dir, experiment, diag_version=version, serialize=run_lock) as relog:
+        diag(save_dir, relog.run)
+    outcome = RelogOutcome(lock.logical_run_id, "relogged", relog.run_id, relog.superseded_run_ids)
+    return outcome, relog
+
+
+def relog(
+    save_dirs: Sequence[str] = (),
+    *,
+    root: str | None = None,
+    force: bool = False,
+    diag: DiagBody | None = None,
+    experiment: str | None = None,
+    workers: int = RELOG_WORKERS,
+) -> list[RelogOutcome]:
+    """Relog save_dirs (and every save_dir under `root`) in parallel; unchanged ones are skipped.
+
+    Example:
+        >>> relog(["/runs/a", "s3://bucket/runs/b"], force=False)  # doctest: +SKIP
+        >>> relog(root="/runs")  # doctest: +SKIP
+    """
+    targets = list(dict.fromkeys([*map(storage.canonical_url, save_dirs), *(find_save_dirs(root) if root else [])]))
+    if not targets:
+        where = f"under {root}" if root else "given"
+        raise FlexlockError(f"no save_dir with a run.lock {where}: nothing to relog")
+    body = diag or log_outputs
+    version = code_version(body)
+
+    def one(save_dir: str) -> RelogOutcome:
+        return relog_one(save_dir, body, force=force, experiment=experiment, version=version)[0]
+
+    with ThreadPoolExecutor(max(1, min(workers, len(targets)))) as pool:
+        return list(pool.map(one, targets))
+
+
+def reconcile(save_dirs: Sequence[str] = (), *, stale_after_s: float = STALE_AFTER_S) -> list[Repair]:
+    """Repair the chains of the given save_dirs (default: every logical run in MLflow); idempotent.
+
+    A relog that died leaves its run RUNNING. Under the logical run's Prefect lock no relog can be
+    in flight, so such runs are ended FAILED at once; without a Prefect API only runs older than
+    `stale_after_s` are. Then each chain is rebuilt from its finished runs by end time.
+
+    Example:
+        >>> reconcile()  # doctest: +SKIP
+        [Repair(logical_run_key='de961c6972ce12f6', run_id='…', change='flexlock.status=deprecated')]
+    """
+    uri = mlflow.get_tracking_uri()
+    check_tracking_server(uri)
+    client = MlflowClient(uri)
+    with tracking_errors(uri):
+        experiment_ids = _all_experiment_ids(client)
+        keys = (
+            [logical_run_key(storage.canonical_url(s)) for s in save_dirs]
+            if save_dirs
+            else _all_logical_run_keys(client, experiment_ids)
+        )
+        repairs: list[Repair] = []
+        for key in sorted(set(keys)):
+            with run_lock(key) as locked:
+                runs = runs_of(client, experiment_ids, key)
+                repairs += repair_chain(client, runs, stale_after_s=0 if locked else stale_after_s)
+    return repairs
+
+
+def _all_experiment_ids(client: MlflowClient) -> list[str]:
+    ids: list[str] = []
+    token = None
+    while True:
+        page = client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
+        ids += [e.experiment_id for e in page]
+        token = page.token
+        if not token:
+            return ids
+
+
+def _all_logical_run_keys(client: MlflowClient, experiment_ids: list[str]) -> list[str]:
+    keys: set[str] = set()
+    token = None
+    while True:
+        page = client.search_runs(
+            experiment_ids, filter_string=f"tags.`{KEY}` LIKE '%'", max_results=1000, page_token=token
+        )
+        keys |= {run.data.tags[KEY] for run in page}
+        token = page.token
+        if not token:
+            return sorted(keys)

@@ -1,0 +1,272 @@
+"""★ Logical-run supersession on MLflow: one active run per save_dir, and a failed relog never
+demotes the good one (DESIGN.md §5).
+
+One relog of a save_dir:
+
+1. Under the logical run's lock (when the caller passes one), read the runs of the logical id.
+2. Create the new run with the record's tags but **no** `flexlock.status`: while it is being
+   logged, nobody mistakes it for the current view.
+3. Log the record (params, datasets, run.lock), then run the caller's body.
+4. If the body raises, the run ends FAILED and never becomes active; the previous run stays
+   active. A killed process leaves its run RUNNING and untagged until `reconcile` ends it FAILED.
+5. If the body succeeds, the run ends FINISHED, is tagged `active` and names the run it
+   supersedes, and only then is the previous run tagged `deprecated` and linked forward. A crash
+   between the two steps leaves two active runs, never none.
+6. Settle: the chain of the logical id is checked and, if a crash or an unserialised writer
+   left it inconsistent, rebuilt: finished runs in end-time order, the newest active.
+
+This module knows MLflow, not Prefect: the lock is a callable the caller passes in.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Run, RunStatus, ViewType
+from mlflow.exceptions import MlflowException
+
+from flexlock_prefect.lock import RunLock, logical_run_key
+from flexlock_prefect.mlflow_logging import (
+    check_tracking_server,
+    creation_tags,
+    experiment_name,
+    log_batch,
+    log_record,
+    run_name,
+    tracking_errors,
+)
+
+STATUS = "flexlock.status"
+ACTIVE = "active"
+DEPRECATED = "deprecated"
+SUPERSEDES = "flexlock.supersedes_run_id"
+SUPERSEDED_BY = "flexlock.superseded_by_run_id"
+KEY = "flexlock.logical_run_key"
+CHAIN_TAGS = (STATUS, SUPERSEDES, SUPERSEDED_BY)
+
+# MLflow prints a run URL when a run ends: the tracking URI may hold credentials, and building
+# the URL costs one more request per run.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+Serializer = Callable[[str], AbstractContextManager[Any]]
+_experiment_ids: dict[tuple[str, str], str] = {}
+
+
+@dataclass
+class Relog:
+    """One relog in progress; after a clean exit `run_id` is the active run of the logical id."""
+
+    lock: RunLock
+    run_id: str
+    previous_run_ids: list[str]
+    run: mlflow.ActiveRun | None = None
+    superseded_run_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Repair:
+    """One change reconcile made: which run of which logical run, and what."""
+
+    logical_run_key: str
+    run_id: str
+    change: str
+
+
+@contextmanager
+def linked_run(
+    save_dir: str,
+    experiment: str | None = None,
+    name: str | None = None,
+    tags: dict[str, str] | None = None,
+    *,
+    diag_version: str = "",
+    serialize: Serializer | None = None,
+) -> Iterator[Relog]:
+    """Relog `save_dir` as a new MLflow run that supersedes the active one on success."""
+    lock = RunLock.load(save_dir)
+    uri = mlflow.get_tracking_uri()
+    check_tracking_server(uri)
+    client = MlflowClient(uri)
+    key = logical_run_key(lock.logical_run_id)
+    with (serialize or _unserialized)(key):
+        with tracking_errors(uri):
+            experiment_id = _experiment_id(client, uri, experiment_name(lock, experiment))
+            previous = [r for r in runs_of(client, [experiment_id], key) if r.data.tags.get(STATUS) == ACTIVE]
+            inherited = {k: v for k, v in (previous[0].data.tags if previous else {}).items() if _is_user_tag(k)}
+            resolved_name = run_name(lock, name)
+            run = client.create_run(
+                experiment_id,
+                run_name=resolved_name,
+                tags=inherited | creation_tags(lock, resolved_name, diag_version) | (tags or {}),
+            )
+        relog = Relog(lock, run.info.run_id, [r.info.run_id for r in previous])
+        try:
+            with tracking_errors(uri):
+                log_record(client, relog.run_id, lock)
+                relog.run = mlflow.start_run(run_id=relog.run_id, nested=mlflow.active_run() is not None)
+            yield relog
+        except BaseException:
+            _end_failed(client, relog.run_id)
+            raise
+        with tracking_errors(uri):
+            mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+            relog.superseded_run_ids = _promote(client, relog.run_id, relog.previous_run_ids)
+            repair_chain(client, runs_of(client, [experiment_id], key), stale_after_s=None)
+
+
+@contextmanager
+def mlflowlink(
+    save_dir: str,
+    experiment: str | None = None,
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+    *,
+    serialize: Serializer | None = None,
+) -> Iterator[mlflow.ActiveRun]:
+    """Log `save_dir` to MLflow as a new run; inside the block it is MLflow's active run.
+
+    Example:
+        >>> with mlflowlink("runs/2026-11-22", experiment="proj") as run:  # doctest: +SKIP
+        ...     mlflow.log_metric("acc", 0.9)
+    """
+    with linked_run(save_dir, experiment, run_name, tags, serialize=serialize) as relog:
+        yield relog.run
+
+
+def current_active(save_dir: str, experiment: str | None = None) -> Run | None:
+    """The active run of `save_dir`'s logical id in its experiment, or None (one search request)."""
+    lock = RunLock.load(save_dir)
+    uri = mlflow.get_tracking_uri()
+    check_tracking_server(uri)
+    client = MlflowClient(uri)
+    with tracking_errors(uri):
+        experiment_id = _experiment_id(client, uri, experiment_name(lock, experiment))
+        key = logical_run_key(lock.logical_run_id)
+        active = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{KEY}` = '{key}' AND tags.`{STATUS}` = '{ACTIVE}'",
+            order_by=["attributes.end_time DESC"],
+            max_results=1,
+        )
+    return active[0] if active else None
+
+
+def runs_of(client: MlflowClient, experiment_ids: Sequence[str], key: str) -> list[Run]:
+    """Every run of one logical id in the given experiments, newest end first (running last)."""
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            list(experiment_ids),
+            filter_string=f"tags.`{KEY}` = '{key}'",
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=1000,
+            page_token=token,
+        )
+        runs += page
+        token = page.token
+        if not token:
+            return sorted(runs, key=lambda r: (r.info.end_time or 0, r.info.start_time or 0), reverse=True)
+
+
+def repair_chain(client: MlflowClient, runs: Sequence[Run], stale_after_s: float | None) -> list[Repair]:
+    """Make the runs of one logical id one chain: finished runs in end-time order, the newest
+    active, the others deprecated; failed runs outside it. Idempotent: a sound chain is untouched.
+
+    With `stale_after_s`, runs still RUNNING after that long are taken for dead relogs and
+    ended FAILED first; with None, running runs (relogs in flight) are left alone.
+    """
+    repairs: list[Repair] = []
+    now_ms = time.time() * 1000
+    finished: list[Run] = []
+    outside: list[Run] = []
+    for run in runs:
+        status = run.info.status
+        if status == "RUNNING" and stale_after_s is not None and run.info.start_time < now_ms - stale_after_s * 1000:
+            client.set_terminated(run.info.run_id, "FAILED")
+            repairs.append(Repair(run.data.tags.get(KEY, ""), run.info.run_id, "ended FAILED: its relog died"))
+            status = "FAILED"
+        if status == "FINISHED":
+            finished.append(run)
+        elif status != "RUNNING":
+            outside.append(run)
+    finished.sort(key=lambda r: (r.info.end_time or 0, r.info.start_time or 0))
+    wanted: list[tuple[Run, dict[str, str | None]]] = [(run, dict.fromkeys(CHAIN_TAGS)) for run in outside]
+    for index, run in enumerate(finished):
+        newest = index == len(finished) - 1
+        wanted.append(
+            (
+                run,
+                {
+                    STATUS: ACTIVE if newest else DEPRECATED,
+                    SUPERSEDES: finished[index - 1].info.run_id if index else None,
+                    SUPERSEDED_BY: None if newest else finished[index + 1].info.run_id,
+                },
+            )
+        )
+    for run, tags in wanted:
+        repairs += _apply(client, run, tags)
+    return repairs
+
+
+def _apply(client: MlflowClient, run: Run, tags: dict[str, str | None]) -> list[Repair]:
+    current = run.data.tags
+    to_set = {k: v for k, v in tags.items() if v is not None and current.get(k) != v}
+    to_delete = [k for k, v in tags.items() if v is None and k in current]
+    log_batch(client, run.info.run_id, tags=to_set)
+    for tag in to_delete:
+        client.delete_tag(run.info.run_id, tag)
+    key = current.get(KEY, "")
+    changes = [f"{k}={v}" for k, v in to_set.items()] + [f"removed {k}" for k in to_delete]
+    return [Repair(key, run.info.run_id, ", ".join(changes))] if changes else []
+
+
+def _promote(client: MlflowClient, run_id: str, previous_run_ids: list[str]) -> list[str]:
+    """The finished run becomes active first, then its predecessors are deprecated."""
+    log_batch(client, run_id, tags={STATUS: ACTIVE} | ({SUPERSEDES: previous_run_ids[0]} if previous_run_ids else {}))
+    for previous in previous_run_ids:
+        log_batch(client, previous, tags={STATUS: DEPRECATED, SUPERSEDED_BY: run_id})
+    return list(previous_run_ids)
+
+
+def _end_failed(client: MlflowClient, run_id: str) -> None:
+    """End the new run FAILED, best effort: the caller's own exception is what must surface."""
+    try:
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == run_id:
+            mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        else:
+            client.set_terminated(run_id, "FAILED")
+    except Exception:  # noqa: BLE001 - the run stays RUNNING; reconcile ends it FAILED later
+        pass
+
+
+def _experiment_id(client: MlflowClient, uri: str, name: str) -> str:
+    cached = _experiment_ids.get((uri, name))
+    if cached:
+        return cached
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            experiment_id = client.create_experiment(name)
+        except MlflowException:  # created meanwhile by a concurrent relog
+            experiment_id = client.get_experiment_by_name(name).experiment_id
+    else:
+        experiment_id = experiment.experiment_id
+    _experiment_ids[(uri, name)] = experiment_id
+    return experiment_id
+
+
+def _is_user_tag(key: str) -> bool:
+    return not key.startswith(("flexlock.", "mlflow."))
+
+
+def _unserialized(key: str) -> AbstractContextManager[None]:
+    return nullcontext()

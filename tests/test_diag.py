@@ -1,0 +1,44 @@
+"""The default diag flow end to end: example main run → diag → MLflow run, model, link, event."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from flexlock_prefect.artifacts import artifact_key
+from flexlock_prefect.demo import load_flow_module
+from flexlock_prefect.events import RUN_RELOGGED
+from flexlock_prefect.lock import logical_run_key
+from flexlock_prefect.supersede import ACTIVE, STATUS
+from tests.helpers.prefect_api import artifacts, wait_for_events
+
+pytestmark = pytest.mark.integration
+
+
+def test_diag_logs_the_example_run_registers_its_model_and_announces_it(
+    prefect_api: str, mlflow_server: str, tmp_path: Path
+) -> None:
+    example, diag = load_flow_module("flows/train.py"), load_flow_module("flows/diag.py")
+    data = example.prepare_example_data(tmp_path / "data.csv")
+    save_dir = example.train(overrides=[f"input_data={data}", f"save_dir={tmp_path}/run", "model_name=diag-test-clf"])
+
+    run_id = diag.diag(save_dir=save_dir)
+
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    assert run.data.tags[STATUS] == ACTIVE and run.data.tags["model_name"] == "diag-test-clf"
+    assert {"accuracy", "f1", "roc_auc"} <= set(run.data.metrics)
+    assert {"run.lock", "metrics.json", "roc.png", "model.pkl"} <= {a.path for a in client.list_artifacts(run_id)}
+    [version] = client.search_model_versions("name='diag-test-clf'")
+    assert version.run_id == run_id
+
+    [link] = artifacts(artifact_key(save_dir, "mlflow-run"))
+    assert f"({mlflow_server}/#/experiments/{run.info.experiment_id}/runs/{run_id})" in link.data
+    [event] = wait_for_events(RUN_RELOGGED, f"flexlock.run.{logical_run_key(save_dir)}")
+    assert event.payload["mlflow_run_id"] == run_id and event.payload["superseded_run_ids"] == []
+
+    assert diag.diag(save_dir=save_dir) is None  # up to date: same lock digest, same diag code
+    rerun = diag.diag(save_dir=save_dir, force=True)
+    assert client.get_run(rerun).data.tags["flexlock.supersedes_run_id"] == run_id
