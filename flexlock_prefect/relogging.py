@@ -44,13 +44,16 @@ class RelogOutcome:
 
 
 def code_version(body: Callable[..., object]) -> str:
-    """16 hex naming the diag code: its source and the flexlock-prefect version.
+    """16 hex naming the diag code: the source of the module defining `body`, and the
+    flexlock-prefect version.
 
-    A save_dir whose active run was logged by the same lock digest and the same diag code is
-    already up to date.
+    The whole module counts, not just the function, because a diag body calls helpers beside
+    it. A save_dir whose active run was logged from the same lock digest by the same diag code
+    is already up to date.
     """
+    module = inspect.getmodule(body)
     try:
-        source = inspect.getsource(body)
+        source = inspect.getsource(module) if module is not None else inspect.getsource(body)
     except (OSError, TypeError):
         source = f"{body.__module__}.{body.__qualname__}"
     return hashlib.sha256(f"{__version__}\n{source}".encode()).hexdigest()[:16]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flexlock_prefect.capture.config import flatten, value_text
-from flexlock_prefect.lock import RunLock
+from flexlock_prefect.lock import RunLock, logical_run_key
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,7 @@ def lock_tables(lock: RunLock) -> list[Table]:
     """The sections of a lock a person reads first: summary, config, code, data, environment."""
     summary = [
         ("save_dir", lock.logical_run_id),
+        ("logical run key", logical_run_key(lock.logical_run_id)),
         ("created", lock.created_at),
         ("fingerprint", lock.fingerprint),
         ("digest", lock.digest),

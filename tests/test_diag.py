@@ -42,3 +42,16 @@ def test_diag_logs_the_example_run_registers_its_model_and_announces_it(
     assert diag.diag(save_dir=save_dir) is None  # up to date: same lock digest, same diag code
     rerun = diag.diag(save_dir=save_dir, force=True)
     assert client.get_run(rerun).data.tags["flexlock.supersedes_run_id"] == run_id
+
+
+def test_relog_all_relogs_every_run_under_a_root_once(prefect_api: str, mlflow_server: str, tmp_path: Path) -> None:
+    example, diag = load_flow_module("flows/train.py"), load_flow_module("flows/diag.py")
+    data = example.prepare_example_data(tmp_path / "data.csv")
+    save_dirs = [
+        example.train(overrides=[f"input_data={data}", f"save_dir={tmp_path}/runs/{name}", "model_name=''"])
+        for name in ("a", "b")
+    ]
+    assert diag.relog_all(root=str(tmp_path / "runs")) == {"relogged": 2, "skipped": 0, "disabled": 0}
+    assert diag.relog_all(root=str(tmp_path / "runs")) == {"relogged": 0, "skipped": 2, "disabled": 0}
+    for save_dir in save_dirs:
+        wait_for_events(RUN_RELOGGED, f"flexlock.run.{logical_run_key(save_dir)}")

@@ -7,6 +7,7 @@ is active; a failed or killed relog never demotes the active run; links form one
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -272,3 +273,27 @@ def test_no_secret_reaches_mlflow_params_tags_artifacts_or_logs(
     seen += out + err + caplog.text
     for canary in canaries:
         assert canary not in seen
+
+
+def test_the_cli_relogs_a_root_and_reconciles(mlflow_server: str, tmp_path: Path) -> None:
+    save_dirs = [make_save_dir(tmp_path / "runs", f"cli-{i}") for i in range(2)]
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "flexlock_prefect", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "COLUMNS": "250"},
+        )
+
+    relogged = cli("relog", "--root", str(tmp_path / "runs"))
+    assert relogged.returncode == 0, relogged.stderr
+    assert relogged.stdout.count("relogged") == 2
+    assert cli("relog", *save_dirs).stdout.count("skipped") == 2
+    assert cli("relog", "--force", save_dirs[0]).stdout.count("relogged") == 1
+    assert_one_chain(save_dirs[0], finished=2)
+    reconciled = cli("reconcile", *save_dirs)
+    assert reconciled.returncode == 0 and "nothing to repair" in reconciled.stdout
+    missing = cli("relog")
+    assert missing.returncode == 2 and "--root" in missing.stderr
