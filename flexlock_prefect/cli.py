@@ -98,12 +98,24 @@ def relog(
     root: Annotated[str | None, typer.Option(help="Relog every save_dir with a run.lock below DIR.")] = None,
     force: Annotated[bool, typer.Option(help="Relog even save_dirs whose active run is up to date.")] = False,
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: from each config).")] = None,
+    via_event: Annotated[
+        bool, typer.Option(help="Emit flexlock.relog.requested for --root; the relog-all deployment does the work.")
+    ] = False,
 ) -> None:
     """Log save_dirs to MLflow as new runs that supersede their active runs."""
     from flexlock_prefect.relogging import relog as relog_save_dirs
 
     if not save_dirs and not root:
         raise typer.BadParameter("give SAVE_DIR arguments or --root DIR")
+    if via_event:
+        if not root or save_dirs:
+            raise typer.BadParameter("--via-event takes --root DIR and no SAVE_DIR")
+        from flexlock_prefect.events import emit_relog_requested
+        from flexlock_prefect.storage import canonical_url
+
+        emit_relog_requested(canonical_url(root), force=force)
+        out.print(f"flexlock.relog.requested emitted for {canonical_url(root)}: the relog-all deployment relogs it")
+        return
     outcomes = relog_save_dirs(save_dirs or [], root=root, force=force, experiment=experiment)
     table = RichTable("save_dir", "outcome", "MLflow run", "supersedes", title=f"{len(outcomes)} save_dirs")
     for outcome in outcomes:
@@ -133,14 +145,37 @@ def reconcile(
 
 @app.command()
 def demo(
-    root: Annotated[str, typer.Option(help="Where the example config, data and runs are written.")] = "flexlock-demo",
+    root: Annotated[
+        str, typer.Option(help="Where the example data, runs and local stores are written.")
+    ] = "flexlock-demo",
+    keep: Annotated[
+        bool, typer.Option(help="Leave the local Prefect server and the served deployments running.")
+    ] = False,
 ) -> None:
-    """Run the example main flow (flows/train.py) on embedded defaults and show its record."""
+    """Run the example end to end: Prefect server, served deployments, main run, triggered diag."""
     from flexlock_prefect.demo import run_demo
 
-    save_dir = run_demo(root)
-    show(save_dir)
-    out.print(f"\nrun record: {save_dir}/run.lock\nverify it:  flexlock-prefect verify {save_dir}", soft_wrap=True)
+    result = run_demo(root, keep=keep, console=err)
+    out.print(f"Prefect UI:  {result.prefect_ui}", soft_wrap=True)
+    out.print(f"save_dir:    {result.save_dir}  (flexlock-prefect show {result.save_dir})", soft_wrap=True)
+    out.print(f"MLflow run:  {result.mlflow_run_id}", soft_wrap=True)
+    out.print(f"MLflow UI:   {result.mlflow_ui_command}", soft_wrap=True)
+
+
+@app.command()
+def serve(
+    root: Annotated[str, typer.Option(help="Where a local Prefect server keeps its database.")] = "flexlock-demo",
+) -> None:
+    """Serve the project's deployments (and a local Prefect server if none is configured) until Ctrl-C."""
+    from pathlib import Path
+
+    from flexlock_prefect.demo import project_root
+    from flexlock_prefect.local import prefect_api
+    from flexlock_prefect.serving import serve_project
+
+    with prefect_api(Path(root).resolve() / "prefect") as api_url:
+        err.print(f"Prefect API at {api_url}; serving the deployments (Ctrl-C stops)")
+        serve_project(project_root())
 
 
 def _rich_table(table: Table) -> RichTable:

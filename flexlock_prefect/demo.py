@@ -1,20 +1,37 @@
-"""The example behind `flexlock-prefect demo`: the example main flow `flows/train.py:train`, run once.
+"""`flexlock-prefect demo`: the whole product on embedded defaults, end to end.
 
-Everything the demo writes lives under one root directory (default `./flexlock-demo`): the example
-dataset and the run's save_dir. Prefect runs the flow against `PREFECT_API_URL` when it is set,
-else against a temporary local server that Prefect starts and stops by itself.
+A Prefect server on loopback (unless `PREFECT_API_URL` is set), the project's deployments served
+from a subprocess, one run of the example main flow, and the diag deployment that its completion
+event triggers, which logs the run to MLflow (a local SQLite store unless `MLFLOW_TRACKING_URI`
+is set). Everything the demo writes lives under one root directory (default `./flexlock-demo`).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+
+from rich.console import Console
 
 from flexlock_prefect.exceptions import FlexlockError
 
 EXAMPLE_FLOW_FILE = "flows/train.py"
+DIAG_DEPLOYMENT = "diag/diag"
+WAIT_S = 300.0
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    prefect_ui: str
+    save_dir: str
+    mlflow_run_id: str
+    mlflow_ui_command: str
 
 
 def project_root() -> Path:
@@ -39,9 +56,75 @@ def load_flow_module(relative_path: str = EXAMPLE_FLOW_FILE) -> ModuleType:
     return module
 
 
-def run_demo(root: str | Path = "flexlock-demo") -> str:
-    """Run the example main flow once with its data and save_dir under `root`; returns the save_dir."""
+def run_demo(root: str | Path = "flexlock-demo", keep: bool = False, console: Console | None = None) -> DemoResult:
+    """Run the example main flow through the served deployments and wait for its diag run."""
+    from flexlock_prefect.local import prefect_api, served_deployments
+
+    console = console or Console(stderr=True)
     root = Path(root).resolve()
-    example = load_flow_module()
-    data = example.prepare_example_data(root / "data" / "breast_cancer.csv")
-    return example.train(overrides=[f"input_data={data}", f"save_dir={root}/runs/train-${{now:%Y%m%d-%H%M%S-%f}}"])
+    root.mkdir(parents=True, exist_ok=True)
+    project = project_root()
+    tracking_uri = os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
+    with ExitStack() as services:  # Ctrl-C unwinds it: served deployments first, then the server
+        with console.status("starting Prefect (a local server unless PREFECT_API_URL is set)…"):
+            api_url = services.enter_context(prefect_api(root / "prefect", keep=keep))
+        console.print(f"[green]✓[/green] Prefect API at {api_url}")
+        log = root / "serve.log"
+        services.enter_context(served_deployments(project, log, {"MLFLOW_TRACKING_URI": tracking_uri}, keep=keep))
+        with console.status("serving the deployments train, diag and relog-all…"):
+            _wait_for_deployment(DIAG_DEPLOYMENT, log)
+        console.print("[green]✓[/green] deployments served (see deployments/serve.py)")
+        with console.status("running the example main flow (flows/train.py)…"):
+            example = load_flow_module()
+            data = example.prepare_example_data(root / "data" / "breast_cancer.csv")
+            save_dir = example.train(
+                overrides=[f"input_data={data}", f"save_dir={root}/runs/train-${{now:%Y%m%d-%H%M%S-%f}}"]
+            )
+        console.print(f"[green]✓[/green] main run recorded in {save_dir}/run.lock")
+        with console.status("waiting for the diag run that flexlock.run.completed triggers…"):
+            run_id = _wait_for_diag(save_dir, log)
+        console.print(f"[green]✓[/green] diag logged it as MLflow run {run_id}")
+    return DemoResult(
+        prefect_ui=api_url.removesuffix("/api"),
+        save_dir=save_dir,
+        mlflow_run_id=run_id,
+        mlflow_ui_command=f"mlflow ui --backend-store-uri {tracking_uri}",
+    )
+
+
+def _wait_for_deployment(name: str, log: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            try:
+                client.read_deployment_by_name(name)
+                return
+            except ObjectNotFound:
+                time.sleep(0.5)
+    raise FlexlockError(f"deployment {name} was not served within {WAIT_S:.0f}s: see {log}")
+
+
+def _wait_for_diag(save_dir: str, log: Path) -> str:
+    """The MLflow run id once the triggered diag run of `save_dir` has completed."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    from flexlock_prefect.supersede import current_active
+
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["diag"])))
+        for run in runs:
+            if run.parameters.get("save_dir") != save_dir or not (run.state and run.state.is_final()):
+                continue
+            if not run.state.is_completed():
+                raise FlexlockError(f"the diag run {run.name} ended {run.state.type.value}: see {log}")
+            active = current_active(save_dir)
+            if active is not None:
+                return active.info.run_id
+        time.sleep(1)
+    raise FlexlockError(f"no diag run completed for {save_dir} within {WAIT_S:.0f}s: see {log}")

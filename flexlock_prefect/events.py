@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect.events import emit_event
+from prefect.events import DeploymentEventTrigger, emit_event
+from prefect.events.worker import EventsWorker
 
 from flexlock_prefect.lock import RunLock, logical_run_key
 
 RUN_COMPLETED = "flexlock.run.completed"
 RUN_FAILED = "flexlock.run.failed"
 RUN_RELOGGED = "flexlock.run.relogged"
+RELOG_REQUESTED = "flexlock.relog.requested"
 MODEL_PROMOTED = "flexlock.model.promoted"
 MODEL_REJECTED = "flexlock.model.rejected"
 
@@ -55,4 +57,48 @@ def emit_relogged(lock: RunLock, mlflow_run_id: str, superseded_run_ids: list[st
         event=RUN_RELOGGED,
         resource=run_resource(lock),
         payload=run_payload(lock) | {"mlflow_run_id": mlflow_run_id, "superseded_run_ids": superseded_run_ids},
+    )
+
+
+def emit_relog_requested(root: str, force: bool = False) -> None:
+    """Ask the relog-all deployment to relog every save_dir under `root`.
+
+    Events are sent by a background worker; it is drained here so that a short-lived caller
+    (the CLI) does not exit with the event still queued.
+    """
+    emit_event(
+        event=RELOG_REQUESTED,
+        resource={"prefect.resource.id": f"flexlock.root.{logical_run_key(root)}", "flexlock.root": root},
+        payload={"root": root, "force": force},
+    )
+    EventsWorker.drain_all(timeout=30)
+
+
+def _payload_value(field: str) -> dict[str, Any]:
+    """A trigger parameter taking a payload field with its JSON type (a bool stays a bool)."""
+    return {
+        "__prefect_kind": "json",
+        "value": {"__prefect_kind": "jinja", "template": f"{{{{ event.payload.{field} | tojson }}}}"},
+    }
+
+
+def diag_trigger() -> DeploymentEventTrigger:
+    """★ The diag deployment's trigger: every completed main run is logged to MLflow."""
+    return DeploymentEventTrigger(
+        name="flexlock-diag-on-run-completed",
+        expect={RUN_COMPLETED},
+        match={"prefect.resource.id": "flexlock.run.*"},
+        for_each={"prefect.resource.id"},
+        parameters={"save_dir": "{{ event.payload.save_dir }}"},
+    )
+
+
+def relog_trigger() -> DeploymentEventTrigger:
+    """The relog-all deployment's trigger: `flexlock.relog.requested` with payload `{root, force}`."""
+    return DeploymentEventTrigger(
+        name="flexlock-relog-all-on-request",
+        expect={RELOG_REQUESTED},
+        match={"prefect.resource.id": "flexlock.root.*"},
+        for_each={"prefect.resource.id"},
+        parameters={"root": "{{ event.payload.root }}", "force": _payload_value("force")},
     )

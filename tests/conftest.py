@@ -69,21 +69,9 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """
     from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    home = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    server = ServerProcess(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
-        health_url=f"{url}/health",
-        log_path=home / "server.log",
-        env={
-            "PREFECT_HOME": str(home),
-            "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_UI_ENABLED": "false",
-        },
-        timeout_s=120,
-    )
+    from flexlock_prefect.local import start_prefect_server
+
+    server, url = start_prefect_server(tmp_path_factory.mktemp("prefect-server"))
     # No heartbeat thread: a trivial flow run then costs ~0.2 s instead of ~1.1 s.
     settings = {PREFECT_API_URL: url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
     with pytest.MonkeyPatch.context() as patch, temporary_settings(settings):

@@ -130,17 +130,26 @@ def test_the_console_script_is_installed() -> None:
 
 
 @pytest.mark.integration
-def test_demo_runs_the_example_main_flow_and_shows_its_record(tmp_path: Path, prefect_api: str) -> None:
-    result = cli("demo", "--root", str(tmp_path / "demo"), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "run record:" in result.stdout and "input_data" in result.stdout
-    save_dir = result.stdout.split("run record:")[1].split()[0].removesuffix("/run.lock")
-    assert cli("verify", save_dir).returncode == 0
-    from flexlock_prefect import RunLock
+def test_the_readme_demo_runs_end_to_end_on_a_clean_home(tmp_path: Path) -> None:
+    """The README's main-job command with nothing running and nothing configured."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env |= {"HOME": str(home), "COLUMNS": "200", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    result = subprocess.run(
+        ["flexlock-prefect", "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = dict(line.split(":", 1) for line in result.stdout.splitlines() if ":" in line)
+    assert lines["Prefect UI"].strip().startswith("http://127.0.0.1:")
+    save_dir = lines["save_dir"].split()[0]
+    assert save_dir.startswith(f"file://{tmp_path}/flexlock-demo/runs/train-")
+    assert lines["MLflow UI"].strip() == f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/flexlock-demo/mlflow.db"
+    from mlflow import MlflowClient
 
-    lock = RunLock.load(save_dir)
-    assert lock.result.status == "completed"
-    assert {"model.pkl", "metrics.json", "roc.png"} <= set(lock.result.outputs)
+    run = MlflowClient(f"sqlite:///{tmp_path}/flexlock-demo/mlflow.db").get_run(lines["MLflow run"].strip())
+    assert run.data.tags["flexlock.status"] == "active" and run.data.tags["flexlock.logical_run_id"] == save_dir
+    assert "diag logged it as MLflow run" in result.stderr
 
 
 @pytest.mark.integration

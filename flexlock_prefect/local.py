@@ -1,0 +1,143 @@
+"""Local services on loopback for the demo and `flexlock-prefect serve`: a Prefect server started
+on demand and the project's deployments served from a subprocess.
+
+Every process is started in its own process group and stopped as a group, because servers like
+`prefect server start` and `mlflow server` fork workers that a plain terminate would orphan.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from flexlock_prefect.exceptions import FlexlockError
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """A server subprocess in its own process group, ready once `health_url` answers 200."""
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        health_url: str,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        timeout_s: float = 60,
+    ) -> None:
+        self.health_url = health_url
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - open for the server's lifetime, closed in stop()
+        self.process = subprocess.Popen(
+            list(command),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        self._wait_until_healthy(timeout_s)
+
+    def _wait_until_healthy(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise FlexlockError(f"server exited with {self.process.returncode}; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(self.health_url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise FlexlockError(f"server not healthy after {timeout_s:.0f}s at {self.health_url}; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._log.close()
+
+
+def start_prefect_server(home: Path, ui: bool = False, timeout_s: float = 120) -> tuple[ServerProcess, str]:
+    """`prefect server start` on a free loopback port with SQLite under `home`; returns its API URL."""
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    server = ServerProcess(
+        command if ui else [*command, "--no-ui"],
+        health_url=f"{url}/health",
+        log_path=home / "server.log",
+        env={
+            "PREFECT_HOME": str(home),
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        },
+        timeout_s=timeout_s,
+    )
+    return server, url
+
+
+@contextmanager
+def prefect_api(home: Path, keep: bool = False) -> Iterator[str]:
+    """The configured Prefect API (`PREFECT_API_URL`), or a local server (with its UI) started for
+    the block and stopped after it unless `keep`."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    configured = os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()
+    if configured:
+        yield configured
+        return
+    server, url = start_prefect_server(home, ui=True)
+    try:
+        with temporary_settings({PREFECT_API_URL: url}):
+            os.environ["PREFECT_API_URL"] = url
+            yield url
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        if not keep:
+            server.stop()
+
+
+@contextmanager
+def served_deployments(
+    project_root: Path, log_path: Path, env: Mapping[str, str] | None = None, keep: bool = False
+) -> Iterator[subprocess.Popen]:
+    """`deployments/serve.py` in a subprocess (polling every second), stopped when the block ends
+    unless `keep`."""
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(project_root / "deployments" / "serve.py")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1", "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+        try:
+            yield process
+        finally:
+            if not keep and process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
