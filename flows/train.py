@@ -1,7 +1,9 @@
 """Example main flow: train a scikit-learn classifier and leave a self-describing run directory.
 
-The dataset (breast cancer, 569 samples) ships with scikit-learn, so nothing is downloaded; it is
-written once as a CSV under `example_data/` so the run record can hash it like any user data.
+The dataset (breast cancer, 569 samples) ships with scikit-learn, so nothing is downloaded. It is
+written once as a CSV under `flexlock-demo/data/` of the project when this module is loaded (so
+the scheduled deployment finds it on a fresh checkout), and the run record hashes it like any
+user data.
 
 Run it with `python flows/train.py [overrides…]`, e.g. `python flows/train.py model.C=0.5`.
 """
@@ -17,8 +19,8 @@ from pathlib import Path
 
 from flexlock_prefect import locked_flow
 
-EXAMPLE_DATA = Path("flexlock-demo/data/breast_cancer.csv")
 PROJECT = Path(__file__).resolve().parents[1]  # the repository whose code this flow is
+EXAMPLE_DATA = PROJECT / "flexlock-demo" / "data" / "breast_cancer.csv"
 
 
 @dataclass
@@ -94,6 +96,7 @@ def train(cfg) -> None:
     print(f"accuracy {metrics['accuracy']:.3f}, roc_auc {metrics['roc_auc']:.3f}")
 
 
+prepare_example_data()
+
 if __name__ == "__main__":
-    prepare_example_data()
     print(train(overrides=sys.argv[1:]))
