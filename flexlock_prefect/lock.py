@@ -20,6 +20,9 @@ from flexlock_prefect.exceptions import RunLockError, StorageError
 
 SCHEMA_VERSION = 1
 LOCK_FILENAME = "run.lock"
+# libyaml's safe loader and dumper parse and write the same YAML ~7x faster than pure Python.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 class _Section(BaseModel):
@@ -183,7 +186,7 @@ class RunLock(_Section):
         return self.model_dump(mode="json")
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=100)
+        return yaml.dump(self.to_dict(), Dumper=_YAML_DUMPER, sort_keys=False, allow_unicode=True, width=100)
 
     def with_result(self, result: RunResult) -> RunLock:
         return self.model_copy(update={"result": result})
@@ -212,7 +215,7 @@ class RunLock(_Section):
     @classmethod
     def from_text(cls, text: bytes | str, where: str) -> RunLock:
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_YAML_LOADER)
         except yaml.YAMLError as exc:
             raise RunLockError(f"{where} is not valid YAML (truncated or corrupt?): {exc}") from exc
         return cls.from_dict(data, where)

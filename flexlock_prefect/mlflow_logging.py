@@ -11,15 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import requests
 from mlflow import MlflowClient
-from mlflow.entities import Dataset, DatasetInput, InputTag, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from flexlock_prefect.capture.config import flatten, value_text
 from flexlock_prefect.exceptions import TrackingError
@@ -120,8 +123,9 @@ def dataset_inputs(lock: RunLock) -> list[DatasetInput]:
     ]
 
 
-def log_record(client: MlflowClient, run_id: str, lock: RunLock) -> None:
+def log_record(client: MlflowClient, run: Run, lock: RunLock) -> None:
     """Params (batched), long-value tags, dataset inputs and the run.lock artifact."""
+    run_id = run.info.run_id
     params, tags = config_params(lock)
     log_batch(client, run_id, params=params, tags=tags)
     if lock.data:
@@ -131,7 +135,11 @@ def log_record(client: MlflowClient, run_id: str, lock: RunLock) -> None:
             # Concurrent relogs sharing an input race to create the same dataset row in MLflow's
             # store; the loser's retry finds the row the winner created.
             client.log_inputs(run_id, datasets=dataset_inputs(lock))
-    client.log_text(run_id, lock.to_yaml(), LOCK_ARTIFACT)
+    # Straight to the run's artifact location: `client.log_text` would fetch the run again for it.
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch, LOCK_ARTIFACT)
+        path.write_text(lock.to_yaml())
+        get_artifact_repository(run.info.artifact_uri).log_artifact(str(path))
 
 
 def log_batch(

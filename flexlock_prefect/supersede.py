@@ -81,24 +81,31 @@ class Repair:
 
 @contextmanager
 def linked_run(
-    save_dir: str,
+    save_dir: str | RunLock,
     experiment: str | None = None,
     name: str | None = None,
     tags: dict[str, str] | None = None,
     *,
     diag_version: str = "",
     serialize: Serializer | None = None,
+    fluent: bool = True,
 ) -> Iterator[Relog]:
-    """Relog `save_dir` as a new MLflow run that supersedes the active one on success."""
-    lock = RunLock.load(save_dir)
+    """Relog `save_dir` (or its loaded lock) as a new MLflow run that supersedes the active one
+    on success.
+
+    With `fluent`, the run is MLflow's active run inside the block (`mlflow.log_metric` works);
+    a body that logs through `MlflowClient` with the run id can pass `fluent=False` and save the
+    three requests that resuming a run through the fluent API costs.
+    """
+    lock = save_dir if isinstance(save_dir, RunLock) else RunLock.load(save_dir)
     uri = mlflow.get_tracking_uri()
     check_tracking_server(uri)
     client = MlflowClient(uri)
     key = logical_run_key(lock.logical_run_id)
-    with (serialize or _unserialized)(key):
+    with (serialize or _unserialized)(key) as serialized:
         with tracking_errors(uri):
             experiment_id = _experiment_id(client, uri, experiment_name(lock, experiment))
-            previous = [r for r in runs_of(client, [experiment_id], key) if r.data.tags.get(STATUS) == ACTIVE]
+            previous = active_runs(client, [experiment_id], key)
             inherited = {k: v for k, v in (previous[0].data.tags if previous else {}).items() if _is_user_tag(k)}
             resolved_name = run_name(lock, name)
             run = client.create_run(
@@ -109,16 +116,23 @@ def linked_run(
         relog = Relog(lock, run.info.run_id, [r.info.run_id for r in previous])
         try:
             with tracking_errors(uri):
-                log_record(client, relog.run_id, lock)
-                relog.run = mlflow.start_run(run_id=relog.run_id, nested=mlflow.active_run() is not None)
+                log_record(client, run, lock)
+                if fluent:
+                    relog.run = mlflow.start_run(run_id=relog.run_id, nested=mlflow.active_run() is not None)
+                else:
+                    relog.run = mlflow.ActiveRun(run)
             yield relog
         except BaseException:
             _end_failed(client, relog.run_id)
             raise
         with tracking_errors(uri):
-            mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+            if fluent:
+                mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+            else:
+                client.set_terminated(relog.run_id, RunStatus.to_string(RunStatus.FINISHED))
             relog.superseded_run_ids = _promote(client, relog.run_id, relog.previous_run_ids)
-            repair_chain(client, runs_of(client, [experiment_id], key), stale_after_s=None)
+            if not serialized:  # an unserialised writer may have raced us: check the chain
+                repair_chain(client, runs_of(client, [experiment_id], key), stale_after_s=None)
 
 
 @contextmanager
@@ -140,22 +154,26 @@ def mlflowlink(
         yield relog.run
 
 
-def current_active(save_dir: str, experiment: str | None = None) -> Run | None:
+def current_active(save_dir: str | RunLock, experiment: str | None = None) -> Run | None:
     """The active run of `save_dir`'s logical id in its experiment, or None (one search request)."""
-    lock = RunLock.load(save_dir)
+    lock = save_dir if isinstance(save_dir, RunLock) else RunLock.load(save_dir)
     uri = mlflow.get_tracking_uri()
     check_tracking_server(uri)
     client = MlflowClient(uri)
     with tracking_errors(uri):
         experiment_id = _experiment_id(client, uri, experiment_name(lock, experiment))
-        key = logical_run_key(lock.logical_run_id)
-        active = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`{KEY}` = '{key}' AND tags.`{STATUS}` = '{ACTIVE}'",
-            order_by=["attributes.end_time DESC"],
-            max_results=1,
-        )
+        active = active_runs(client, [experiment_id], logical_run_key(lock.logical_run_id))
     return active[0] if active else None
+
+
+def active_runs(client: MlflowClient, experiment_ids: Sequence[str], key: str) -> list[Run]:
+    """The runs of one logical id tagged active (one, when the chain is sound), newest end first."""
+    return client.search_runs(
+        list(experiment_ids),
+        filter_string=f"tags.`{KEY}` = '{key}' AND tags.`{STATUS}` = '{ACTIVE}'",
+        order_by=["attributes.end_time DESC"],
+        max_results=100,
+    )
 
 
 def runs_of(client: MlflowClient, experiment_ids: Sequence[str], key: str) -> list[Run]:

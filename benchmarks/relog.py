@@ -1,0 +1,828 @@
+"""Benchmark of relogging to MLflow: flexlock-prefect's `relog` against FlexLock 0.10's
+`mlflow_context`, on the same MLflow server, and the cost of one relog as an experiment grows.
+
+Workload, generated once under `benchmarks/.work/relog/dirs/` and reused afterwards (save_dirs
+already complete are kept):
+
+* `--count` synthetic save_dirs (default 500), each with a `run.lock` written by `capture_run` from a
+  config of 20 scalar params plus `save_dir` (no data inputs and no code repos, so no dataset
+  inputs are logged: FlexLock 0.10 logs none either), a `metrics.json` of 10 numbers and one
+  1 KiB `notes.txt`.
+* FlexLock 0.10's `load_record` reads our run.lock as it is (a YAML mapping whose `config` key it
+  flattens into params), so both sides relog the very same directories: 21 params each
+  (20 + `save_dir`), 10 metrics, and the same three artifacts: `run.lock`, `notes.txt` and
+  `metrics.json` (our default diag body `log_outputs` logs every top-level `.json`/`.txt` file, so
+  the FlexLock loop logs `metrics.json` as an artifact too, to do the same work).
+
+One `mlflow server` (SQLite backend, local `--artifacts-destination`, loopback, one worker, job
+execution off) is started fresh under `benchmarks/.work/relog/server/` and serves everything; its
+process group is stopped at the end. `PREFECT_API_URL` is unset (and `PREFECT_HOME` private), so
+`relog` takes no Prefect run locks; the output says so.
+
+What is timed (wall clock, seconds, runs/s):
+
+1. **FlexLock 0.10** in its own virtual environment `benchmarks/.work/venv-flexlock010`
+   (`pip install flexlock==0.10.0`, plus `mlflow==<our version>` so both sides use the same MLflow
+   client; created or completed on first use). A subprocess loops over the save_dirs:
+   `with mlflow_context(save_dir, experiment_name="bench-flexlock010"): mlflow.log_metrics(...);
+   mlflow.log_artifact(...)`, and times the loop itself (interpreter start-up and imports excluded).
+   FlexLock 0.10 is sequential by design. Its loguru sink is raised to WARNING (ours logs nothing
+   either).
+2. **ours, workers=4** (the default): `relog(save_dirs, force=True, experiment="bench-ours")` with
+   the default diag body.
+3. **ours, workers=1**: the same into `bench-ours-w1`, one relog at a time: the per-relog
+   comparison.
+
+FlexLock runs first by default, so ours meets the bigger database (every run the store holds
+makes the tag searches of both sides slower); `--order flexlock-last` reverses it. Both get
+`MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=true` (flexlock-prefect sets it by default; without it
+MLflow spends one more request per run on printing a URL). HTTP requests are counted in each
+process by wrapping `requests.Session.request` (MLflow's REST and artifact clients both go
+through it) and reported per relog, by endpoint.
+
+Scale check: in a fresh experiment `bench-scale`, the median wall time of one
+`relog([save_dir], force=True, workers=1)` of an already-logged save_dir (so each timed relog
+supersedes one run, the usual case) over `--samples` different save_dirs, when the experiment
+holds 100 runs and again when it holds 10,000. The filler runs are written straight into the
+server's SQLite file with SQLAlchemy Core and MLflow's own table definitions
+(`mlflow.store.tracking.dbmodels.models`), while the server is idle: 10,000 runs over HTTP would
+take minutes, this takes seconds. Each filler run looks like a relogged one: FINISHED, tagged
+with its own `flexlock.logical_run_key`/`flexlock.logical_run_id`, `flexlock.status=active`, a run
+name, 20 params and 10 metrics (history and latest), so the tag searches a relog makes scan as
+many rows as they would in a real experiment of that size.
+
+Targets (from the issue): ours ≥ 3× FlexLock 0.10's runs/s (judged on the default workers=4);
+one relog at 10,000 runs ≤ 1.5× one relog at 100 runs.
+
+At the end the server's database and artifact directory are checked: every run FINISHED, exactly
+one active run per logical run, 21 params, 10 metrics and 3 artifacts per run.
+
+Run from the repository root:
+
+    python benchmarks/relog.py               # 500 save_dirs: ~6 min on 2 cores (venv install not included)
+    python benchmarks/relog.py --count 50    # ~1 min
+    python benchmarks/relog.py --order flexlock-last
+
+This is not a test: pytest only collects `tests/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+WORK_DIR = BENCH_DIR / ".work" / "relog"
+VENV_DIR = BENCH_DIR / ".work" / "venv-flexlock010"
+FLEXLOCK010_REQUIREMENT = "flexlock==0.10.0"
+PARAMS = 20
+METRICS = 10
+NOTE_BYTES = 1024
+ARTIFACTS_PER_RUN = 3  # run.lock, metrics.json, notes.txt
+EXPERIMENT_FLEXLOCK = "bench-flexlock010"
+EXPERIMENT_OURS = "bench-ours"
+EXPERIMENT_OURS_W1 = "bench-ours-w1"
+EXPERIMENT_SCALE = "bench-scale"
+SMALL_EXPERIMENT = 100
+BIG_EXPERIMENT = 10_000
+TARGET_SPEEDUP = 3.0
+TARGET_SCALE_RATIO = 1.5
+FILL_CHUNK = 1_000
+FILLER_TAG = "bench.filler"
+
+if str(REPO_ROOT) not in sys.path:  # `tests.helpers` when run as `python benchmarks/relog.py`
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+def log(message: str) -> None:
+    print(f"[relog-bench] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def isolate_from_prefect(work: Path) -> None:
+    """No Prefect API: `relog` then takes no run locks. A private PREFECT_HOME keeps a profile
+    from bringing an API URL back."""
+    os.environ.pop("PREFECT_API_URL", None)
+    home = work / "prefect-home"
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["PREFECT_HOME"] = str(home)
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+
+
+def prefect_api_state() -> str:
+    from flexlock_prefect.concurrency import prefect_api_configured
+
+    if prefect_api_configured():
+        raise SystemExit("a Prefect API is configured although PREFECT_API_URL was unset: stop")
+    return "PREFECT_API_URL unset: no Prefect run locks taken (relog's lock is a no-op)"
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    pgid: int
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the server's live processes (its process group), from /proc."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == self.pgid:  # fields after "(comm)": state ppid pgrp ... utime(11) stime(12)
+                total += int(fields[11]) + int(fields[12])
+        return total / ticks
+
+
+@contextmanager
+def mlflow_server(home: Path) -> Iterator[Server]:
+    """A fresh `mlflow server` (SQLite, local artifacts) on a free loopback port; stopped as a group."""
+    from tests.helpers.servers import ServerProcess, free_port
+
+    shutil.rmtree(home, ignore_errors=True)
+    (home / "artifacts").mkdir(parents=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
+        "--artifacts-destination", str(home / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    started = time.perf_counter()
+    server = ServerProcess(
+        command,
+        health_url=f"{url}/health",
+        log_path=home / "mlflow.log",
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        timeout_s=120,
+    )
+    log(f"mlflow server ready at {url} in {time.perf_counter() - started:.1f} s")
+    try:
+        os.environ["MLFLOW_TRACKING_URI"] = url
+        yield Server(url, server.process.pid)
+    finally:
+        server.stop()
+        log("mlflow server stopped")
+
+
+# --------------------------------------------------------------------------- workload
+
+
+def config_of(index: int, save_dir: Path) -> dict[str, Any]:
+    """20 scalar params (floats, ints, strings, bools) and the save_dir."""
+    kinds: list[Callable[[int], Any]] = [
+        lambda j: round(0.001 * (index + 1) * (j + 1), 6),
+        lambda j: index * 100 + j,
+        lambda j: f"value-{j}-{index % 7}",
+        lambda j: (index + j) % 2 == 0,
+    ]
+    params = {f"param_{j:02d}": kinds[j % len(kinds)](j) for j in range(PARAMS)}
+    return params | {"save_dir": str(save_dir)}
+
+
+def metrics_of(index: int) -> dict[str, float]:
+    return {f"metric_{k}": round((index + 1) / (k + 3), 6) for k in range(METRICS)}
+
+
+def make_save_dir(save_dir: Path, index: int) -> None:
+    """run.lock (via capture_run), metrics.json and notes.txt; kept if already complete."""
+    from flexlock_prefect.capture import capture_run
+
+    if all((save_dir / name).is_file() for name in ("run.lock", "metrics.json", "notes.txt")):
+        return
+    save_dir.mkdir(parents=True, exist_ok=True)
+    (save_dir / "metrics.json").write_text(json.dumps(metrics_of(index)))
+    (save_dir / "notes.txt").write_text(f"synthetic run {index:06d}\n" * (NOTE_BYTES // 20))
+    _, lock = capture_run(config_of(index, save_dir))
+    lock.save()
+
+
+def make_save_dirs(root: Path, prefix: str, count: int) -> list[str]:
+    started = time.perf_counter()
+    dirs = [root / f"{prefix}-{index:05d}" for index in range(count)]
+    for index, save_dir in enumerate(dirs):
+        make_save_dir(save_dir, index)
+    log(f"{count} save_dirs {prefix}-* ready in {time.perf_counter() - started:.1f} s")
+    return [str(d) for d in dirs]
+
+
+# --------------------------------------------------------------------------- counting requests
+
+
+def endpoint_of(method: str, url: str) -> str:
+    """A short name of one MLflow HTTP request: REST path or artifact upload/download."""
+    from urllib.parse import urlsplit as _split
+
+    path = _split(url).path
+    if "/mlflow-artifacts/artifacts" in path:
+        return f"{method} mlflow-artifacts (upload)" if method == "PUT" else f"{method} mlflow-artifacts"
+    for prefix in ("/api/2.0/mlflow/", "/api/3.0/mlflow/", "/ajax-api/2.0/mlflow/"):
+        if path.startswith(prefix):
+            return f"{method} {path[len(prefix) :]}"
+    return f"{method} {path}"
+
+
+class RequestCounter:
+    """Counts `requests.Session.request` calls, and the seconds they took, by endpoint while
+    installed (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.seconds: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def installed(self) -> Iterator[RequestCounter]:
+        import requests
+
+        original = requests.Session.request
+        counter = self
+
+        def counting(session: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return original(session, method, url, *args, **kwargs)
+            finally:
+                with counter._lock:
+                    counter.counts[endpoint_of(method, url)] += 1
+                    counter.seconds[endpoint_of(method, url)] += time.perf_counter() - started
+
+        requests.Session.request = counting  # type: ignore[method-assign]
+        try:
+            yield self
+        finally:
+            requests.Session.request = original  # type: ignore[method-assign]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+# --------------------------------------------------------------------------- ours
+
+
+@dataclass
+class Pass:
+    """One timed relog of every save_dir by one implementation."""
+
+    name: str
+    short: str
+    runs: int
+    seconds: float
+    requests: Counter[str] = field(default_factory=Counter)
+    client_cpu_s: float = 0.0
+    server_cpu_s: float = 0.0
+
+    @property
+    def runs_per_s(self) -> float:
+        return self.runs / self.seconds
+
+    @property
+    def requests_per_run(self) -> float:
+        return sum(self.requests.values()) / self.runs
+
+
+def relog_ours(save_dirs: Sequence[str], experiment: str, workers: int) -> Pass:
+    from flexlock_prefect.relogging import relog
+
+    counter = RequestCounter()
+    with counter.installed():
+        cpu, started = time.process_time(), time.perf_counter()
+        outcomes = relog(save_dirs, force=True, experiment=experiment, workers=workers)
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    bad = [o for o in outcomes if o.outcome != "relogged"]
+    if bad:
+        raise RuntimeError(f"{len(bad)} save_dirs not relogged, e.g. {bad[0]}")
+    return Pass(
+        f"flexlock-prefect relog, workers={workers}", f"ours w={workers}", len(outcomes), elapsed, counter.counts, cpu
+    )
+
+
+# --------------------------------------------------------------------------- FlexLock 0.10
+
+FLEXLOCK010_LOOP = r"""
+import json, os, sys, threading, time
+from collections import Counter
+
+import requests
+from loguru import logger
+
+logger.remove()
+logger.add(sys.stderr, level="WARNING")
+import mlflow
+from flexlock.mlflow import mlflow_context
+
+spec = json.loads(open(sys.argv[1]).read())
+counts = Counter()
+lock = threading.Lock()
+original = requests.Session.request
+
+
+def counting(session, method, url, *args, **kwargs):
+    with lock:
+        counts[endpoint_of(method, url)] += 1
+    return original(session, method, url, *args, **kwargs)
+
+
+def numbers(save_dir):
+    with open(os.path.join(save_dir, "metrics.json")) as handle:
+        return {key: float(value) for key, value in json.load(handle).items()}
+
+
+requests.Session.request = counting
+cpu, started = time.process_time(), time.perf_counter()
+for save_dir in spec["save_dirs"]:
+    with mlflow_context(save_dir, experiment_name=spec["experiment"]):
+        mlflow.log_metrics(numbers(save_dir))
+        for name in spec["artifacts"]:
+            mlflow.log_artifact(os.path.join(save_dir, name))
+elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+print(json.dumps({"seconds": elapsed, "cpu": cpu, "runs": len(spec["save_dirs"]), "requests": counts}))
+"""
+
+
+@dataclass
+class Flexlock010:
+    """FlexLock 0.10 with the same MLflow client as ours, in a virtual environment of its own."""
+
+    venv: Path
+    mlflow_version: str
+
+    @property
+    def python(self) -> Path:
+        return self.venv / "bin" / "python"
+
+    def versions(self) -> dict[str, str]:
+        if not self.python.exists():
+            return {}
+        probe = (
+            "import importlib.metadata as m, json\n"
+            "out = {}\n"
+            "for name in ('flexlock', 'mlflow'):\n"
+            "    try: out[name] = m.version(name)\n"
+            "    except m.PackageNotFoundError: pass\n"
+            "print(json.dumps(out))"
+        )
+        result = subprocess.run([str(self.python), "-c", probe], capture_output=True, text=True)
+        return json.loads(result.stdout) if result.returncode == 0 else {}
+
+    def ensure(self) -> dict[str, str]:
+        """Create the venv and install what is missing; the installed versions."""
+        wanted = {"flexlock": FLEXLOCK010_REQUIREMENT.split("==")[1], "mlflow": self.mlflow_version}
+        found = self.versions()
+        if found == wanted:
+            return found
+        if not self.python.exists():
+            log(f"creating {self.venv}")
+            subprocess.run([sys.executable, "-m", "venv", str(self.venv)], check=True)
+        missing = [f"{name}=={version}" for name, version in wanted.items() if found.get(name) != version]
+        log(f"installing {' '.join(missing)} into {self.venv} (about a minute)")
+        started = time.perf_counter()
+        subprocess.run(
+            [str(self.python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *missing],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        log(f"installed in {time.perf_counter() - started:.0f} s")
+        found = self.versions()
+        if found != wanted:
+            raise RuntimeError(f"{self.venv} holds {found}, wanted {wanted}")
+        return found
+
+    def relog(self, save_dirs: Sequence[str], experiment: str, work: Path) -> Pass:
+        spec = work / "flexlock010-spec.json"
+        spec.write_text(
+            json.dumps(
+                {"save_dirs": list(save_dirs), "experiment": experiment, "artifacts": ["metrics.json", "notes.txt"]}
+            )
+        )
+        script = inspect.getsource(endpoint_of) + FLEXLOCK010_LOOP
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        result = subprocess.run(
+            [str(self.python), "-c", script, str(spec)], capture_output=True, text=True, env=env, check=False
+        )
+        (work / "flexlock010-stderr.log").write_text(result.stderr)
+        if result.returncode != 0:
+            raise RuntimeError(f"FlexLock 0.10 loop failed ({result.returncode}):\n{result.stderr[-3000:]}")
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        return Pass(
+            "FlexLock 0.10 mlflow_context (sequential)",
+            "FlexLock 0.10",
+            report["runs"],
+            report["seconds"],
+            Counter(report["requests"]),
+            report["cpu"],
+        )
+
+
+# --------------------------------------------------------------------------- scale check
+
+
+def with_server_cpu(server: Server, measure: Callable[[], Pass]) -> Pass:
+    """Run one pass and add the server CPU it cost."""
+    before = server.cpu_seconds()
+    result = measure()
+    result.server_cpu_s = server.cpu_seconds() - before
+    log(f"  {result.seconds:.1f} s")
+    return result
+
+
+@dataclass
+class ScalePoint:
+    runs_in_experiment: int
+    seconds: list[float]
+    requests: Counter[str]
+    request_seconds: Counter[str]
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.seconds) * 1000
+
+
+def experiment_run_count(db: Path, experiment_id: str) -> int:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT COUNT(*) FROM runs WHERE experiment_id = ?", (int(experiment_id),)).fetchone()[0]
+
+
+def fill_experiment(db: Path, experiment_id: str, artifact_location: str, count: int) -> float:
+    """Insert `count` finished filler runs, each shaped like a relogged run, straight into the
+    server's SQLite store with MLflow's table definitions; returns the seconds it took."""
+    import sqlalchemy as sa
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
+
+    from flexlock_prefect.lock import logical_run_key
+
+    started = time.perf_counter()
+    engine = sa.create_engine(f"sqlite:///{db}")
+    now = int(time.time() * 1000)
+    try:
+        for chunk_start in range(0, count, FILL_CHUNK):
+            runs, tags, params, metrics = [], [], [], []
+            for _ in range(min(FILL_CHUNK, count - chunk_start)):
+                run_id = uuid.uuid4().hex
+                logical_id = f"file:///synthetic/filler/{run_id}"
+                runs.append({
+                    "run_uuid": run_id, "name": f"filler-{run_id[:8]}", "source_type": "JOB",
+                    "source_name": "flexlock-prefect", "entry_point_name": "", "user_id": "bench",
+                    "status": "FINISHED", "start_time": now - 2000, "end_time": now - 1000, "deleted_time": None,
+                    "source_version": "", "lifecycle_stage": "active",
+                    "artifact_uri": f"{artifact_location}/{run_id}/artifacts", "experiment_id": int(experiment_id),
+                })  # fmt: skip
+                run_tags = {
+                    "flexlock.logical_run_id": logical_id,
+                    "flexlock.logical_run_key": logical_run_key(logical_id),
+                    "flexlock.status": "active",
+                    "flexlock.diag_version": "0" * 16,
+                    "mlflow.runName": f"filler-{run_id[:8]}",
+                    FILLER_TAG: "true",
+                }
+                tags += [{"key": k, "value": v, "run_uuid": run_id} for k, v in run_tags.items()]
+                params += [{"key": f"param_{j:02d}", "value": str(j), "run_uuid": run_id} for j in range(PARAMS)]
+                metrics += [
+                    {
+                        "key": f"metric_{k}",
+                        "value": 0.5,
+                        "timestamp": now,
+                        "step": 0,
+                        "is_nan": False,
+                        "run_uuid": run_id,
+                    }
+                    for k in range(METRICS)
+                ]
+            with engine.begin() as conn:
+                conn.execute(sa.insert(SqlRun.__table__), runs)
+                conn.execute(sa.insert(SqlTag.__table__), tags)
+                conn.execute(sa.insert(SqlParam.__table__), params)
+                conn.execute(sa.insert(SqlMetric.__table__), metrics)
+                conn.execute(sa.insert(SqlLatestMetric.__table__), metrics)
+    finally:
+        engine.dispose()
+    return time.perf_counter() - started
+
+
+def time_one_relog(save_dir: str, experiment: str) -> tuple[float, RequestCounter]:
+    from flexlock_prefect.relogging import relog
+
+    counter = RequestCounter()
+    with counter.installed():
+        started = time.perf_counter()
+        (outcome,) = relog([save_dir], force=True, experiment=experiment, workers=1)
+        elapsed = time.perf_counter() - started
+    if outcome.outcome != "relogged" or len(outcome.superseded_run_ids) != 1:
+        raise RuntimeError(f"scale relog of {save_dir}: expected one superseded run, got {outcome}")
+    return elapsed, counter
+
+
+def scale_point(db: Path, experiment_id: str, artifact_location: str, target: int, dirs: Sequence[str]) -> ScalePoint:
+    """Fill the experiment so that it holds `target` runs once `dirs` are logged, then time a
+    superseding relog of each of them."""
+    from flexlock_prefect.relogging import relog
+
+    filler = target - len(dirs) - experiment_run_count(db, experiment_id)
+    if filler > 0:
+        log(
+            f"wrote {filler} filler runs into the store in "
+            f"{fill_experiment(db, experiment_id, artifact_location, filler):.1f} s"
+        )
+    relog(dirs, force=True, experiment=EXPERIMENT_SCALE, workers=1)  # the runs the timed relogs supersede
+    runs = experiment_run_count(db, experiment_id)
+    seconds: list[float] = []
+    requests: Counter[str] = Counter()
+    request_seconds: Counter[str] = Counter()
+    for save_dir in dirs:
+        elapsed, counter = time_one_relog(save_dir, EXPERIMENT_SCALE)
+        seconds.append(elapsed)
+        requests = counter.counts  # the same for every relog
+        request_seconds.update({name: s / len(dirs) for name, s in counter.seconds.items()})
+    log(f"experiment of {runs} runs: one relog " + ", ".join(f"{s * 1000:.0f}" for s in seconds) + " ms")
+    return ScalePoint(runs, seconds, requests, request_seconds)
+
+
+def scale_check(db: Path, dirs: Sequence[str], samples: int) -> tuple[ScalePoint, ScalePoint]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    experiment_id = client.create_experiment(EXPERIMENT_SCALE)
+    location = client.get_experiment(experiment_id).artifact_location
+    small = scale_point(db, experiment_id, location, SMALL_EXPERIMENT, dirs[:samples])
+    big = scale_point(db, experiment_id, location, BIG_EXPERIMENT, dirs[samples : 2 * samples])
+    return small, big
+
+
+# --------------------------------------------------------------------------- checks
+
+
+@dataclass
+class Check:
+    experiment: str
+    runs: int
+    finished: int
+    logical_runs: int
+    one_active_each: bool
+    params: tuple[int, int]
+    metrics: tuple[int, int]
+    artifacts: tuple[int, int] | None
+
+    def ok(self, expected_runs: int, logical_runs: int) -> bool:
+        per_run = self.params == (PARAMS + 1,) * 2 and self.metrics == (METRICS,) * 2
+        files = self.artifacts is None or self.artifacts == (ARTIFACTS_PER_RUN,) * 2
+        return (
+            self.runs == expected_runs and self.finished == expected_runs and self.logical_runs == logical_runs
+            and self.one_active_each and per_run and files
+        )  # fmt: skip
+
+
+def check_experiment(db: Path, artifacts: Path, name: str, key_tag: str, run_filter: str = "") -> Check:
+    """What the store holds for one experiment; `run_filter` narrows it (SQL on `r`)."""
+    with sqlite3.connect(db) as conn:
+        (experiment_id,) = conn.execute("SELECT experiment_id FROM experiments WHERE name = ?", (name,)).fetchone()
+        where = f"r.experiment_id = {int(experiment_id)} {run_filter}"
+        run_ids = [row[0] for row in conn.execute(f"SELECT r.run_uuid FROM runs r WHERE {where}")]
+        finished = conn.execute(f"SELECT COUNT(*) FROM runs r WHERE {where} AND r.status = 'FINISHED'").fetchone()[0]
+        actives = conn.execute(
+            f"""SELECT k.value, SUM(CASE WHEN s.value = 'active' THEN 1 ELSE 0 END)
+                FROM runs r JOIN tags k ON k.run_uuid = r.run_uuid AND k.key = ?
+                LEFT JOIN tags s ON s.run_uuid = r.run_uuid AND s.key = 'flexlock.status'
+                WHERE {where} GROUP BY k.value""",
+            (key_tag,),
+        ).fetchall()
+        params = _per_run_range(conn, "params", where)
+        metrics = _per_run_range(conn, "latest_metrics", where)
+    files = [_artifact_files(artifacts / str(experiment_id) / run_id / "artifacts") for run_id in run_ids]
+    return Check(
+        name,
+        len(run_ids),
+        finished,
+        len(actives),
+        all(count == 1 for _, count in actives),
+        params,
+        metrics,
+        (min(files), max(files)) if files else None,
+    )
+
+
+def run_checks(server_home: Path, count: int, samples: int) -> list[tuple[Check, bool]]:
+    """Each benchmark experiment as expected? The scale experiment's filler runs are left out."""
+    db, artifacts = server_home / "mlflow.db", server_home / "artifacts"
+    checks = [
+        check_experiment(db, artifacts, EXPERIMENT_FLEXLOCK, "flexlock.dir"),
+        check_experiment(db, artifacts, EXPERIMENT_OURS, "flexlock.logical_run_key"),
+        check_experiment(db, artifacts, EXPERIMENT_OURS_W1, "flexlock.logical_run_key"),
+    ]
+    results = [(check, check.ok(count, count)) for check in checks]
+    relogged = f"AND r.run_uuid NOT IN (SELECT run_uuid FROM tags WHERE key = '{FILLER_TAG}')"
+    scale = check_experiment(db, artifacts, EXPERIMENT_SCALE, "flexlock.logical_run_key", relogged)
+    # each scale save_dir: one untimed relog, then the timed one that supersedes it
+    return [*results, (scale, scale.ok(4 * samples, 2 * samples))]
+
+
+def _per_run_range(conn: sqlite3.Connection, table: str, where: str) -> tuple[int, int]:
+    row = conn.execute(
+        f"""SELECT MIN(n), MAX(n) FROM (SELECT COUNT(t.key) AS n FROM runs r
+            LEFT JOIN {table} t ON t.run_uuid = r.run_uuid WHERE {where} GROUP BY r.run_uuid)"""
+    ).fetchone()
+    return int(row[0] or 0), int(row[1] or 0)
+
+
+def _artifact_files(path: Path) -> int:
+    return sum(1 for item in path.rglob("*") if item.is_file()) if path.is_dir() else 0
+
+
+# --------------------------------------------------------------------------- report
+
+
+def met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def throughput_lines(passes: Sequence[Pass]) -> list[str]:
+    base = passes[0].runs_per_s
+    lines = [
+        f"  {'implementation':<44}{'runs':>6}{'wall s':>9}{'runs/s':>8}{'vs 0.10':>9}{'req/run':>9}"
+        f"{'client CPU s':>14}{'server CPU s':>14}"
+    ]
+    for p in passes:
+        lines.append(
+            f"  {p.name:<44}{p.runs:>6}{p.seconds:>9.2f}{p.runs_per_s:>8.2f}{p.runs_per_s / base:>8.2f}x"
+            f"{p.requests_per_run:>9.1f}{p.client_cpu_s:>14.1f}{p.server_cpu_s:>14.1f}"
+        )
+    return lines
+
+
+def endpoint_lines(passes: Sequence[Pass]) -> list[str]:
+    names = sorted({name for p in passes for name in p.requests})
+    lines = [f"  {'requests per relog, by endpoint':<40}" + "".join(f"{p.short:>16}" for p in passes)]
+    for name in names:
+        lines.append(f"  {name:<40}" + "".join(f"{p.requests.get(name, 0) / p.runs:>16.2f}" for p in passes))
+    lines.append(f"  {'total':<40}" + "".join(f"{p.requests_per_run:>16.2f}" for p in passes))
+    return lines
+
+
+def scale_lines(small: ScalePoint, big: ScalePoint) -> list[str]:
+    lines = [f"  scale check: one relog (workers=1, supersedes one run), median of {len(small.seconds)}"]
+    for point in (small, big):
+        lines.append(
+            f"    experiment of {point.runs_in_experiment:>6} runs: {point.median_ms:7.1f} ms"
+            f"  (min {min(point.seconds) * 1000:.0f}, max {max(point.seconds) * 1000:.0f}; "
+            f"{sum(point.requests.values())} requests)"
+        )
+    lines.append(f"    ratio: {big.median_ms / small.median_ms:.2f}x")
+    lines.append(
+        f"    {'mean ms per relog, by endpoint':<40}{small.runs_in_experiment:>10}{big.runs_in_experiment:>10}"
+    )
+    for name in sorted(set(small.request_seconds) | set(big.request_seconds)):
+        lines.append(
+            f"    {name:<40}{small.request_seconds.get(name, 0) * 1000:>10.1f}"
+            f"{big.request_seconds.get(name, 0) * 1000:>10.1f}"
+        )
+    return lines
+
+
+def check_lines(checks: Sequence[tuple[Check, bool]]) -> list[str]:
+    lines = ["  store checks (all runs FINISHED, one active run per logical run, 21 params, 10 metrics, 3 artifacts):"]
+    for check, ok in checks:
+        lines.append(
+            f"    {check.experiment:<18} runs {check.runs:>5}, finished {check.finished:>5}, logical runs "
+            f"{check.logical_runs:>5}, one active each: {check.one_active_each}, params {check.params}, "
+            f"metrics {check.metrics}, artifacts {check.artifacts}: {'OK' if ok else 'UNEXPECTED'}"
+        )
+    return lines
+
+
+def markdown_lines(passes: Sequence[Pass], small: ScalePoint, big: ScalePoint) -> list[str]:
+    base = passes[0].runs_per_s
+    lines = [
+        f"| relog of {passes[0].runs} save_dirs (21 params, 10 metrics, 3 artifacts each) "
+        "| runs/s | vs FlexLock 0.10 | HTTP requests/run |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    lines += [
+        f"| {p.name} | {p.runs_per_s:.1f} | {p.runs_per_s / base:.2f}× | {p.requests_per_run:.1f} |" for p in passes
+    ]
+    lines += [
+        "",
+        "| one relog (workers=1) in an experiment of | median ms | HTTP requests |",
+        "| --- | ---: | ---: |",
+        f"| {small.runs_in_experiment:,} runs | {small.median_ms:.0f} | {sum(small.requests.values())} |",
+        f"| {big.runs_in_experiment:,} runs | {big.median_ms:.0f} | {sum(big.requests.values())} |",
+        f"| ratio | {big.median_ms / small.median_ms:.2f}× | |",
+    ]
+    return lines
+
+
+def report(
+    header: list[str],
+    passes: Sequence[Pass],
+    scale: tuple[ScalePoint, ScalePoint],
+    checks: Sequence[tuple[Check, bool]],
+    workers: int,
+) -> str:
+    """`passes`: FlexLock 0.10, ours with the default workers, ours with workers=1."""
+    flexlock, ours, ours_w1 = passes
+    small, big = scale
+    speedup = ours.runs_per_s / flexlock.runs_per_s
+    speedup_w1 = ours_w1.runs_per_s / flexlock.runs_per_s
+    scale_ratio = big.median_ms / small.median_ms
+    targets = [
+        f"target: ours (workers={workers}, the default) >= {TARGET_SPEEDUP:.0f}x FlexLock 0.10's runs/s: "
+        f"{speedup:.2f}x, {met(speedup >= TARGET_SPEEDUP)} (workers=1: {speedup_w1:.2f}x)",
+        f"target: one relog in an experiment of {big.runs_in_experiment:,} runs <= {TARGET_SCALE_RATIO}x one in "
+        f"{small.runs_in_experiment:,}: {scale_ratio:.2f}x, {met(scale_ratio <= TARGET_SCALE_RATIO)}",
+    ]
+    return "\n".join(
+        [
+            *header, "", *throughput_lines(passes), "", *endpoint_lines(passes), "", *scale_lines(small, big),
+            "", *check_lines(checks), "", *(f"  {t}" for t in targets), "", "Markdown (README):", "",
+            *markdown_lines(passes, small, big), "", *(f"- {t}" for t in targets),
+        ]
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--count", type=int, default=500, help="save_dirs relogged by each implementation (default 500)"
+    )
+    parser.add_argument("--samples", type=int, default=5, help="relogs timed per scale point (default 5)")
+    parser.add_argument(
+        "--order",
+        choices=["flexlock-first", "flexlock-last"],
+        default="flexlock-first",
+        help="FlexLock 0.10 before ours (default: ours meets the bigger store) or after",
+    )
+    parser.add_argument("--work-dir", type=Path, default=WORK_DIR, help="where save_dirs and the server live")
+    args = parser.parse_args(argv)
+
+    work: Path = args.work_dir
+    work.mkdir(parents=True, exist_ok=True)
+    isolate_from_prefect(work)
+    import mlflow
+
+    from flexlock_prefect.relogging import RELOG_WORKERS
+
+    flexlock = Flexlock010(VENV_DIR, mlflow.__version__)
+    versions = flexlock.ensure()
+    dirs = make_save_dirs(work / "dirs", "run", args.count)
+    scale_dirs = make_save_dirs(work / "dirs", "scale", 2 * args.samples)
+    prefect_note = prefect_api_state()
+    load_before = os.getloadavg()[0]
+    server_home = work / "server"
+    with mlflow_server(server_home) as server:
+        measures: dict[str, Callable[[], Pass]] = {
+            "flexlock010": lambda: flexlock.relog(dirs, EXPERIMENT_FLEXLOCK, work),
+            "ours": lambda: relog_ours(dirs, EXPERIMENT_OURS, RELOG_WORKERS),
+            "ours-w1": lambda: relog_ours(dirs, EXPERIMENT_OURS_W1, 1),
+        }
+        order = list(measures) if args.order == "flexlock-first" else ["ours", "ours-w1", "flexlock010"]
+        passes: dict[str, Pass] = {}
+        for name in order:
+            log(f"{name}: {args.count} relogs")
+            passes[name] = with_server_cpu(server, measures[name])
+        log("scale check")
+        scale = scale_check(server_home / "mlflow.db", scale_dirs, args.samples)
+        checks = run_checks(server_home, args.count, args.samples)
+    header = [
+        f"Relog benchmark: {args.count} synthetic save_dirs ({PARAMS} params + save_dir, {METRICS} metrics, "
+        f"1 KiB notes.txt; no data inputs)",
+        f"  machine: {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}; "
+        f"1-min load average {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end",
+        f"  MLflow {mlflow.__version__} client (ours) / FlexLock {versions['flexlock']} with MLflow "
+        f"{versions['mlflow']} client ({VENV_DIR.relative_to(REPO_ROOT)})",
+        f"  server: mlflow server --workers 1, SQLite, local artifacts, {server.url}",
+        f"  {prefect_note}",
+        f"  order of the passes: {', '.join(order)} (each meets the runs of the ones before in the store)",
+    ]
+    print(report(header, [passes[name] for name in measures], scale, checks, RELOG_WORKERS))
+    return 0 if all(ok for _, ok in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
