@@ -37,3 +37,7 @@ class TrackingError(FlexlockError):
 
 class SupersessionError(FlexlockError):
     """A logical run's supersession chain cannot be read or repaired."""
+
+
+class LifecycleError(FlexlockError):
+    """A registry move is illegal, or names an unknown model, version or state."""

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from contextvars import copy_context
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -121,8 +122,10 @@ def relog(
     def one(save_dir: str) -> RelogOutcome:
         return relog_one(save_dir, body, force=force, experiment=experiment, version=version)[0]
 
+    # Each task runs in a copy of the caller's context: Prefect's settings (the API to lock on)
+    # and flow run live in context variables, which pool threads do not inherit.
     with ThreadPoolExecutor(max(1, min(workers, len(targets)))) as pool:
-        return list(pool.map(one, targets))
+        return [f.result() for f in [pool.submit(copy_context().run, one, save_dir) for save_dir in targets]]
 
 
 def reconcile(save_dirs: Sequence[str] = (), *, stale_after_s: float = STALE_AFTER_S) -> list[Repair]:

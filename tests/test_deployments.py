@@ -147,7 +147,10 @@ def test_a_relog_request_event_supersedes_every_run_under_the_root_once(served: 
 def test_prefect_deploy_of_the_yaml_creates_the_deployments_schedule_and_automations(prefect_api: str) -> None:
     def prefect(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "prefect", "--no-prompt", *args], cwd=ROOT, capture_output=True, text=True,
+            [sys.executable, "-m", "prefect", "--no-prompt", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
             timeout=300,
         )
 

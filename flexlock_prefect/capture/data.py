@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
+from contextvars import copy_context
 from typing import NamedTuple, Protocol
 
 import xxhash
@@ -292,10 +293,12 @@ def _hash_files(
 
     with progress(f"hashing {source.url}", total) as advance, ThreadPoolExecutor(workers) as pool:
         batches = [small[i : i + batch_size] for i in range(0, len(small), batch_size)]
-        small_futures = [(batch, pool.submit(hash_small, batch, advance)) for batch in batches]
+        # Tasks run in copies of the caller's context, so a Prefect progress reporter in `advance`
+        # talks to the caller's API.
+        small_futures = [(batch, pool.submit(copy_context().run, hash_small, batch, advance)) for batch in batches]
         large_futures = {
             f.relpath: [
-                pool.submit(algorithm.hash_range, source.reader(f), start, length, advance)
+                pool.submit(copy_context().run, algorithm.hash_range, source.reader(f), start, length, advance)
                 for start, length in algorithm.blocks(f.size)
             ]
             for f in files
