@@ -144,6 +144,69 @@ def reconcile(
 
 
 @app.command()
+def promote(
+    model: Annotated[str, typer.Argument(help="Registered model name.", show_default=False)],
+    version: Annotated[str, typer.Argument(help="Model version.", show_default=False)],
+    to: Annotated[str, typer.Option("--to", help="Target alias: dev, staging, prod or archived.", show_default=False)],
+    check: Annotated[
+        list[str] | None, typer.Option(help="Metric rule, e.g. 'accuracy >= prod.accuracy - 0.01'.")
+    ] = None,
+    timeout: Annotated[int, typer.Option(help="Seconds to wait for approval.")] = 3600,
+) -> None:
+    """Start the approval-gated promotion (the served `promote` deployment) and say where to approve."""
+    from prefect.deployments import run_deployment
+
+    from flexlock_prefect.registry import check_move
+
+    check_move(model, version, to)
+    run = run_deployment(
+        "promote/promote",
+        parameters={"model": model, "version": version, "to": to, "checks": check or [], "timeout": timeout},
+        timeout=0,
+    )
+    out.print(f"promotion of {model} version {version} to {to} started: flow run {run.id}", soft_wrap=True)
+    out.print(f"approve:  flexlock-prefect approve {run.id} [--comment TEXT]", soft_wrap=True)
+    out.print(f"reject:   flexlock-prefect approve {run.id} --reject --comment TEXT", soft_wrap=True)
+
+
+@app.command()
+def approve(
+    flow_run_id: Annotated[str, typer.Argument(help="The paused promotion's flow run id.", show_default=False)],
+    reject: Annotated[bool, typer.Option("--reject", help="Reject instead of approving.")] = False,
+    comment: Annotated[str, typer.Option(help="Why; recorded in the model version's history.")] = "",
+    reviewer: Annotated[str | None, typer.Option(help="Who decides (default: the login name).")] = None,
+) -> None:
+    """Answer a paused promotion: approve it (default) or reject it."""
+    import getpass
+    from uuid import UUID
+
+    from prefect.flow_runs import resume_flow_run
+
+    answer = {"approved": not reject, "reviewer": reviewer or getpass.getuser(), "comment": comment}
+    resume_flow_run(UUID(flow_run_id), run_input=answer)
+    out.print(f"{'rejected' if reject else 'approved'} flow run {flow_run_id} as {answer['reviewer']}")
+
+
+@app.command()
+def history(model: Annotated[str, typer.Argument(help="Registered model name.", show_default=False)]) -> None:
+    """Every lifecycle move of every version of MODEL, oldest first."""
+    from flexlock_prefect.registry import history as model_history
+
+    table = RichTable("at", "version", "from", "to", "by", "comment", "flow run", title=f"lifecycle of {model}")
+    for step in model_history(model):
+        table.add_row(
+            step.at,
+            step.version,
+            step.from_state or "new",
+            step.to_state,
+            step.by,
+            step.comment,
+            step.flow_run_id or "",
+        )
+    out.print(table)
+
+
+@app.command()
 def demo(
     root: Annotated[
         str, typer.Option(help="Where the example data, runs and local stores are written.")

@@ -105,7 +105,7 @@ def move(
     with (serialize or _unserialized)(model):
         current = check_move(model, version, to, client)
         moves = []
-        if to == "prod" and (holder := _alias_holder(client, model, "prod")) not in (None, version):
+        if to == "prod" and (holder := alias_holder(client, model, "prod")) not in (None, version):
             moves.append(
                 _apply(
                     client,
@@ -122,7 +122,7 @@ def move(
                 )
             )
         moves.append(_apply(client, Move(model, version, current, to, utc_now(), by, comment, flow_run_id), approved))
-        if _alias_holder(client, model, to) != version:  # compare after write: a concurrent move won
+        if alias_holder(client, model, to) != version:  # compare after write: a concurrent move won
             raise LifecycleError(f"{model}: a concurrent move took alias {to!r}; version {version} was not moved")
     return moves
 
@@ -170,12 +170,12 @@ def _apply(client: MlflowClient, step: Move, approved: bool = False) -> Move:
         client.set_model_version_tag(step.model, step.version, APPROVED_BY, step.by)
         client.set_model_version_tag(step.model, step.version, APPROVED_AT, step.at)
     client.set_registered_model_alias(step.model, step.to_state, step.version)
-    if step.from_state and _alias_holder(client, step.model, step.from_state) == step.version:
+    if step.from_state and alias_holder(client, step.model, step.from_state) == step.version:
         client.delete_registered_model_alias(step.model, step.from_state)
     return step
 
 
-def _alias_holder(client: MlflowClient, model: str, alias: str) -> str | None:
+def alias_holder(client: MlflowClient, model: str, alias: str) -> str | None:
     aliases = _registered(client, model).aliases  # search_model_versions does not fill aliases
     return str(aliases[alias]) if alias in aliases else None
 

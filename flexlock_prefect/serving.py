@@ -44,6 +44,7 @@ DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         "Relog every run under a root (fired by flexlock.relog.requested).",
         triggers=(relog_trigger(),),
     ),
+    DeploymentSpec("promote", "flows/promote.py:promote", "Approval-gated promotion through the registry aliases."),
 )
 
 

@@ -144,6 +144,47 @@ def test_a_relog_request_event_supersedes_every_run_under_the_root_once(served: 
 
 
 @pytest.mark.integration
+def test_the_cli_promotes_through_the_served_deployment_and_approves(served: None, tmp_path: Path) -> None:
+    from flexlock_prefect.registry import LIFECYCLE
+
+    model = f"served-{tmp_path.name[-8:].lower().replace('_', '-')}"
+    example = load_flow_module("flows/train.py")
+    data = example.prepare_example_data(tmp_path / "data.csv")
+    save_dir = example.train(overrides=[f"input_data={data}", f"save_dir={tmp_path}/runs/m", f"model_name={model}"])
+    deadline = time.monotonic() + 120
+    while not _active(save_dir) and time.monotonic() < deadline:  # the triggered diag registers version 1
+        time.sleep(1)
+    assert _active(save_dir), "the triggered diag run did not log the save_dir"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "flexlock_prefect", *args], capture_output=True, text=True, timeout=120
+        )
+
+    started = cli("promote", model, "1", "--to", "dev")
+    assert started.returncode == 0, started.stderr
+    flow_run_id = started.stdout.split("flow run ")[1].split()[0]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            if client.read_flow_run(flow_run_id).state.is_paused():
+                break
+        time.sleep(1)
+    assert cli("approve", flow_run_id, "--comment", "first model").returncode == 0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            final = client.read_flow_run(flow_run_id).state
+        if final.is_final():
+            break
+        time.sleep(1)
+    assert final.is_completed(), final
+    assert MlflowClient().get_model_version(model, "1").tags[LIFECYCLE] == "dev"
+    assert "first model" in cli("history", model).stdout
+
+
+# Last in the module: `prefect deploy` rewrites the served deployments of the same names.
+@pytest.mark.integration
 def test_prefect_deploy_of_the_yaml_creates_the_deployments_schedule_and_automations(prefect_api: str) -> None:
     def prefect(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

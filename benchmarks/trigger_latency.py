@@ -1,0 +1,487 @@
+"""Benchmark of the event chain's latency: from the end of a main run to its triggered diag run.
+
+What is measured. The example main flow `train` (flows/train.py) runs in this process, one run
+at a time, `--runs` times (default 20), each into its own save_dir. Its last step emits
+`flexlock.run.completed`; the diag deployment's trigger (flexlock_prefect.serving) makes the
+Prefect server create a diag flow run, which the served deployments' runner picks up, runs in a
+subprocess and which logs the save_dir to MLflow. The next main run starts only once the diag
+run of the previous one is final, so measurements never overlap. Per run, from the timestamps
+the Prefect server recorded (one machine, one clock):
+
+* **created - end**: the diag flow run's `created` minus the main flow run's `end_time` (the
+  flow run id is read from `<save_dir>/run.lock`). The event is emitted by the flow's last task,
+  before the flow run itself is marked Completed, so this can be negative;
+* **pick-up - created**: the diag run's Pending state (the runner claimed it) minus its creation:
+  what `PREFECT_RUNNER_POLL_FREQUENCY` governs;
+* **started - created**: the diag run's `start_time` (Running, in the runner's subprocess) minus
+  its creation: pick-up plus the subprocess start;
+* **completed - end**: the diag run's `end_time` minus the main run's `end_time`: what a user
+  waits for, until the run is in MLflow.
+
+Every diag run is checked to have been created by an automation (`created_by.type ==
+"AUTOMATION"`) with `save_dir` as its parameter, and to have completed; any that was not (or
+never appeared within `--timeout`) is reported and left out of the statistics.
+
+Set-up, all under `benchmarks/.work/trigger_latency/` (git-ignored; runs, the Prefect database
+and the MLflow store are recreated on every invocation): a `prefect server start` on loopback
+(SQLite, no UI) that the in-process client points at with the flow heartbeat off; an MLflow
+SQLite store `mlflow.db` (`MLFLOW_TRACKING_URI`), initialised before the runs so that its schema
+migrations are not timed, with the diag's experiment (the config's `project`) created there with
+its artifacts in `mlartifacts/`; `deployments/serve.py` in a subprocess with
+`PREFECT_RUNNER_POLL_FREQUENCY=--poll` (default 1 s, as in the tests; Prefect's default is 10 s).
+The diag runs log to that MLflow store; no model is registered (`model_name=''`).
+
+Before starting anything the script waits until the machine is quiet (1-minute load average
+below `--quiet-load`, checked every 15 s, at most `--quiet-wait` seconds, then it runs anyway and
+says so); `--quiet-wait 0` skips the wait.
+
+Target (from the issue): p50 of created - end ≤ 3 s on this machine.
+
+Run from the repository root:
+
+    python benchmarks/trigger_latency.py [--runs N] [--poll S]   # 20 runs: ~5 min on 2 cores
+
+Logs: `server.log` (Prefect server) and `serve.log` (runner and diag runs) in the work directory.
+This is not a test: pytest only collects `tests/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+DEFAULT_WORK_DIR = BENCH_DIR / ".work" / "trigger_latency"
+DIAG_DEPLOYMENT = "diag/diag"
+TARGET_CREATED_P50_S = 3.0
+QUIET_CHECK_S = 15.0
+POLL_S = 0.5  # how often this script looks for the diag run (the timestamps come from the server)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One main run and what became of its diag run (times in seconds, None when unknown)."""
+
+    index: int
+    save_dir: str
+    main_flow_run_id: str
+    diag_flow_run_id: str | None
+    created_after_end_s: float | None
+    pickup_after_created_s: float | None
+    started_after_created_s: float | None
+    completed_after_end_s: float | None
+    problem: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+# --------------------------------------------------------------------------- environment, services
+
+
+def prepare_environment(work: Path) -> None:
+    """Prefect reads these at import: a private client home, no telemetry, no ephemeral API, a
+    quiet console in this process (the served deployments get INFO, see `serve_deployments`)."""
+    os.environ["PREFECT_HOME"] = str(work / "prefect-client-home")
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
+    os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "WARNING"
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+    os.environ.pop("PREFECT_API_URL", None)
+
+
+def reset_work_dir(work: Path) -> None:
+    """A fresh Prefect database, MLflow store and runs directory (the example data is kept)."""
+    for name in ("prefect-server", "prefect-client-home", "runs"):
+        shutil.rmtree(work / name, ignore_errors=True)
+    for name in ("mlflow.db", "serve.log"):
+        (work / name).unlink(missing_ok=True)
+    shutil.rmtree(work / "mlartifacts", ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+
+
+def wait_until_quiet(threshold: float, max_wait_s: float) -> str:
+    """Wait until the 1-minute load average is below `threshold`; a line saying how it went."""
+    if max_wait_s <= 0:
+        return f"no wait for a quiet machine (load average {os.getloadavg()[0]:.2f})"
+    started = time.monotonic()
+    while True:
+        load = os.getloadavg()[0]
+        waited = time.monotonic() - started
+        if load < threshold:
+            return f"machine quiet after {waited:.0f} s of waiting (load average {load:.2f} < {threshold})"
+        if waited >= max_wait_s:
+            return (
+                f"gave up waiting for a quiet machine after {waited:.0f} s: load average {load:.2f} "
+                f"≥ {threshold}; running anyway"
+            )
+        print(f"  load average {load:.2f} ≥ {threshold}, waiting ({waited:.0f} s so far)…", flush=True)
+        time.sleep(QUIET_CHECK_S)
+
+
+@contextmanager
+def prefect_server(home: Path) -> Iterator[str]:
+    """`prefect server start` with the in-process client pointed at it and the heartbeat off."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    from flexlock_prefect.local import start_prefect_server
+
+    server, url = start_prefect_server(home, ui=False)
+    try:
+        os.environ["PREFECT_API_URL"] = url  # for the served deployments' subprocess
+        with temporary_settings({PREFECT_API_URL: url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            try:
+                yield url
+            finally:
+                flush_client()
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        server.stop()
+
+
+def flush_client() -> None:
+    """Send the last events and flow-run logs of this process while the server still answers."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogHandler
+
+    try:
+        EventsWorker.drain_all(timeout=10)
+        APILogHandler().flush()
+    except Exception as exc:  # noqa: BLE001 - best effort on the way out
+        print(f"(could not flush the client's events/logs: {exc})", file=sys.stderr)
+
+
+@contextmanager
+def serve_deployments(work: Path, poll_s: float) -> Iterator[Path]:
+    """`deployments/serve.py` in a subprocess polling every `poll_s`, ready once the diag
+    deployment and its automation exist; stopped (process group) on the way out."""
+    from flexlock_prefect.demo import project_root
+    from flexlock_prefect.local import served_deployments
+
+    log = work / "serve.log"
+    env = {
+        "PREFECT_RUNNER_POLL_FREQUENCY": format_poll(poll_s),
+        "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"],
+        "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "INFO",
+    }
+    with served_deployments(project_root(), log, env) as process:
+        wait_for_diag_automation(log, process)
+        yield log
+
+
+def format_poll(poll_s: float) -> str:
+    return f"{poll_s:g}"
+
+
+def wait_for_diag_automation(log: Path, process: Any, timeout_s: float = 120) -> None:
+    """Block until the diag deployment is served with its trigger's automation."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"deployments/serve.py exited with {process.returncode}: see {log}")
+        with get_client(sync_client=True) as client:
+            try:
+                deployment = client.read_deployment_by_name(DIAG_DEPLOYMENT)
+            except ObjectNotFound:
+                deployment = None
+            if deployment and client.read_resource_related_automations(f"prefect.deployment.{deployment.id}"):
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"the diag deployment and its automation were not served within {timeout_s:.0f}s: see {log}")
+
+
+def init_mlflow_store(experiment: str, artifacts: Path) -> None:
+    """Create the MLflow SQLite schema now, so that its migrations are not in the first diag run,
+    and the diag's experiment with its artifacts under the work directory (not `./mlruns`)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    if client.get_experiment_by_name(experiment) is None:
+        client.create_experiment(experiment, artifact_location=artifacts.as_uri())
+
+
+# --------------------------------------------------------------------------- one measured run
+
+
+def run_main(example: ModuleType, data: Path, save_dir: Path) -> str:
+    """One run of the example main flow, in this process; returns its save_dir as recorded."""
+    return example.train(overrides=[f"input_data={data}", f"save_dir={save_dir}", "model_name=''"])
+
+
+def main_flow_run_id(save_dir: str) -> str:
+    from flexlock_prefect import RunLock
+
+    prefect = RunLock.load(save_dir).prefect
+    if prefect is None or not prefect.flow_run_id:
+        raise RuntimeError(f"{save_dir}/run.lock records no Prefect flow run id")
+    return str(prefect.flow_run_id)
+
+
+def find_diag_run(client: Any, save_dir: str) -> Any | None:
+    """The diag flow run whose `save_dir` parameter is `save_dir` (the most recent, if several)."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["diag"])))
+    matching = [run for run in runs if run.parameters.get("save_dir") == save_dir]
+    return max(matching, key=lambda run: run.created) if matching else None
+
+
+def wait_for_final_diag(save_dir: str, timeout_s: float) -> Any | None:
+    """The diag flow run of `save_dir` once it is final; the last seen (or None) on timeout."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout_s
+    run = None
+    while time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            run = find_diag_run(client, save_dir)
+        if run is not None and run.state is not None and run.state.is_final():
+            return run
+        time.sleep(POLL_S)
+    return run
+
+
+def seconds(later: datetime | None, earlier: datetime | None) -> float | None:
+    return (later - earlier).total_seconds() if later is not None and earlier is not None else None
+
+
+def pending_time(client: Any, flow_run_id: Any) -> datetime | None:
+    """When the runner claimed the run: the timestamp of its first Pending state."""
+    states = client.read_flow_run_states(flow_run_id)
+    pending = [state.timestamp for state in states if state.type.value == "PENDING"]
+    return min(pending) if pending else None
+
+
+def diag_problem(diag: Any | None, save_dir: str, timeout_s: float) -> str | None:
+    """Why a diag run does not count (None when it was triggered by the automation and completed)."""
+    if diag is None:
+        return f"no diag run created within {timeout_s:.0f} s"
+    problems = []
+    created_by = diag.created_by.type if diag.created_by else None
+    if created_by != "AUTOMATION":
+        problems.append(f"created by {created_by}, not by an automation")
+    if diag.parameters != {"save_dir": save_dir}:
+        problems.append(f"parameters {diag.parameters}")
+    state = diag.state.type.value if diag.state else "no state"
+    if not (diag.state and diag.state.is_completed()):
+        problems.append(
+            f"state {state}" + ("" if diag.state and diag.state.is_final() else f" after {timeout_s:.0f} s")
+        )
+    return "; ".join(problems) or None
+
+
+def measure_one(index: int, example: ModuleType, data: Path, runs_dir: Path, timeout_s: float) -> Sample:
+    """Run the main flow once, wait for its diag run, and read both runs' timestamps from the server."""
+    from prefect.client.orchestration import get_client
+
+    save_dir = run_main(example, data, runs_dir / f"run-{index:02d}")
+    main_id = main_flow_run_id(save_dir)
+    diag = wait_for_final_diag(save_dir, timeout_s)
+    with get_client(sync_client=True) as client:
+        main = client.read_flow_run(main_id)
+        pending = pending_time(client, diag.id) if diag is not None else None
+    problem = diag_problem(diag, save_dir, timeout_s)
+    if main.end_time is None:
+        problem = "; ".join(filter(None, [problem, f"main flow run {main_id} has no end time ({main.state_type})"]))
+    return Sample(
+        index=index,
+        save_dir=save_dir,
+        main_flow_run_id=main_id,
+        diag_flow_run_id=str(diag.id) if diag is not None else None,
+        created_after_end_s=seconds(diag.created, main.end_time) if diag is not None else None,
+        pickup_after_created_s=seconds(pending, diag.created) if diag is not None else None,
+        started_after_created_s=seconds(diag.start_time, diag.created) if diag is not None else None,
+        completed_after_end_s=seconds(diag.end_time, main.end_time) if diag is not None else None,
+        problem=problem,
+    )
+
+
+# --------------------------------------------------------------------------- statistics and report
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) with linear interpolation between closest ranks."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    position = (len(ordered) - 1) * q / 100
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+@dataclass(frozen=True)
+class Stats:
+    name: str
+    n: int
+    p50: float
+    p95: float
+    max: float
+
+
+def stats(name: str, values: Sequence[float | None]) -> Stats:
+    known = [v for v in values if v is not None]
+    return Stats(name, len(known), percentile(known, 50), percentile(known, 95), max(known, default=math.nan))
+
+
+def fmt(value: float | None) -> str:
+    return "—" if value is None or math.isnan(value) else f"{value:.2f}"
+
+
+def print_header() -> None:
+    print(
+        f"{'run':>4} {'created-end':>12} {'pickup-created':>15} {'started-created':>16} "
+        f"{'completed-end':>14}  diag flow run / problem"
+    )
+
+
+def print_row(sample: Sample) -> None:
+    tail = sample.diag_flow_run_id or ""
+    if sample.problem:
+        tail += f"  PROBLEM: {sample.problem}"
+    print(
+        f"{sample.index:>4} {fmt(sample.created_after_end_s):>12} {fmt(sample.pickup_after_created_s):>15} "
+        f"{fmt(sample.started_after_created_s):>16} {fmt(sample.completed_after_end_s):>14}  {tail}",
+        flush=True,
+    )
+
+
+def machine_line() -> str:
+    import prefect
+
+    return (
+        f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {platform.machine()}, "
+        f"Python {platform.python_version()}, Prefect {prefect.__version__}, {platform.system()} {platform.release()}"
+    )
+
+
+def summary(samples: Sequence[Sample]) -> list[Stats]:
+    good = [s for s in samples if s.ok]
+    return [
+        stats("diag created - main end", [s.created_after_end_s for s in good]),
+        stats("diag pick-up (Pending) - diag created", [s.pickup_after_created_s for s in good]),
+        stats("diag started (Running) - diag created", [s.started_after_created_s for s in good]),
+        stats("diag completed - main end", [s.completed_after_end_s for s in good]),
+    ]
+
+
+def print_summary(samples: Sequence[Sample], poll_s: float, quiet: str, loads: tuple[float, float]) -> bool:
+    """Print the summary and the README table; True when the target is met and no run had a problem."""
+    rows = summary(samples)
+    poll = f"PREFECT_RUNNER_POLL_FREQUENCY={format_poll(poll_s)} s"
+    good = sum(s.ok for s in samples)
+    print()
+    print(f"Summary over {good} of {len(samples)} main runs (seconds; {poll})")
+    print(f"Machine: {machine_line()}")
+    print(f"Load: {quiet}; 1-min load average {loads[0]:.2f} at the first run, {loads[1]:.2f} after the last")
+    print(f"{'':40} {'n':>3} {'p50':>7} {'p95':>7} {'max':>7}")
+    for row in rows:
+        print(f"{row.name:40} {row.n:>3} {fmt(row.p50):>7} {fmt(row.p95):>7} {fmt(row.max):>7}")
+
+    problems = [s for s in samples if not s.ok]
+    print()
+    if problems:
+        print(f"{len(problems)} run(s) with a problem (left out of the statistics):")
+        for sample in problems:
+            print(f"  run {sample.index} ({sample.save_dir}): {sample.problem}")
+    else:
+        print(f"All {len(samples)} diag runs were created by the automation and completed.")
+
+    created = rows[0]
+    met = created.n > 0 and created.p50 <= TARGET_CREATED_P50_S
+    print(
+        f"Target p50(created - end) ≤ {TARGET_CREATED_P50_S:g} s: "
+        f"{'MET' if met else 'NOT MET'} (p50 {fmt(created.p50)} s)"
+    )
+
+    print()
+    print("README table:")
+    print()
+    print(
+        f"Trigger latency, {good} main runs of `flows/train.py`, {poll}, {machine_line()} "
+        f"(`python benchmarks/trigger_latency.py`):"
+    )
+    print()
+    print("| seconds | p50 | p95 | max |")
+    print("|---|---:|---:|---:|")
+    for row in rows:
+        print(f"| {row.name} | {fmt(row.p50)} | {fmt(row.p95)} | {fmt(row.max)} |")
+    return met and not problems
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--runs", type=int, default=20, help="main runs to measure (default 20)")
+    parser.add_argument(
+        "--poll", type=float, default=1.0, help="PREFECT_RUNNER_POLL_FREQUENCY of the served deployments, s (default 1)"
+    )
+    parser.add_argument("--timeout", type=float, default=300.0, help="wait at most this long for each diag run, s")
+    parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR)
+    parser.add_argument("--quiet-load", type=float, default=0.8, help="wait until the load average is below this")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=600.0,
+        help="give up waiting for a quiet machine after this long, s (0: no wait)",
+    )
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.poll <= 0:
+        parser.error("--runs must be ≥ 1 and --poll > 0")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    work = args.work_dir.resolve()
+    reset_work_dir(work)
+    prepare_environment(work)
+    print(f"Trigger latency: {args.runs} main runs, PREFECT_RUNNER_POLL_FREQUENCY={format_poll(args.poll)} s")
+    print(f"Machine: {machine_line()}")
+    quiet = wait_until_quiet(args.quiet_load, args.quiet_wait)
+    print(quiet, flush=True)
+
+    from flexlock_prefect.demo import load_flow_module
+
+    samples: list[Sample] = []
+    with ExitStack() as services:  # unwinds the served deployments first, then the server
+        started = time.monotonic()
+        url = services.enter_context(prefect_server(work / "prefect-server"))
+        example = load_flow_module("flows/train.py")
+        init_mlflow_store(example.TrainConfig().project, work / "mlartifacts")
+        log = services.enter_context(serve_deployments(work, args.poll))
+        print(f"Prefect server at {url}, deployments served ({time.monotonic() - started:.1f} s); logs in {work}")
+        data = example.prepare_example_data(work / "data" / "breast_cancer.csv")
+        load_before = os.getloadavg()[0]
+        print()
+        print_header()
+        for index in range(1, args.runs + 1):
+            sample = measure_one(index, example, data, work / "runs", args.timeout)
+            samples.append(sample)
+            print_row(sample)
+        load_after = os.getloadavg()[0]
+        print(f"(runner and diag logs: {log})")
+    ok = print_summary(samples, args.poll, quiet, (load_before, load_after))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

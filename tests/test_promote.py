@@ -1,0 +1,191 @@
+"""Approval-gated promotion against a real Prefect API, MLflow server and Model Registry."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import copy_context
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.flow_runs import resume_flow_run
+
+from flexlock_prefect.demo import load_flow_module
+from flexlock_prefect.events import MODEL_PROMOTED, MODEL_REJECTED
+from flexlock_prefect.exceptions import LifecycleError
+from flexlock_prefect.promote import PromotionRejected, promote
+from flexlock_prefect.registry import APPROVED_BY, LIFECYCLE, history, move
+from tests.helpers.prefect_api import wait_for_events
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def model(prefect_api: str, mlflow_server: str, tmp_path: Path) -> str:
+    """A model with versions 1 and 2, each registered by the diag flow from a real main run."""
+    name = f"promo-{uuid.uuid4().hex[:6]}"
+    example, diag = load_flow_module("flows/train.py"), load_flow_module("flows/diag.py")
+    data = example.prepare_example_data(tmp_path / "data.csv")
+    for index, strength in enumerate(("0.5", "1.0")):
+        save_dir = example.train(
+            overrides=[
+                f"input_data={data}",
+                f"save_dir={tmp_path}/runs/{index}",
+                f"model_name={name}",
+                f"model.C={strength}",
+            ]
+        )
+        diag.diag(save_dir=save_dir)
+    return name
+
+
+def state(name: str) -> tuple[dict, dict]:
+    client = MlflowClient()
+    tags = {
+        v.version: (v.tags.get(LIFECYCLE), v.tags.get(APPROVED_BY))
+        for v in client.search_model_versions(f"name='{name}'")
+    }
+    return dict(client.get_registered_model(name).aliases), tags
+
+
+pool = ThreadPoolExecutor(2)
+
+
+def start(**parameters) -> tuple[Future, str]:
+    """Run the promote flow in a thread; return it and the id of its flow run once it is paused."""
+    future = pool.submit(copy_context().run, promote, poll_interval=1, **parameters)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            paused = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["promote"])),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+                ),
+            )
+        if paused:
+            return future, str(paused[0].id)
+        if future.done():
+            future.result()  # raise what ended it early
+        time.sleep(0.5)
+    raise AssertionError("the promotion never paused for approval")
+
+
+def approve_with_client(run_id: str, approved: bool = True, comment: str = "looks good") -> None:
+    resume_flow_run(run_id, run_input={"approved": approved, "reviewer": "bo", "comment": comment})
+
+
+def approve_with_cli(run_id: str, *extra: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "flexlock_prefect", "approve", run_id, "--reviewer", "bo", *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def promote_with(answer: Callable[[str], None], **parameters) -> str:
+    future, run_id = start(**parameters)
+    answer(run_id)
+    return future.result(timeout=120)
+
+
+def test_a_version_is_promoted_to_prod_with_approvals_and_replaces_the_old_prod(model: str) -> None:
+    assert promote(model=model, version="1", to="dev", approval=False) == f"models:/{model}@dev"
+    promote_with(approve_with_client, model=model, version="1", to="staging")
+    promote_with(
+        lambda run_id: approve_with_cli(run_id, "--comment", "ship it"),
+        model=model,
+        version="1",
+        to="prod",
+        checks=["accuracy >= 0.9"],
+    )
+    assert state(model) == ({"prod": "1"}, {"1": ("prod", "bo"), "2": (None, None)})
+
+    promote(model=model, version="2", to="dev", approval=False)
+    promote_with(approve_with_client, model=model, version="2", to="staging")
+    promote_with(approve_with_client, model=model, version="2", to="prod", checks=["accuracy >= prod.accuracy - 0.05"])
+
+    aliases, tags = state(model)
+    assert aliases == {"prod": "2", "archived": "1"} and tags["1"][0] == "archived" and tags["2"][0] == "prod"
+    moves = [(m.version, m.from_state, m.to_state, m.by) for m in history(model)]
+    assert ("1", "staging", "prod", "bo") in moves and ("1", "prod", "archived", "bo") in moves
+    [event] = wait_for_events(MODEL_PROMOTED, f"flexlock.model.{model}.2", to="prod")
+    assert event.payload["approved_by"] == "bo" and event.payload["from"] == "staging"
+    loaded = mlflow.sklearn.load_model(f"models:/{model}@prod")
+    assert loaded.predict([[0.0] * 30]).shape == (1,)
+
+
+def test_rejection_and_timeout_leave_the_registry_exactly_as_it_was(model: str) -> None:
+    promote(model=model, version="1", to="dev", approval=False)
+    before = state(model)
+    with pytest.raises(PromotionRejected, match="not convinced"):
+        promote_with(
+            lambda run_id: approve_with_client(run_id, False, "not convinced"), model=model, version="1", to="staging"
+        )
+    assert state(model) == before
+    wait_for_events(MODEL_REJECTED, f"flexlock.model.{model}.1", comment="not convinced")
+
+    future, _ = start(model=model, version="1", to="staging", timeout=2)
+    with pytest.raises(PromotionRejected, match="no approval within 2 s"):
+        future.result(timeout=120)
+    assert state(model) == before
+
+
+def test_a_failing_check_stops_before_approval_is_asked(model: str) -> None:
+    promote(model=model, version="1", to="dev", approval=False)
+    before = state(model)
+    with pytest.raises(PromotionRejected, match="accuracy is .*, needs >= 1.5"):
+        promote(model=model, version="1", to="staging", checks=["accuracy >= 1.5"])
+    assert state(model) == before
+
+
+@pytest.mark.parametrize(
+    ("version", "to", "message"),
+    [
+        ("1", "prod", "is new: it may move to dev, archived"),
+        ("7", "dev", "has no version 7"),
+        ("1", "production", "unknown lifecycle state"),
+    ],
+)
+def test_illegal_promotions_are_refused_before_anything_happens(
+    model: str, version: str, to: str, message: str
+) -> None:
+    before = state(model)
+    with pytest.raises(LifecycleError, match=message):
+        promote(model=model, version=version, to=to, approval=False)
+    assert state(model) == before
+
+
+def test_an_archived_version_cannot_return_to_prod(model: str) -> None:
+    move(model, "1", "archived", by="ana")
+    with pytest.raises(LifecycleError, match="is archived: it may move to nothing"):
+        promote(model=model, version="1", to="prod")
+
+
+def test_the_cli_history_lists_the_moves(model: str) -> None:
+    promote(model=model, version="1", to="dev", approval=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "flexlock_prefect", "history", model],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "COLUMNS": "200"},
+    )
+    assert result.returncode == 0 and "dev" in result.stdout and "flexlock-prefect" in result.stdout
