@@ -165,24 +165,10 @@ def prefect_server(home: Path) -> Iterator[str]:
     in-process client pointed at it and the heartbeat off; the group is stopped on the way out."""
     from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    from tests.helpers.servers import ServerProcess, free_port
+    from flexlock_prefect.local import start_prefect_server
 
     shutil.rmtree(home, ignore_errors=True)
-    home.mkdir(parents=True)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    server = ServerProcess(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
-        health_url=f"{url}/health",
-        log_path=home / "server.log",
-        env={
-            "PREFECT_HOME": str(home),
-            "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_UI_ENABLED": "false",
-        },
-        timeout_s=120,
-    )
+    server, url = start_prefect_server(home)
     try:
         os.environ["PREFECT_API_URL"] = url
         with temporary_settings({PREFECT_API_URL: url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):

@@ -16,11 +16,11 @@ from prefect import Flow, flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flexlock_prefect import events, supersede
+from flexlock_prefect import events
 from flexlock_prefect.artifacts import artifact_key
 from flexlock_prefect.redact import strip_url_credentials
 from flexlock_prefect.relogging import DiagBody, code_version, relog_one, run_lock
-from flexlock_prefect.supersede import Relog
+from flexlock_prefect.supersede import Relog, linked_run
 
 
 @contextmanager
@@ -39,8 +39,8 @@ def mlflowlink(
         >>> with mlflowlink("runs/2026-11-22", experiment="proj") as run:  # doctest: +SKIP
         ...     mlflow.log_metric("acc", 0.9)
     """
-    with supersede.mlflowlink(save_dir, experiment, run_name, tags, serialize=run_lock) as run:
-        yield run
+    with linked_run(save_dir, experiment, run_name, tags, serialize=run_lock) as relog:
+        yield relog.run
 
 
 @task(name="publish-mlflow-link", cache_policy=NO_CACHE)

@@ -135,25 +135,6 @@ def linked_run(
                 repair_chain(client, runs_of(client, [experiment_id], key), stale_after_s=None)
 
 
-@contextmanager
-def mlflowlink(
-    save_dir: str,
-    experiment: str | None = None,
-    run_name: str | None = None,
-    tags: dict[str, str] | None = None,
-    *,
-    serialize: Serializer | None = None,
-) -> Iterator[mlflow.ActiveRun]:
-    """Log `save_dir` to MLflow as a new run; inside the block it is MLflow's active run.
-
-    Example:
-        >>> with mlflowlink("runs/2026-11-22", experiment="proj") as run:  # doctest: +SKIP
-        ...     mlflow.log_metric("acc", 0.9)
-    """
-    with linked_run(save_dir, experiment, run_name, tags, serialize=serialize) as relog:
-        yield relog.run
-
-
 def current_active(save_dir: str | RunLock, experiment: str | None = None) -> Run | None:
     """The active run of `save_dir`'s logical id in its experiment, or None (one search request)."""
     lock = save_dir if isinstance(save_dir, RunLock) else RunLock.load(save_dir)

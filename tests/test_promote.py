@@ -189,3 +189,31 @@ def test_the_cli_history_lists_the_moves(model: str) -> None:
         env={**__import__("os").environ, "COLUMNS": "200"},
     )
     assert result.returncode == 0 and "dev" in result.stdout and "flexlock-prefect" in result.stdout
+
+
+def test_two_concurrent_promotions_to_prod_end_with_one_holder_and_consistent_tags(model: str) -> None:
+    for version in ("1", "2"):
+        promote(model=model, version=version, to="dev", approval=False)
+        move(model, version, "staging", by="ana")
+    futures = [
+        pool.submit(copy_context().run, promote, model=model, version=v, to="prod", poll_interval=1) for v in "12"
+    ]
+    deadline = time.monotonic() + 120
+    paused: list = []
+    while len(paused) < 2 and time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            paused = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["promote"])),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+                ),
+            )
+        time.sleep(0.5)
+    assert len(paused) == 2
+    for run in paused:  # approve both at once: the moves race for the model's lock
+        approve_with_client(str(run.id))
+    assert [f.result(timeout=120) for f in futures] == [f"models:/{model}@prod"] * 2
+    aliases, tags = state(model)
+    in_prod = [version for version, (lifecycle, _) in tags.items() if lifecycle == "prod"]
+    assert in_prod == [aliases["prod"]]
+    assert sorted(lifecycle or "new" for lifecycle, _ in tags.values()) == ["archived", "prod"]
