@@ -23,6 +23,7 @@ from flexlock_prefect.exceptions import FlexlockError
 
 EXAMPLE_FLOW_FILE = "flows/train.py"
 DIAG_DEPLOYMENT = "diag/diag"
+DEMO_EXPERIMENT = "flexlock-demo"  # the example config's `project`
 WAIT_S = 300.0
 
 
@@ -65,6 +66,7 @@ def run_demo(root: str | Path = "flexlock-demo", keep: bool = False, console: Co
     root.mkdir(parents=True, exist_ok=True)
     project = project_root()
     tracking_uri = os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
+    _create_experiment(tracking_uri, DEMO_EXPERIMENT, root / "mlruns")
     with ExitStack() as services:  # Ctrl-C unwinds it: served deployments first, then the server
         with console.status("starting Prefect (a local server unless PREFECT_API_URL is set)…"):
             api_url = services.enter_context(prefect_api(root / "prefect", keep=keep))
@@ -90,6 +92,16 @@ def run_demo(root: str | Path = "flexlock-demo", keep: bool = False, console: Co
         mlflow_run_id=run_id,
         mlflow_ui_command=f"mlflow ui --backend-store-uri {tracking_uri}",
     )
+
+
+def _create_experiment(tracking_uri: str, name: str, artifacts: Path) -> None:
+    """The demo's experiment, with its artifacts under the demo root: a local SQLite store would
+    otherwise put them in `./mlruns` of whichever process creates the experiment first."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    if client.get_experiment_by_name(name) is None:
+        client.create_experiment(name, artifact_location=artifacts.as_uri())
 
 
 def _wait_for_deployment(name: str, log: Path) -> None:

@@ -150,6 +150,7 @@ def test_the_readme_demo_runs_end_to_end_on_a_clean_home(tmp_path: Path) -> None
     run = MlflowClient(f"sqlite:///{tmp_path}/flexlock-demo/mlflow.db").get_run(lines["MLflow run"].strip())
     assert run.data.tags["flexlock.status"] == "active" and run.data.tags["flexlock.logical_run_id"] == save_dir
     assert "diag logged it as MLflow run" in result.stderr
+    assert (tmp_path / "flexlock-demo" / "mlruns").is_dir()  # everything under the demo root
 
 
 @pytest.mark.integration
