@@ -158,7 +158,7 @@ class Server:
 
 
 @contextmanager
-def mlflow_server(home: Path) -> Iterator[Server]:
+def mlflow_server(home: Path, workers: int = 1) -> Iterator[Server]:
     """A fresh `mlflow server` (SQLite, local artifacts) on a free loopback port; stopped as a group."""
     from tests.helpers.servers import ServerProcess, free_port
 
@@ -170,7 +170,7 @@ def mlflow_server(home: Path) -> Iterator[Server]:
         sys.executable, "-m", "mlflow", "server",
         "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
         "--artifacts-destination", str(home / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
     ]  # fmt: skip
     started = time.perf_counter()
     server = ServerProcess(
@@ -779,6 +779,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="FlexLock 0.10 before ours (default: ours meets the bigger store) or after",
     )
     parser.add_argument("--work-dir", type=Path, default=WORK_DIR, help="where save_dirs and the server live")
+    parser.add_argument(
+        "--server-workers", type=int, default=1, help="processes of the MLflow server (default 1, as in the tests)"
+    )
     args = parser.parse_args(argv)
 
     work: Path = args.work_dir
@@ -795,7 +798,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     prefect_note = prefect_api_state()
     load_before = os.getloadavg()[0]
     server_home = work / "server"
-    with mlflow_server(server_home) as server:
+    with mlflow_server(server_home, args.server_workers) as server:
         measures: dict[str, Callable[[], Pass]] = {
             "flexlock010": lambda: flexlock.relog(dirs, EXPERIMENT_FLEXLOCK, work),
             "ours": lambda: relog_ours(dirs, EXPERIMENT_OURS, RELOG_WORKERS),
@@ -816,7 +819,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"1-min load average {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end",
         f"  MLflow {mlflow.__version__} client (ours) / FlexLock {versions['flexlock']} with MLflow "
         f"{versions['mlflow']} client ({VENV_DIR.relative_to(REPO_ROOT)})",
-        f"  server: mlflow server --workers 1, SQLite, local artifacts, {server.url}",
+        f"  server: mlflow server --workers {args.server_workers}, SQLite, local artifacts, {server.url}",
         f"  {prefect_note}",
         f"  order of the passes: {', '.join(order)} (each meets the runs of the ones before in the store)",
     ]
