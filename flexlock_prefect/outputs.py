@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
 from pathlib import Path
 
 import mlflow
+from fsspec import AbstractFileSystem
+from fsspec.implementations.local import LocalFileSystem
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
@@ -36,7 +39,7 @@ def log_outputs(save_dir: str, run: mlflow.ActiveRun) -> None:
     metrics_url = storage.join(url, METRICS_FILE)
     if storage.exists(metrics_url):
         metrics = _numbers(json.loads(storage.read_bytes(metrics_url)))
-        now = int(__import__("time").time() * 1000)
+        now = int(time.time() * 1000)
         items = [Metric(key, value, now, 0) for key, value in metrics.items()]
         for start in range(0, len(items), METRIC_BATCH):
             client.log_batch(run_id, metrics=items[start : start + METRIC_BATCH])
@@ -47,10 +50,10 @@ def log_outputs(save_dir: str, run: mlflow.ActiveRun) -> None:
         _log_file(client, run_id, fs, entry["name"], name)
 
 
-def _log_file(client: MlflowClient, run_id: str, fs, path: str, name: str) -> None:
-    local = storage.local_path(storage.canonical_url(path)) if fs.protocol in ("file", ("file", "local")) else None
-    if local is not None and local.exists():
-        client.log_artifact(run_id, str(local))
+def _log_file(client: MlflowClient, run_id: str, fs: AbstractFileSystem, path: str, name: str) -> None:
+    """Upload one file of the save_dir; remote files pass through a temporary local copy."""
+    if isinstance(fs, LocalFileSystem):
+        client.log_artifact(run_id, path)
         return
     with tempfile.TemporaryDirectory() as scratch:
         target = Path(scratch) / name

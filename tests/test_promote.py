@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -186,7 +187,7 @@ def test_the_cli_history_lists_the_moves(model: str) -> None:
         capture_output=True,
         text=True,
         timeout=120,
-        env={**__import__("os").environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200"},
     )
     assert result.returncode == 0 and "dev" in result.stdout and "flexlock-prefect" in result.stdout
 

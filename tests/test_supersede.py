@@ -297,3 +297,21 @@ def test_the_cli_relogs_a_root_and_reconciles(mlflow_server: str, tmp_path: Path
     assert reconciled.returncode == 0 and "nothing to repair" in reconciled.stdout
     missing = cli("relog")
     assert missing.returncode == 2 and "--root" in missing.stderr
+
+
+def test_an_s3_save_dir_is_relogged_with_its_outputs(mlflow_server: str, s3_bucket: str, tmp_path: Path) -> None:
+    from flexlock_prefect import storage
+
+    data = tmp_path / "data.csv"
+    data.write_text("x\n1\n")
+    save_dir = f"{s3_bucket}/runs/remote"
+    _, lock = capture_run(
+        {"project": "supersede-tests", "input_data": str(data), "save_dir": save_dir}, data=["input_data"]
+    )
+    lock.save()
+    storage.write_atomic(f"{save_dir}/metrics.json", json.dumps({"acc": 0.8}).encode())
+    storage.write_atomic(f"{save_dir}/plot.png", b"\x89PNG fake")
+    [outcome] = relog(root=f"{s3_bucket}/runs")
+    run = MlflowClient().get_run(outcome.run_id)
+    assert outcome.save_dir == save_dir and run.data.metrics == {"acc": 0.8}
+    assert {"run.lock", "metrics.json", "plot.png"} <= {a.path for a in MlflowClient().list_artifacts(outcome.run_id)}
