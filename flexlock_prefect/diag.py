@@ -46,7 +46,7 @@ def mlflowlink(
 @task(name="publish-mlflow-link", cache_policy=NO_CACHE)
 def publish_link(relog: Relog) -> None:
     uri = mlflow.get_tracking_uri()
-    run = mlflow.get_run(relog.run_id)
+    run = relog.run  # holds the experiment id already: no request needed
     description = f"MLflow run of {relog.lock.logical_run_id}"
     key = artifact_key(relog.lock.logical_run_id, "mlflow-run")
     if uri.startswith(("http://", "https://")):
