@@ -14,9 +14,10 @@ already complete are kept):
   `metrics.json` (our default diag body `log_outputs` logs every top-level `.json`/`.txt` file, so
   the FlexLock loop logs `metrics.json` as an artifact too, to do the same work).
 
-One `mlflow server` (SQLite backend, local `--artifacts-destination`, loopback, one worker, job
-execution off) is started fresh under `benchmarks/.work/relog/server/` and serves everything; its
-process group is stopped at the end. `PREFECT_API_URL` is unset (and `PREFECT_HOME` private), so
+One `mlflow server` (SQLite backend, or with `--backend postgresql` a fresh PostgreSQL cluster of
+`flexlock_prefect.scaleout`; local `--artifacts-destination`, loopback, `--server-workers`
+processes, default one; job execution off) is started fresh under `benchmarks/.work/relog/server/`
+and serves everything; its process group is stopped at the end. `PREFECT_API_URL` is unset (and `PREFECT_HOME` private), so
 `relog` takes no Prefect run locks; the output says so.
 
 What is timed (wall clock, seconds, runs/s):
@@ -44,7 +45,7 @@ Scale check: in a fresh experiment `bench-scale`, the median wall time of one
 `relog([save_dir], force=True, workers=1)` of an already-logged save_dir (so each timed relog
 supersedes one run, the usual case) over `--samples` different save_dirs, when the experiment
 holds 100 runs and again when it holds 10,000. The filler runs are written straight into the
-server's SQLite file with SQLAlchemy Core and MLflow's own table definitions
+server's store with SQLAlchemy Core and MLflow's own table definitions
 (`mlflow.store.tracking.dbmodels.models`), while the server is idle: 10,000 runs over HTTP would
 take minutes, this takes seconds. Each filler run looks like a relogged one: FINISHED, tagged
 with its own `flexlock.logical_run_key`/`flexlock.logical_run_id`, `flexlock.status=active`, a run
@@ -74,7 +75,6 @@ import json
 import os
 import platform
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -83,7 +83,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,6 +142,7 @@ def prefect_api_state() -> str:
 class Server:
     url: str
     pgid: int
+    store: str  # SQLAlchemy URL of the server's backend store (PostgreSQL: password in PGPASSWORD)
 
     def cpu_seconds(self) -> float:
         """User + system CPU of the server's live processes (its process group), from /proc."""
@@ -158,35 +159,30 @@ class Server:
 
 
 @contextmanager
-def mlflow_server(home: Path, workers: int = 1) -> Iterator[Server]:
-    """A fresh `mlflow server` (SQLite, local artifacts) on a free loopback port; stopped as a group."""
-    from tests.helpers.servers import ServerProcess, free_port
+def mlflow_server(home: Path, workers: int = 1, backend: str = "sqlite") -> Iterator[Server]:
+    """A fresh `mlflow server` (local artifacts) on a free loopback port, on SQLite or on a fresh
+    PostgreSQL cluster; stopped as a group."""
+    from flexlock_prefect.local import start_mlflow_server
+    from flexlock_prefect.scaleout import postgres
 
     shutil.rmtree(home, ignore_errors=True)
     (home / "artifacts").mkdir(parents=True)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
-        "--artifacts-destination", str(home / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-    ]  # fmt: skip
-    started = time.perf_counter()
-    server = ServerProcess(
-        command,
-        health_url=f"{url}/health",
-        log_path=home / "mlflow.log",
-        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        timeout_s=120,
-    )
-    log(f"mlflow server ready at {url} in {time.perf_counter() - started:.1f} s")
-    try:
+    with ExitStack() as stack:
+        store = f"sqlite:///{home / 'mlflow.db'}"
+        if backend == "postgresql":
+            cluster = stack.enter_context(postgres(home))
+            cluster.create_database("mlflow")
+            os.environ.update(cluster.env)  # the server, and this process's store checks, read PGPASSWORD
+            store = cluster.url("mlflow")
+        started = time.perf_counter()
+        server, url = start_mlflow_server(
+            home, artifacts_destination=str(home / "artifacts"), backend_store_uri=store, workers=workers
+        )
+        stack.callback(server.stop)
+        log(f"mlflow server ready at {url} in {time.perf_counter() - started:.1f} s ({backend})")
         os.environ["MLFLOW_TRACKING_URI"] = url
-        yield Server(url, server.process.pid)
-    finally:
-        server.stop()
-        log("mlflow server stopped")
+        yield Server(url, server.process.pid, store)
+    log("mlflow server stopped")
 
 
 # --------------------------------------------------------------------------- workload
@@ -464,21 +460,32 @@ class ScalePoint:
         return statistics.median(self.seconds) * 1000
 
 
-def experiment_run_count(db: Path, experiment_id: str) -> int:
-    with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT COUNT(*) FROM runs WHERE experiment_id = ?", (int(experiment_id),)).fetchone()[0]
+def query(store: str, sql: str, **params: Any) -> list[tuple]:
+    """Rows of one read-only query on the server's store (SQLite or PostgreSQL)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(store)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(sa.text(sql), params)]
+    finally:
+        engine.dispose()
 
 
-def fill_experiment(db: Path, experiment_id: str, artifact_location: str, count: int) -> float:
+def experiment_run_count(store: str, experiment_id: str) -> int:
+    return query(store, "SELECT COUNT(*) FROM runs WHERE experiment_id = :id", id=int(experiment_id))[0][0]
+
+
+def fill_experiment(store: str, experiment_id: str, artifact_location: str, count: int) -> float:
     """Insert `count` finished filler runs, each shaped like a relogged run, straight into the
-    server's SQLite store with MLflow's table definitions; returns the seconds it took."""
+    server's store with MLflow's table definitions; returns the seconds it took."""
     import sqlalchemy as sa
     from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
 
     from flexlock_prefect.lock import logical_run_key
 
     started = time.perf_counter()
-    engine = sa.create_engine(f"sqlite:///{db}")
+    engine = sa.create_engine(store)
     now = int(time.time() * 1000)
     try:
         for chunk_start in range(0, count, FILL_CHUNK):
@@ -538,19 +545,19 @@ def time_one_relog(save_dir: str, experiment: str) -> tuple[float, RequestCounte
     return elapsed, counter
 
 
-def scale_point(db: Path, experiment_id: str, artifact_location: str, target: int, dirs: Sequence[str]) -> ScalePoint:
+def scale_point(store: str, experiment_id: str, artifact_location: str, target: int, dirs: Sequence[str]) -> ScalePoint:
     """Fill the experiment so that it holds `target` runs once `dirs` are logged, then time a
     superseding relog of each of them."""
     from flexlock_prefect.relogging import relog
 
-    filler = target - len(dirs) - experiment_run_count(db, experiment_id)
+    filler = target - len(dirs) - experiment_run_count(store, experiment_id)
     if filler > 0:
         log(
             f"wrote {filler} filler runs into the store in "
-            f"{fill_experiment(db, experiment_id, artifact_location, filler):.1f} s"
+            f"{fill_experiment(store, experiment_id, artifact_location, filler):.1f} s"
         )
     relog(dirs, force=True, experiment=EXPERIMENT_SCALE, workers=1)  # the runs the timed relogs supersede
-    runs = experiment_run_count(db, experiment_id)
+    runs = experiment_run_count(store, experiment_id)
     seconds: list[float] = []
     requests: Counter[str] = Counter()
     request_seconds: Counter[str] = Counter()
@@ -563,14 +570,14 @@ def scale_point(db: Path, experiment_id: str, artifact_location: str, target: in
     return ScalePoint(runs, seconds, requests, request_seconds)
 
 
-def scale_check(db: Path, dirs: Sequence[str], samples: int) -> tuple[ScalePoint, ScalePoint]:
+def scale_check(store: str, dirs: Sequence[str], samples: int) -> tuple[ScalePoint, ScalePoint]:
     from mlflow import MlflowClient
 
     client = MlflowClient()
     experiment_id = client.create_experiment(EXPERIMENT_SCALE)
     location = client.get_experiment(experiment_id).artifact_location
-    small = scale_point(db, experiment_id, location, SMALL_EXPERIMENT, dirs[:samples])
-    big = scale_point(db, experiment_id, location, BIG_EXPERIMENT, dirs[samples : 2 * samples])
+    small = scale_point(store, experiment_id, location, SMALL_EXPERIMENT, dirs[:samples])
+    big = scale_point(store, experiment_id, location, BIG_EXPERIMENT, dirs[samples : 2 * samples])
     return small, big
 
 
@@ -597,22 +604,20 @@ class Check:
         )  # fmt: skip
 
 
-def check_experiment(db: Path, artifacts: Path, name: str, key_tag: str, run_filter: str = "") -> Check:
+def check_experiment(store: str, artifacts: Path, name: str, key_tag: str, run_filter: str = "") -> Check:
     """What the store holds for one experiment; `run_filter` narrows it (SQL on `r`)."""
-    with sqlite3.connect(db) as conn:
-        (experiment_id,) = conn.execute("SELECT experiment_id FROM experiments WHERE name = ?", (name,)).fetchone()
-        where = f"r.experiment_id = {int(experiment_id)} {run_filter}"
-        run_ids = [row[0] for row in conn.execute(f"SELECT r.run_uuid FROM runs r WHERE {where}")]
-        finished = conn.execute(f"SELECT COUNT(*) FROM runs r WHERE {where} AND r.status = 'FINISHED'").fetchone()[0]
-        actives = conn.execute(
-            f"""SELECT k.value, SUM(CASE WHEN s.value = 'active' THEN 1 ELSE 0 END)
-                FROM runs r JOIN tags k ON k.run_uuid = r.run_uuid AND k.key = ?
-                LEFT JOIN tags s ON s.run_uuid = r.run_uuid AND s.key = 'flexlock.status'
-                WHERE {where} GROUP BY k.value""",
-            (key_tag,),
-        ).fetchall()
-        params = _per_run_range(conn, "params", where)
-        metrics = _per_run_range(conn, "latest_metrics", where)
+    [(experiment_id,)] = query(store, "SELECT experiment_id FROM experiments WHERE name = :name", name=name)
+    where = f"r.experiment_id = {int(experiment_id)} {run_filter}"
+    run_ids = [row[0] for row in query(store, f"SELECT r.run_uuid FROM runs r WHERE {where}")]
+    [(finished,)] = query(store, f"SELECT COUNT(*) FROM runs r WHERE {where} AND r.status = 'FINISHED'")
+    actives = query(
+        store,
+        f"""SELECT k.value, SUM(CASE WHEN s.value = 'active' THEN 1 ELSE 0 END)
+            FROM runs r JOIN tags k ON k.run_uuid = r.run_uuid AND k.key = :key
+            LEFT JOIN tags s ON s.run_uuid = r.run_uuid AND s.key = 'flexlock.status'
+            WHERE {where} GROUP BY k.value""",
+        key=key_tag,
+    )
     files = [_artifact_files(artifacts / str(experiment_id) / run_id / "artifacts") for run_id in run_ids]
     return Check(
         name,
@@ -620,33 +625,34 @@ def check_experiment(db: Path, artifacts: Path, name: str, key_tag: str, run_fil
         finished,
         len(actives),
         all(count == 1 for _, count in actives),
-        params,
-        metrics,
+        _per_run_range(store, "params", where),
+        _per_run_range(store, "latest_metrics", where),
         (min(files), max(files)) if files else None,
     )
 
 
-def run_checks(server_home: Path, count: int, samples: int) -> list[tuple[Check, bool]]:
+def run_checks(server: Server, server_home: Path, count: int, samples: int) -> list[tuple[Check, bool]]:
     """Each benchmark experiment as expected? The scale experiment's filler runs are left out."""
-    db, artifacts = server_home / "mlflow.db", server_home / "artifacts"
+    store, artifacts = server.store, server_home / "artifacts"
     checks = [
-        check_experiment(db, artifacts, EXPERIMENT_FLEXLOCK, "flexlock.dir"),
-        check_experiment(db, artifacts, EXPERIMENT_OURS, "flexlock.logical_run_key"),
-        check_experiment(db, artifacts, EXPERIMENT_OURS_W1, "flexlock.logical_run_key"),
+        check_experiment(store, artifacts, EXPERIMENT_FLEXLOCK, "flexlock.dir"),
+        check_experiment(store, artifacts, EXPERIMENT_OURS, "flexlock.logical_run_key"),
+        check_experiment(store, artifacts, EXPERIMENT_OURS_W1, "flexlock.logical_run_key"),
     ]
     results = [(check, check.ok(count, count)) for check in checks]
     relogged = f"AND r.run_uuid NOT IN (SELECT run_uuid FROM tags WHERE key = '{FILLER_TAG}')"
-    scale = check_experiment(db, artifacts, EXPERIMENT_SCALE, "flexlock.logical_run_key", relogged)
+    scale = check_experiment(store, artifacts, EXPERIMENT_SCALE, "flexlock.logical_run_key", relogged)
     # each scale save_dir: one untimed relog, then the timed one that supersedes it
     return [*results, (scale, scale.ok(4 * samples, 2 * samples))]
 
 
-def _per_run_range(conn: sqlite3.Connection, table: str, where: str) -> tuple[int, int]:
-    row = conn.execute(
+def _per_run_range(store: str, table: str, where: str) -> tuple[int, int]:
+    [(low, high)] = query(
+        store,
         f"""SELECT MIN(n), MAX(n) FROM (SELECT COUNT(t.key) AS n FROM runs r
-            LEFT JOIN {table} t ON t.run_uuid = r.run_uuid WHERE {where} GROUP BY r.run_uuid)"""
-    ).fetchone()
-    return int(row[0] or 0), int(row[1] or 0)
+            LEFT JOIN {table} t ON t.run_uuid = r.run_uuid WHERE {where} GROUP BY r.run_uuid) AS per_run""",
+    )
+    return int(low or 0), int(high or 0)
 
 
 def _artifact_files(path: Path) -> int:
@@ -782,6 +788,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--server-workers", type=int, default=1, help="processes of the MLflow server (default 1, as in the tests)"
     )
+    parser.add_argument(
+        "--backend",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="the MLflow server's store: SQLite (default, as in the tests) or a fresh PostgreSQL cluster",
+    )
     args = parser.parse_args(argv)
 
     work: Path = args.work_dir
@@ -798,7 +810,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     prefect_note = prefect_api_state()
     load_before = os.getloadavg()[0]
     server_home = work / "server"
-    with mlflow_server(server_home, args.server_workers) as server:
+    with mlflow_server(server_home, args.server_workers, args.backend) as server:
         measures: dict[str, Callable[[], Pass]] = {
             "flexlock010": lambda: flexlock.relog(dirs, EXPERIMENT_FLEXLOCK, work),
             "ours": lambda: relog_ours(dirs, EXPERIMENT_OURS, RELOG_WORKERS),
@@ -810,8 +822,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"{name}: {args.count} relogs")
             passes[name] = with_server_cpu(server, measures[name])
         log("scale check")
-        scale = scale_check(server_home / "mlflow.db", scale_dirs, args.samples)
-        checks = run_checks(server_home, args.count, args.samples)
+        scale = scale_check(server.store, scale_dirs, args.samples)
+        checks = run_checks(server, server_home, args.count, args.samples)
     header = [
         f"Relog benchmark: {args.count} synthetic save_dirs ({PARAMS} params + save_dir, {METRICS} metrics, "
         f"1 KiB notes.txt; no data inputs)",
@@ -819,7 +831,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"1-min load average {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end",
         f"  MLflow {mlflow.__version__} client (ours) / FlexLock {versions['flexlock']} with MLflow "
         f"{versions['mlflow']} client ({VENV_DIR.relative_to(REPO_ROOT)})",
-        f"  server: mlflow server --workers {args.server_workers}, SQLite, local artifacts, {server.url}",
+        f"  server: mlflow server --workers {args.server_workers}, {args.backend}, local artifacts, {server.url}"
+        " (server CPU: the MLflow processes, not PostgreSQL's)",
         f"  {prefect_note}",
         f"  order of the passes: {', '.join(order)} (each meets the runs of the ones before in the store)",
     ]

@@ -30,6 +30,8 @@ from flexlock_prefect.lock import RunLock, logical_run_key
 from flexlock_prefect.redact import Redactor, strip_url_credentials
 
 LOCK_ARTIFACT = "run.lock"
+LOCK_DIGEST = "flexlock.lock_digest"  # the digest of the logged run.lock: what `verify` checks against
+DIAG_VERSION = "flexlock.diag_version"
 PARAM_VALUE_LIMIT = 6000
 TAG_VALUE_LIMIT = 8000
 KEY_LIMIT = 250
@@ -68,8 +70,8 @@ def creation_tags(lock: RunLock, name: str, diag_version: str) -> dict[str, str]
         "flexlock.logical_run_id": lock.logical_run_id,
         "flexlock.logical_run_key": logical_run_key(lock.logical_run_id),
         "flexlock.fingerprint": lock.fingerprint,
-        "flexlock.lock_digest": lock.digest,
-        "flexlock.diag_version": diag_version,
+        LOCK_DIGEST: lock.digest,
+        DIAG_VERSION: diag_version,
         "mlflow.runName": name,
         "mlflow.source.type": "JOB",
         "mlflow.source.name": (lock.prefect.flow_name if lock.prefect else None) or "flexlock-prefect",

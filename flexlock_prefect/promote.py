@@ -33,6 +33,7 @@ from flexlock_prefect.compare import diff_locks
 from flexlock_prefect.concurrency import exclusive
 from flexlock_prefect.exceptions import FlexlockError, LifecycleError
 from flexlock_prefect.lock import RunLock
+from flexlock_prefect.mlflow_logging import LOCK_DIGEST
 from flexlock_prefect.supersede import ACTIVE, STATUS
 from flexlock_prefect.verify import verify_lock
 
@@ -112,7 +113,7 @@ def _automatic_checks(
     if candidate.lock is None:
         failures.append(f"run {candidate.run_id} was not logged from a flexlock run record")
     else:
-        expected = run.data.tags.get("flexlock.lock_digest")
+        expected = run.data.tags.get(LOCK_DIGEST)
         failures += [str(m) for m in verify_lock(candidate.lock, expected_digest=expected)]
     return failures + check_rules(rules, candidate, holders)
 

@@ -25,7 +25,13 @@ from flexlock_prefect import __version__, storage
 from flexlock_prefect.concurrency import exclusive, run_lock_name
 from flexlock_prefect.exceptions import FlexlockError
 from flexlock_prefect.lock import RunLock, find_save_dirs, logical_run_key
-from flexlock_prefect.mlflow_logging import check_tracking_server, mlflow_enabled, tracking_errors
+from flexlock_prefect.mlflow_logging import (
+    DIAG_VERSION,
+    LOCK_DIGEST,
+    check_tracking_server,
+    mlflow_enabled,
+    tracking_errors,
+)
 from flexlock_prefect.outputs import log_outputs
 from flexlock_prefect.supersede import KEY, Relog, Repair, current_active, linked_run, repair_chain, runs_of
 
@@ -87,7 +93,7 @@ def relog_one(
     version = version or code_version(diag)
     if not force and (active := current_active(lock, experiment)) is not None:
         tags = active.data.tags
-        if tags.get("flexlock.lock_digest") == lock.digest and tags.get("flexlock.diag_version") == version:
+        if tags.get(LOCK_DIGEST) == lock.digest and tags.get(DIAG_VERSION) == version:
             return RelogOutcome(lock.logical_run_id, "skipped", active.info.run_id), None
     with linked_run(
         lock, experiment, diag_version=version, serialize=run_lock, fluent=diag is not log_outputs

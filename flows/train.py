@@ -11,13 +11,14 @@ Run it with `python flows/train.py [overrides…]`, e.g. `python flows/train.py 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import pickle
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flexlock_prefect import locked_flow
+from flexlock_prefect import locked_flow, storage
 
 PROJECT = Path(__file__).resolve().parents[1]  # the repository whose code this flow is
 EXAMPLE_DATA = PROJECT / "flexlock-demo" / "data" / "breast_cancer.csv"
@@ -59,7 +60,10 @@ def prepare_example_data(path: str | Path = EXAMPLE_DATA) -> Path:
 
 @locked_flow(config=TrainConfig, data=["input_data"], repos={"code": str(PROJECT)}, log_prints=True)
 def train(cfg) -> None:
-    """Fit a scaled logistic regression; write model.pkl, metrics.json and roc.png to save_dir."""
+    """Fit a scaled logistic regression; write model.pkl, metrics.json and roc.png to save_dir.
+
+    Data and save_dir may be local paths or `s3://` URLs: both go through `flexlock_prefect.storage`.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,7 +75,7 @@ def train(cfg) -> None:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    table = np.loadtxt(cfg.input_data, delimiter=",", skiprows=1)
+    table = np.loadtxt(io.BytesIO(storage.read_bytes(storage.canonical_url(cfg.input_data))), delimiter=",", skiprows=1)
     features, target = table[:, :-1], table[:, -1].astype(int)
     x_train, x_test, y_train, y_test = train_test_split(
         features, target, test_size=cfg.test_size, random_state=cfg.seed, stratify=target
@@ -86,13 +90,17 @@ def train(cfg) -> None:
         "roc_auc": roc_auc_score(y_test, scores),
     }
 
-    save_dir = Path(cfg.save_dir)
-    save_dir.mkdir(parents=True, exist_ok=True)
-    (save_dir / "model.pkl").write_bytes(pickle.dumps(model))
-    (save_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    save_dir = storage.canonical_url(cfg.save_dir)
+    plot = io.BytesIO()
     RocCurveDisplay.from_predictions(y_test, scores, name=cfg.model_name)
-    plt.savefig(save_dir / "roc.png", dpi=80)
+    plt.savefig(plot, format="png", dpi=80)
     plt.close("all")
+    for name, content in (
+        ("model.pkl", pickle.dumps(model)),
+        ("metrics.json", (json.dumps(metrics, indent=2) + "\n").encode()),
+        ("roc.png", plot.getvalue()),
+    ):
+        storage.write_atomic(storage.join(save_dir, name), content)
     print(f"accuracy {metrics['accuracy']:.3f}, roc_auc {metrics['roc_auc']:.3f}")
 
 

@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers.servers import ServerProcess, free_port
+from tests.helpers.servers import start_s3_endpoint
 
 # Never let an AWS client look for credentials or regions beyond loopback.
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
@@ -33,13 +32,7 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto in server mode on a free loopback port, reached through the standard AWS variables."""
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    server = ServerProcess(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        health_url=f"{endpoint}/moto-api/",
-        log_path=tmp_path_factory.mktemp("moto") / "moto.log",
-    )
+    server, endpoint = start_s3_endpoint(tmp_path_factory.mktemp("moto") / "moto.log")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AWS_ACCESS_KEY_ID", "testing")
         patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -91,34 +84,15 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str) ->
     group because it forks, and the whole group is stopped at the end.
     """
     from flexlock_prefect import storage
+    from flexlock_prefect.local import start_mlflow_server
 
-    home = tmp_path_factory.mktemp("mlflow-server")
     bucket = "mlflow-artifacts"
     fs, _ = storage.filesystem(f"s3://{bucket}")
     fs.mkdir(bucket)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = ServerProcess(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{home}/mlflow.db",
-            "--artifacts-destination",
-            f"s3://{bucket}",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        health_url=f"{url}/health",
-        log_path=home / "mlflow.log",
-        env={"MLFLOW_S3_ENDPOINT_URL": s3_endpoint, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        timeout_s=120,
+    server, url = start_mlflow_server(
+        tmp_path_factory.mktemp("mlflow-server"),
+        artifacts_destination=f"s3://{bucket}",
+        env={"MLFLOW_S3_ENDPOINT_URL": s3_endpoint},
     )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", url)

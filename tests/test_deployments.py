@@ -16,8 +16,6 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter
-from prefect.client.schemas.objects import FlowRun
 from prefect.events import DeploymentEventTrigger
 
 from flexlock_prefect import RunLock
@@ -26,6 +24,7 @@ from flexlock_prefect.local import served_deployments
 from flexlock_prefect.lock import logical_run_key
 from flexlock_prefect.serving import DEPLOYMENTS
 from flexlock_prefect.supersede import ACTIVE, STATUS, runs_of
+from tests.helpers.prefect_api import wait_for_flow_runs
 
 ROOT = project_root()
 YAML = ROOT / "deployments" / "prefect.yaml"
@@ -73,22 +72,6 @@ def _wait_for_deployments(names: set[str], log: Path, timeout_s: float = 90) -> 
     raise AssertionError(f"deployments {names - found} not served; serve.py said:\n{log.read_text()[-3000:]}")
 
 
-def _wait_for_runs(deployment_name: str, count: int, timeout_s: float = 120) -> list[FlowRun]:
-    """Flow runs of a deployment once `count` of them are finished."""
-    deadline = time.monotonic() + timeout_s
-    runs: list[FlowRun] = []
-    while time.monotonic() < deadline:
-        with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(
-                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name])),
-                flow_run_filter=FlowRunFilter(),
-            )
-        if len([r for r in runs if r.state and r.state.is_final()]) >= count:
-            return runs
-        time.sleep(1)
-    raise AssertionError(f"{len(runs)} runs of {deployment_name} after {timeout_s}s: {[r.state for r in runs]}")
-
-
 def _active(save_dir: str) -> list:
     client = MlflowClient()
     experiments = [e.experiment_id for e in client.search_experiments()]
@@ -103,7 +86,7 @@ def test_a_completed_main_run_is_logged_to_mlflow_by_the_triggered_diag_deployme
     data = example.prepare_example_data(tmp_path / "data.csv")
     save_dir = example.train(overrides=[f"input_data={data}", f"save_dir={tmp_path}/runs/a", "model_name=''"])
 
-    [diag_run] = _wait_for_runs("diag", 1)
+    [diag_run] = wait_for_flow_runs("diag", 1)
     assert diag_run.created_by is not None and diag_run.created_by.type == "AUTOMATION"
     assert diag_run.parameters == {"save_dir": save_dir}
     assert diag_run.state.is_completed(), diag_run.state
@@ -134,7 +117,7 @@ def test_a_relog_request_event_supersedes_every_run_under_the_root_once(served: 
     )
     assert requested.returncode == 0, requested.stderr
 
-    [relog_run] = _wait_for_runs("relog-all", 1)
+    [relog_run] = wait_for_flow_runs("relog-all", 1)
     assert relog_run.created_by.type == "AUTOMATION"
     assert relog_run.parameters == {"root": f"file://{root}", "force": True}
     assert relog_run.state.is_completed(), relog_run.state

@@ -6,7 +6,13 @@ import time
 from typing import Any
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    DeploymentFilter,
+    DeploymentFilterName,
+    FlowRunFilter,
+)
 from prefect.client.schemas.objects import Artifact, FlowRun
 from prefect.client.schemas.sorting import ArtifactSort
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
@@ -44,3 +50,20 @@ def wait_for_events(
             return found
         time.sleep(0.5)
     raise AssertionError(f"{len(found)} of {count} {name} events for {resource_id} after {timeout_s}s")
+
+
+def wait_for_flow_runs(deployment_name: str, count: int, timeout_s: float = 120) -> list[FlowRun]:
+    """The flow runs of a deployment once at least `count` of them are in a final state."""
+    deadline = time.monotonic() + timeout_s
+    runs: list[FlowRun] = []
+    while time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name])),
+                flow_run_filter=FlowRunFilter(),
+            )
+        if len([r for r in runs if r.state and r.state.is_final()]) >= count:
+            return runs
+        time.sleep(1)
+    states = sorted(str(r.state.type.value) for r in runs if r.state)
+    raise AssertionError(f"{len(runs)} runs of {deployment_name} after {timeout_s}s, in states {states}")

@@ -1,0 +1,236 @@
+"""Load check of the scale-out configuration: many main runs submitted at once through the work pool.
+
+What runs. The stack of `flexlock_prefect.scaleout` on loopback, every part real: PostgreSQL,
+`prefect server start` on it, `--workers` process workers (each running at most
+`--runs-per-worker` flow runs at once) pulling from the work pool of `deployments/prefect.yaml`,
+an `mlflow server` on PostgreSQL (`--mlflow-workers`) with artifacts on S3, and moto as the S3
+endpoint. The project is deployed with `prefect deploy`. Then `--runs` (default 200) runs of the
+`train/train` deployment are created at once, each with its own `s3://` save_dir; every
+completed main run emits `flexlock.run.completed`, whose trigger creates a `diag/diag` run.
+
+What is printed:
+* **throughput**: save_dirs logged to MLflow per minute, from the first submission to the last
+  diag run's end;
+* **end-to-end**: per save_dir, from the main run's submission (this script's clock) to the end
+  of its diag run (the Prefect server's clock, same machine): p50, p95, max;
+* **lost**: save_dirs whose main run completed but no diag run logged them; **duplicated**:
+  save_dirs with more than one diag run; **not active once**: save_dirs without exactly one
+  active MLflow run. Target: none lost, none duplicated.
+* the main and diag runs that did not complete, by state.
+
+Run from the repository root (200 runs: about 30 minutes on 2 cores):
+
+    python benchmarks/scale.py [--runs N] [--workers W] [--runs-per-worker L]
+
+Logs of every server and worker are kept in `benchmarks/.work/scale/` (recreated each time).
+This is not a test: pytest only collects `tests/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from contextvars import copy_context
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+WORK = ROOT / "benchmarks" / ".work" / "scale"
+BUCKET = "s3://scale-benchmark"
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def prepare_environment() -> None:
+    """A private Prefect home, no ephemeral server, no AWS lookups beyond loopback."""
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="prefect-home-")
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
+    os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+    os.environ["AWS_CONFIG_FILE"] = os.devnull
+    os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+    os.environ |= {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def read_all_flow_runs(deployment: str) -> list:
+    """Every flow run of a deployment (the API pages by 200)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    runs: list = []
+    with get_client(sync_client=True) as client:
+        while True:
+            page = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])),
+                offset=len(runs),
+                limit=200,
+            )
+            runs += page
+            if len(page) < 200:
+                return runs
+
+
+@dataclass(frozen=True)
+class Submission:
+    flow_run_id: str
+    at: float  # this script's clock, seconds since the epoch
+
+
+def submit(save_dirs: Sequence[str], data: str) -> dict[str, Submission]:
+    """Create one `train/train` flow run per save_dir, 8 at a time."""
+    from prefect.deployments import run_deployment
+
+    def one(save_dir: str) -> tuple[str, Submission]:
+        at = time.time()
+        overrides = [f"input_data={data}", f"save_dir={save_dir}", "model_name=''"]
+        flow_run = run_deployment("train/train", parameters={"overrides": overrides}, timeout=0)
+        return save_dir, Submission(str(flow_run.id), at)
+
+    with ThreadPoolExecutor(8) as pool:
+        return dict(pool.map(lambda save_dir: copy_context().run(one, save_dir), save_dirs))
+
+
+def wait_for_diags(save_dirs: Sequence[str], timeout_s: float) -> tuple[list, list]:
+    """Poll until every main run is final and as many diag runs are final as mains completed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        mains, diags = read_all_flow_runs("train"), read_all_flow_runs("diag")
+        completed = sum(r.state.is_completed() for r in mains)
+        final_mains = sum(r.state.is_final() for r in mains)
+        final_diags = sum(r.state.is_final() for r in diags)
+        log(f"main runs final {final_mains}/{len(save_dirs)} ({completed} completed), diag runs final {final_diags}")
+        if final_mains == len(save_dirs) and final_diags >= completed:
+            return mains, diags
+        if time.monotonic() > deadline:
+            log(f"timeout after {timeout_s:.0f} s")
+            return mains, diags
+        time.sleep(10)
+
+
+def active_counts(save_dirs: Sequence[str]) -> Counter:
+    from mlflow import MlflowClient
+
+    from flexlock_prefect.lock import logical_run_key
+    from flexlock_prefect.supersede import ACTIVE, STATUS, runs_of
+
+    client = MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return Counter(
+        {
+            save_dir: sum(
+                run.data.tags.get(STATUS) == ACTIVE for run in runs_of(client, experiments, logical_run_key(save_dir))
+            )
+            for save_dir in save_dirs
+        }
+    )
+
+
+def report(save_dirs: Sequence[str], submitted: dict[str, Submission], mains: list, diags: list, args) -> bool:
+    main_by_id = {str(r.id): r for r in mains}
+    completed_mains = {s for s, sub in submitted.items() if main_by_id[sub.flow_run_id].state.is_completed()}
+    per_save_dir = Counter(r.parameters.get("save_dir") for r in diags)
+    finished = {r.parameters["save_dir"]: r.end_time.timestamp() for r in diags if r.state.is_completed()}
+    lost = sorted(s for s in completed_mains if s not in finished)
+    duplicated = sorted(s for s, n in per_save_dir.items() if n > 1)
+    active = active_counts(save_dirs)
+    not_active_once = sorted(s for s in completed_mains if active[s] != 1)
+    end_to_end = [finished[s] - submitted[s].at for s in finished if s in submitted]
+    span = max(finished.values(), default=time.time()) - min(sub.at for sub in submitted.values())
+
+    print()
+    print(f"scale-out load check — {platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(
+        f"{len(save_dirs)} main runs submitted at once; {args.workers} process workers × {args.runs_per_worker} "
+        f"flow runs; MLflow server {args.mlflow_workers} workers; all on PostgreSQL, save_dirs on S3 (moto)"
+    )
+    print(f"  main runs   : {dict(Counter(r.state.type.value for r in mains))}")
+    print(f"  diag runs   : {dict(Counter(r.state.type.value for r in diags))}")
+    print(f"  throughput  : {len(finished) / span * 60:.1f} save_dirs logged per minute ({span:.0f} s in all)")
+    if len(end_to_end) >= 2:
+        p95 = statistics.quantiles(end_to_end, n=20)[18]
+        print(
+            f"  end-to-end  : p50 {statistics.median(end_to_end):.0f} s, p95 {p95:.0f} s, "
+            f"max {max(end_to_end):.0f} s (main submitted → diag finished)"
+        )
+    print(f"  lost        : {len(lost)} {lost[:5]}")
+    print(f"  duplicated  : {len(duplicated)} {duplicated[:5]}")
+    print(f"  not active once in MLflow: {len(not_active_once)} {not_active_once[:5]}")
+    ok = not lost and not duplicated and not not_active_once
+    print(f"  target (none lost, none duplicated): {'met' if ok else 'NOT met'}")
+    return ok
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=200, help="main runs submitted at once (default 200)")
+    parser.add_argument("--workers", type=int, default=2, help="process workers (default 2)")
+    parser.add_argument("--runs-per-worker", type=int, default=4, help="flow runs per worker at once (default 4)")
+    parser.add_argument("--mlflow-workers", type=int, default=2, help="MLflow server processes (default 2)")
+    parser.add_argument("--timeout", type=float, default=7200, help="seconds to wait for the runs (default 7200)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    prepare_environment()
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flexlock_prefect import storage
+    from flexlock_prefect.demo import load_flow_module
+    from flexlock_prefect.scaleout import scale_stack
+    from tests.helpers.servers import start_s3_endpoint
+
+    with ExitStack() as stack:
+        moto, endpoint = start_s3_endpoint(WORK / "moto.log")
+        stack.callback(moto.stop)
+        os.environ["AWS_ENDPOINT_URL"] = endpoint
+        fs, _ = storage.filesystem(BUCKET)
+        fs.mkdir(BUCKET.removeprefix("s3://"))
+        data = f"{BUCKET}/data/breast_cancer.csv"
+        example = load_flow_module("flows/train.py")
+        storage.write_atomic(data, example.prepare_example_data().read_bytes())
+
+        started = time.perf_counter()
+        running = stack.enter_context(
+            scale_stack(
+                WORK,
+                ROOT,
+                f"{BUCKET}/mlflow-artifacts",
+                env={"MLFLOW_S3_ENDPOINT_URL": endpoint, "FLEXLOCK_CACHE_DIR": str(WORK / "flexlock-cache")},
+                workers=args.workers,
+                runs_per_worker=args.runs_per_worker,
+                mlflow_workers=args.mlflow_workers,
+            )
+        )
+        log(f"stack up and project deployed in {time.perf_counter() - started:.0f} s; logs in {WORK}")
+        os.environ |= running.env
+        stack.enter_context(temporary_settings({PREFECT_API_URL: running.prefect_api_url}))
+
+        save_dirs = [f"{BUCKET}/runs/{index:04d}" for index in range(args.runs)]
+        submitted = submit(save_dirs, data)
+        times = [sub.at for sub in submitted.values()]
+        log(f"{len(submitted)} main runs submitted in {max(times) - min(times):.1f} s")
+        mains, diags = wait_for_diags(save_dirs, args.timeout)
+        log(f"done at {datetime.now(UTC).isoformat(timespec='seconds')}")
+        return 0 if report(save_dirs, submitted, mains, diags, args) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""The scale-out configuration on one machine: PostgreSQL, a Prefect server on it, `process`
+workers pulling from the project's work pool, and an MLflow tracking server on PostgreSQL with
+artifacts on S3.
+
+These are the plain commands of the README's "Running in production", started on loopback with
+free ports for the `scale` test and `benchmarks/scale.py`. In production each process runs on a
+host or in a container of its own (`deployments/compose.yaml`); nothing here is needed there.
+
+Credentials travel only in environment variables: the database password as libpq's
+`PGPASSWORD` (read by both asyncpg and psycopg2), so no connection URL, command line or file
+carries it.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from flexlock_prefect.exceptions import FlexlockError
+from flexlock_prefect.local import ServerProcess, free_port, start_mlflow_server, start_prefect_server
+
+DATABASE_USER = "flexlock"
+DATABASES = ("prefect", "mlflow")
+
+
+def postgres_bindir() -> Path:
+    """The directory of `initdb` and `postgres`: Debian keeps them out of PATH, per major version."""
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
+    found = candidates[-1] if candidates else shutil.which("initdb")
+    if not found:
+        raise FlexlockError("PostgreSQL is not installed: install it (Debian: `apt-get install -y postgresql`)")
+    return Path(found).parent
+
+
+@dataclass(frozen=True)
+class Postgres:
+    """A running PostgreSQL cluster on loopback; `url()` never holds the password, `env` does."""
+
+    port: int
+    password: str = field(repr=False)
+    user: str = DATABASE_USER
+
+    def url(self, database: str, driver: str = "postgresql") -> str:
+        return f"{driver}://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"PGPASSWORD": self.password}
+
+    def create_database(self, name: str) -> None:
+        created = subprocess.run(
+            [str(postgres_bindir() / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, name],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+        )
+        if created.returncode != 0:
+            raise FlexlockError(f"cannot create the database {name}: {created.stderr.strip()}")
+
+
+@contextmanager
+def postgres(log_dir: Path) -> Iterator[Postgres]:
+    """A throwaway PostgreSQL cluster with a random password on a free loopback port, removed after.
+
+    Durability is off (`fsync`, `synchronous_commit`): the cluster lives as long as a test or a
+    benchmark. As root it runs as the `postgres` account, since PostgreSQL refuses root; its data
+    directory is then a fresh temporary directory that account owns.
+    """
+    bindir = postgres_bindir()
+    account = "postgres" if os.geteuid() == 0 else None
+    data = Path(tempfile.mkdtemp(prefix="flexlock-postgres-"))
+    cluster = Postgres(port=free_port(), password=secrets.token_urlsafe(16))
+    try:
+        password_file = data / "password"
+        password_file.write_text(cluster.password)
+        if account:
+            shutil.chown(data, account)
+            shutil.chown(password_file, account)
+        initdb = subprocess.run(
+            [str(bindir / "initdb"), "-D", str(data / "cluster"), "-U", cluster.user, "-E", "UTF8", "--no-sync"]
+            + ["--auth=scram-sha-256", f"--pwfile={password_file}"],
+            capture_output=True,
+            text=True,
+            user=account,
+        )
+        password_file.unlink()
+        if initdb.returncode != 0:
+            raise FlexlockError(f"initdb failed: {initdb.stderr.strip()}")
+        server = ServerProcess(
+            [str(bindir / "postgres"), "-D", str(data / "cluster"), "-h", "127.0.0.1", "-p", str(cluster.port)]
+            + ["-k", str(data), "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "max_connections=300"],
+            log_path=log_dir / "postgres.log",
+            ready=lambda: _accepts_connections(bindir, cluster.port),
+            user=account,
+        )
+        try:
+            yield cluster
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _accepts_connections(bindir: Path, port: int) -> bool:
+    return subprocess.run([str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]).returncode == 0
+
+
+def work_pool_name(project_root: Path) -> str:
+    """The work pool the project's deployments name in `deployments/prefect.yaml`."""
+    declared = yaml.safe_load((project_root / "deployments" / "prefect.yaml").read_text())
+    return declared["definitions"]["work_pool"]["name"]
+
+
+def deploy_project(project_root: Path, env: Mapping[str, str]) -> None:
+    """Create the process work pool and `prefect deploy` every deployment of `prefect.yaml`."""
+    pool = work_pool_name(project_root)
+    for args in (
+        ["work-pool", "create", pool, "--type", "process", "--overwrite"],
+        ["deploy", "--prefect-file", "deployments/prefect.yaml", "--all"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "prefect", "--no-prompt", *args],
+            cwd=project_root,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if done.returncode != 0:
+            raise FlexlockError(f"`prefect {' '.join(args)}` failed:\n{done.stdout}{done.stderr}")
+
+
+def start_worker(log_path: Path, pool: str, env: Mapping[str, str], limit: int, poll_s: float) -> ServerProcess:
+    """`prefect worker start` for a `process` pool, running at most `limit` flow runs at once and
+    polling every `poll_s` seconds; ready once its health endpoint (on loopback) answers."""
+    port = free_port()
+    return ServerProcess(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
+        + ["--limit", str(limit), "--with-healthcheck", "--name", log_path.stem],
+        health_url=f"http://127.0.0.1:{port}/health",
+        log_path=log_path,
+        env={
+            **env,
+            "PREFECT_WORKER_WEBSERVER_HOST": "127.0.0.1",
+            "PREFECT_WORKER_WEBSERVER_PORT": str(port),
+            "PREFECT_WORKER_QUERY_SECONDS": str(poll_s),
+        },
+        timeout_s=120,
+    )
+
+
+@dataclass(frozen=True)
+class ScaleStack:
+    """The running stack: what a client needs in its environment to use it (`env`)."""
+
+    prefect_api_url: str
+    mlflow_tracking_uri: str
+    postgres: Postgres
+    env: dict[str, str]
+
+
+@contextmanager
+def scale_stack(
+    home: Path,
+    project_root: Path,
+    artifacts_destination: str,
+    env: Mapping[str, str] | None = None,
+    workers: int = 2,
+    runs_per_worker: int = 4,
+    mlflow_workers: int = 2,
+    poll_s: float = 2,
+) -> Iterator[ScaleStack]:
+    """PostgreSQL, a Prefect server and an MLflow server on it, the project deployed to its work
+    pool and `workers` process workers; everything is stopped, last started first, at the end.
+
+    `env` reaches every process (S3 credentials and endpoint, settings); the stack adds
+    `PREFECT_API_URL` and `MLFLOW_TRACKING_URI`, which workers pass on to their flow runs.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        cluster = stack.enter_context(postgres(home))
+        for database in DATABASES:
+            cluster.create_database(database)
+        prefect_server, api_url = start_prefect_server(
+            home / "prefect", database_url=cluster.url("prefect", "postgresql+asyncpg"), env=cluster.env
+        )
+        stack.callback(prefect_server.stop)
+        mlflow_server, tracking_uri = start_mlflow_server(
+            home / "mlflow",
+            artifacts_destination,
+            backend_store_uri=cluster.url("mlflow"),
+            workers=mlflow_workers,
+            env={**(env or {}), **cluster.env},
+        )
+        stack.callback(mlflow_server.stop)
+        client_env = {**(env or {}), "PREFECT_API_URL": api_url, "MLFLOW_TRACKING_URI": tracking_uri}
+        deploy_project(project_root, client_env)
+        pool = work_pool_name(project_root)
+        for index in range(workers):
+            worker = start_worker(home / f"worker-{index}.log", pool, client_env, runs_per_worker, poll_s)
+            stack.callback(worker.stop)
+        yield ScaleStack(api_url, tracking_uri, cluster, client_env)

@@ -1,0 +1,55 @@
+"""The container form of the scale-out configuration (`deployments/compose.yaml`) says what the
+tested plain commands do, and keeps every credential out of the repository.
+
+No container engine runs here: the `scale` test drives the same processes started directly.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+import yaml
+
+from flexlock_prefect.demo import project_root
+from flexlock_prefect.scaleout import work_pool_name
+
+ROOT = project_root()
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY", re.IGNORECASE)
+ENVIRONMENT_REFERENCE = re.compile(r"^\$\{[A-Z_]+(:[?-][^}]*)?\}$")
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, dict[str, Any]]:
+    return yaml.safe_load((ROOT / "deployments" / "compose.yaml").read_text())["services"]
+
+
+def test_compose_runs_postgres_a_prefect_server_workers_and_an_mlflow_server(services: dict) -> None:
+    assert set(services) == {"postgres", "prefect-server", "mlflow", "worker", "deploy"}
+    assert services["prefect-server"]["environment"]["PREFECT_SERVER_DATABASE_CONNECTION_URL"].startswith(
+        "postgresql+asyncpg://"
+    )
+    assert services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql://")
+    assert services["mlflow"]["environment"]["MLFLOW_ARTIFACTS_DESTINATION"].startswith("${")
+
+
+def test_compose_workers_pull_from_the_work_pool_the_deployments_name(services: dict) -> None:
+    command = services["worker"]["command"]
+    assert command[:3] == ["prefect", "worker", "start"]
+    assert command[command.index("--pool") + 1] == work_pool_name(ROOT)
+    assert command[command.index("--type") + 1] == "process"
+    assert "deployments/prefect.yaml" in " ".join(services["deploy"]["command"])
+
+
+def test_compose_takes_every_credential_from_the_environment(services: dict) -> None:
+    for name, service in services.items():
+        for key, value in (service.get("environment") or {}).items():
+            if SECRET_NAME.search(key):
+                assert ENVIRONMENT_REFERENCE.match(str(value)), f"{name}: {key} must come from the environment"
+            assert not re.search(r"://[^/@\s]+:[^/@\s]+@", str(value)), f"{name}: {key} holds a credential in a URL"
+
+
+def test_compose_publishes_ports_on_loopback_only(services: dict) -> None:
+    published = [port for service in services.values() for port in service.get("ports", [])]
+    assert published and all(str(port).startswith("127.0.0.1:") for port in published)

@@ -1,0 +1,130 @@
+"""The scale-out configuration end to end, every part real and on loopback: PostgreSQL, a Prefect
+server on it, two `process` workers pulling from the work pool of `deployments/prefect.yaml`, an
+MLflow server on PostgreSQL with artifacts on S3 (moto), and save_dirs on S3.
+
+Twenty main runs go through the work pool at once; each completion must fire exactly one diag
+run through the deployment's trigger, and one registered model then goes to prod with approvals.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from flexlock_prefect import RunLock, storage
+from flexlock_prefect.demo import load_flow_module, project_root
+from flexlock_prefect.lock import logical_run_key
+from flexlock_prefect.mlflow_logging import LOCK_DIGEST
+from flexlock_prefect.registry import APPROVED_BY, LIFECYCLE
+from flexlock_prefect.scaleout import ScaleStack, scale_stack
+from flexlock_prefect.supersede import ACTIVE, STATUS, runs_of
+from flexlock_prefect.verify import verify_lock
+from tests.helpers.prefect_api import wait_for_flow_runs
+
+pytestmark = [pytest.mark.integration, pytest.mark.scale]
+
+MAIN_RUNS = 20
+MODEL = "scale-classifier"
+
+
+@pytest.fixture(scope="module")
+def stack(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaleStack]:
+    """The whole stack, with this process's Prefect and MLflow clients pointed at it."""
+    artifacts = "s3://scale-mlflow-artifacts"
+    fs, _ = storage.filesystem(artifacts)
+    fs.mkdir(artifacts.removeprefix("s3://"))
+    home = tmp_path_factory.mktemp("scale")
+    env = {"MLFLOW_S3_ENDPOINT_URL": s3_endpoint, "FLEXLOCK_CACHE_DIR": str(home / "flexlock-cache")}
+    with (
+        scale_stack(home, project_root(), artifacts, env=env) as running,
+        pytest.MonkeyPatch.context() as patch,
+        temporary_settings({PREFECT_API_URL: running.prefect_api_url}),
+    ):
+        for name, value in running.env.items():
+            patch.setenv(name, value)
+        yield running
+
+
+def submit(deployment: str, **parameters) -> FlowRun:
+    return run_deployment(deployment, parameters=parameters, timeout=0)
+
+
+def wait_until_final(flow_run_id: str, timeout_s: float = 300) -> FlowRun:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(flow_run_id)
+        if run.state.is_final() or run.state.is_paused():
+            return run
+        time.sleep(1)
+    raise AssertionError(f"flow run {flow_run_id} still {run.state.type.value} after {timeout_s}s")
+
+
+def approve(flow_run_id: str, comment: str) -> None:
+    answered = subprocess.run(
+        [sys.executable, "-m", "flexlock_prefect", "approve", flow_run_id, "--reviewer", "ops", "--comment", comment],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert answered.returncode == 0, answered.stderr
+
+
+def promote(version: str, to: str, approval: bool = True) -> FlowRun:
+    """The `promote` deployment, run by a worker; a paused run is approved through the CLI."""
+    run = wait_until_final(submit("promote/promote", model=MODEL, version=version, to=to, approval=approval).id)
+    if run.state.is_paused():
+        approve(str(run.id), f"to {to}")
+        run = wait_until_final(str(run.id))
+    return run
+
+
+def test_twenty_s3_main_runs_through_two_workers_are_each_logged_once_and_a_model_reaches_prod(
+    stack: ScaleStack, s3_bucket: str, tmp_path: Path
+) -> None:
+    data = f"{s3_bucket}/data/breast_cancer.csv"
+    local_data = load_flow_module("flows/train.py").prepare_example_data(tmp_path / "data.csv")
+    storage.write_atomic(data, local_data.read_bytes())
+    save_dirs = [f"{s3_bucket}/runs/{index:02d}" for index in range(MAIN_RUNS)]
+
+    main_runs = [
+        submit("train/train", overrides=[f"input_data={data}", f"save_dir={save_dir}", f"model_name={MODEL}"])
+        for save_dir in save_dirs
+    ]
+    for run in main_runs:
+        assert wait_until_final(str(run.id), timeout_s=600).state.is_completed()
+
+    diag_runs = wait_for_flow_runs("diag", MAIN_RUNS, timeout_s=600)
+    assert sorted(run.parameters["save_dir"] for run in diag_runs) == save_dirs, "a diag run was lost or doubled"
+    assert all(run.created_by.type == "AUTOMATION" and run.state.is_completed() for run in diag_runs)
+
+    client = MlflowClient()
+    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+    active_run_ids = {}
+    for save_dir in save_dirs:
+        lock = RunLock.load(save_dir)
+        runs = runs_of(client, experiments, logical_run_key(save_dir))
+        [active] = [run for run in runs if run.data.tags.get(STATUS) == ACTIVE]
+        assert len(runs) == 1 and active.data.tags[LOCK_DIGEST] == lock.digest
+        assert verify_lock(lock, expected_digest=lock.digest) == []
+        active_run_ids[active.info.run_id] = save_dir
+
+    versions = client.search_model_versions(f"name='{MODEL}'")
+    assert sorted(v.run_id for v in versions) == sorted(active_run_ids)
+    candidate = min(versions, key=lambda v: int(v.version)).version
+    assert promote(candidate, "dev", approval=False).state.is_completed()
+    assert promote(candidate, "staging").state.is_completed()
+    assert promote(candidate, "prod").state.is_completed()
+    assert client.get_registered_model(MODEL).aliases == {"prod": candidate}
+    promoted = client.get_model_version(MODEL, candidate).tags
+    assert (promoted[LIFECYCLE], promoted[APPROVED_BY]) == ("prod", "ops")
