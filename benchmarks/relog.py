@@ -17,8 +17,8 @@ already complete are kept):
 One `mlflow server` (SQLite backend, or with `--backend postgresql` a fresh PostgreSQL cluster of
 `flexlock_prefect.scaleout`; local `--artifacts-destination`, loopback, `--server-workers`
 processes, default one; job execution off) is started fresh under `benchmarks/.work/relog/server/`
-and serves everything; its process group is stopped at the end. `PREFECT_API_URL` is unset (and `PREFECT_HOME` private), so
-`relog` takes no Prefect run locks; the output says so.
+and serves everything; its process group is stopped at the end. `PREFECT_API_URL` is unset (and
+`PREFECT_HOME` private), so `relog` takes no Prefect run locks; the output says so.
 
 What is timed (wall clock, seconds, runs/s):
 

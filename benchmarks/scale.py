@@ -100,15 +100,20 @@ def submit(save_dirs: Sequence[str], data: str) -> dict[str, Submission]:
         flow_run = run_deployment("train/train", parameters={"overrides": overrides}, timeout=0)
         return save_dir, Submission(str(flow_run.id), at)
 
-    with ThreadPoolExecutor(8) as pool:
-        return dict(pool.map(lambda save_dir: copy_context().run(one, save_dir), save_dirs))
+    with ThreadPoolExecutor(8) as pool:  # each task in a copy of this thread's context: Prefect's settings
+        futures = [pool.submit(copy_context().run, one, save_dir) for save_dir in save_dirs]
+        return dict(future.result() for future in futures)
 
 
-def wait_for_diags(save_dirs: Sequence[str], timeout_s: float) -> tuple[list, list]:
-    """Poll until every main run is final and as many diag runs are final as mains completed."""
+def wait_for_diags(submitted: dict[str, Submission], timeout_s: float) -> tuple[list, list]:
+    """Poll until every submitted main run is final and as many diag runs are final as mains
+    completed. The deployment's own cron runs (scheduled for 2 a.m.) are left out."""
+    ids = {sub.flow_run_id for sub in submitted.values()}
+    save_dirs = list(submitted)
     deadline = time.monotonic() + timeout_s
     while True:
-        mains, diags = read_all_flow_runs("train"), read_all_flow_runs("diag")
+        mains = [r for r in read_all_flow_runs("train") if str(r.id) in ids]
+        diags = read_all_flow_runs("diag")
         completed = sum(r.state.is_completed() for r in mains)
         final_mains = sum(r.state.is_final() for r in mains)
         final_diags = sum(r.state.is_final() for r in diags)
@@ -227,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         submitted = submit(save_dirs, data)
         times = [sub.at for sub in submitted.values()]
         log(f"{len(submitted)} main runs submitted in {max(times) - min(times):.1f} s")
-        mains, diags = wait_for_diags(save_dirs, args.timeout)
+        mains, diags = wait_for_diags(submitted, args.timeout)
         log(f"done at {datetime.now(UTC).isoformat(timespec='seconds')}")
         return 0 if report(save_dirs, submitted, mains, diags, args) else 1
 

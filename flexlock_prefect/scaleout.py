@@ -116,17 +116,27 @@ def _accepts_connections(bindir: Path, port: int) -> bool:
     return subprocess.run([str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]).returncode == 0
 
 
+def _pool_definitions(project_root: Path) -> dict[str, dict[str, str]]:
+    return yaml.safe_load((project_root / "deployments" / "prefect.yaml").read_text())["definitions"]
+
+
 def work_pool_name(project_root: Path) -> str:
     """The work pool the project's deployments name in `deployments/prefect.yaml`."""
-    declared = yaml.safe_load((project_root / "deployments" / "prefect.yaml").read_text())
-    return declared["definitions"]["work_pool"]["name"]
+    return _pool_definitions(project_root)["work_pool"]["name"]
+
+
+def priority_queue_name(project_root: Path) -> str:
+    """The work queue of the diag, relog-all and promote deployments, served before the default one."""
+    return _pool_definitions(project_root)["diag_work_pool"]["work_queue_name"]
 
 
 def deploy_project(project_root: Path, env: Mapping[str, str]) -> None:
-    """Create the process work pool and `prefect deploy` every deployment of `prefect.yaml`."""
+    """Create the process work pool and its priority queue, then `prefect deploy` every deployment
+    of `prefect.yaml` (the commands at the top of that file)."""
     pool = work_pool_name(project_root)
     for args in (
         ["work-pool", "create", pool, "--type", "process", "--overwrite"],
+        ["work-queue", "create", priority_queue_name(project_root), "--pool", pool, "--priority", "1"],
         ["deploy", "--prefect-file", "deployments/prefect.yaml", "--all"],
     ):
         done = subprocess.run(

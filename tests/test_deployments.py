@@ -22,6 +22,7 @@ from flexlock_prefect import RunLock
 from flexlock_prefect.demo import load_flow_module, project_root
 from flexlock_prefect.local import served_deployments
 from flexlock_prefect.lock import logical_run_key
+from flexlock_prefect.scaleout import deploy_project, priority_queue_name, work_pool_name
 from flexlock_prefect.serving import DEPLOYMENTS
 from flexlock_prefect.supersede import ACTIVE, STATUS, runs_of
 from tests.helpers.prefect_api import wait_for_flow_runs
@@ -168,27 +169,22 @@ def test_the_cli_promotes_through_the_served_deployment_and_approves(served: Non
 
 # Last in the module: `prefect deploy` rewrites the served deployments of the same names.
 @pytest.mark.integration
-def test_prefect_deploy_of_the_yaml_creates_the_deployments_schedule_and_automations(prefect_api: str) -> None:
-    def prefect(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "prefect", "--no-prompt", *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-
-    created = prefect("work-pool", "create", "flexlock-process", "--type", "process")
-    assert created.returncode == 0, created.stdout + created.stderr
-    deployed = prefect("deploy", "--prefect-file", "deployments/prefect.yaml", "--all")
+def test_prefect_deploy_of_the_yaml_creates_the_deployments_queues_schedule_and_automations(prefect_api: str) -> None:
+    pool, diag_queue = work_pool_name(ROOT), priority_queue_name(ROOT)
     try:
-        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        deploy_project(ROOT, {"PREFECT_API_URL": prefect_api})
         with get_client(sync_client=True) as client:
             deployments = {f"{client.read_flow(d.flow_id).name}/{d.name}": d for d in client.read_deployments()}
-            assert {"train/train", "diag/diag", "relog-all/relog-all"} <= set(deployments)
+            assert {"train/train", "diag/diag", "relog-all/relog-all", "promote/promote"} <= set(deployments)
             assert deployments["train/train"].entrypoint == "flows/train.py:train"
             assert [s.schedule.cron for s in deployments["train/train"].schedules] == ["0 2 * * *"]
-            assert deployments["diag/diag"].work_pool_name == "flexlock-process"
+            assert {d.work_pool_name for d in deployments.values()} == {pool}
+            queues = {
+                name: deployments[name].work_queue_name for name in ("train/train", "diag/diag", "promote/promote")
+            }
+            assert queues == {"train/train": "default", "diag/diag": diag_queue, "promote/promote": diag_queue}
+            priorities = {q.name: q.priority for q in client.read_work_queues(work_pool_name=pool)}
+            assert priorities[diag_queue] < priorities["default"], "workers must serve diag runs first"
             [automation] = client.read_resource_related_automations(f"prefect.deployment.{deployments['diag/diag'].id}")
             assert automation.name == "flexlock-diag-on-run-completed"
             assert automation.trigger.expect == {"flexlock.run.completed"}
@@ -203,4 +199,4 @@ def test_prefect_deploy_of_the_yaml_creates_the_deployments_schedule_and_automat
             for deployment in client.read_deployments():
                 client.delete_resource_owned_automations(f"prefect.deployment.{deployment.id}")
                 client.delete_deployment(deployment.id)
-        prefect("work-pool", "delete", "flexlock-process")
+            client.delete_work_pool(pool)
