@@ -12,7 +12,10 @@ What is printed:
 * **throughput**: save_dirs logged to MLflow per minute, from the first submission to the last
   diag run's end;
 * **end-to-end**: per save_dir, from the main run's submission (this script's clock) to the end
-  of its diag run (the Prefect server's clock, same machine): p50, p95, max;
+  of its diag run (the Prefect server's clock, same machine): p50, p95, max. With every run
+  submitted at once this is mostly the wait for a free slot;
+* **diag lag**: per save_dir, from the end of its main run to the end of its diag run, both on
+  the server's clock: how long a finished run waits to be in MLflow;
 * **lost**: save_dirs whose main run completed but no diag run logged them; **duplicated**:
   save_dirs with more than one diag run; **not active once**: save_dirs without exactly one
   active MLflow run. Target: none lost, none duplicated.
@@ -144,6 +147,13 @@ def active_counts(save_dirs: Sequence[str]) -> Counter:
     )
 
 
+def spread(seconds: Sequence[float]) -> str:
+    if len(seconds) < 2:
+        return "too few runs"
+    p95 = statistics.quantiles(seconds, n=20)[18]
+    return f"p50 {statistics.median(seconds):.0f} s, p95 {p95:.0f} s, max {max(seconds):.0f} s"
+
+
 def report(save_dirs: Sequence[str], submitted: dict[str, Submission], mains: list, diags: list, args) -> bool:
     main_by_id = {str(r.id): r for r in mains}
     completed_mains = {s for s, sub in submitted.items() if main_by_id[sub.flow_run_id].state.is_completed()}
@@ -154,6 +164,8 @@ def report(save_dirs: Sequence[str], submitted: dict[str, Submission], mains: li
     active = active_counts(save_dirs)
     not_active_once = sorted(s for s in completed_mains if active[s] != 1)
     end_to_end = [finished[s] - submitted[s].at for s in finished if s in submitted]
+    main_end = {s: main_by_id[sub.flow_run_id].end_time for s, sub in submitted.items()}
+    lag = [finished[s] - main_end[s].timestamp() for s in finished if main_end.get(s)]
     span = max(finished.values(), default=time.time()) - min(sub.at for sub in submitted.values())
 
     print()
@@ -165,12 +177,8 @@ def report(save_dirs: Sequence[str], submitted: dict[str, Submission], mains: li
     print(f"  main runs   : {dict(Counter(r.state.type.value for r in mains))}")
     print(f"  diag runs   : {dict(Counter(r.state.type.value for r in diags))}")
     print(f"  throughput  : {len(finished) / span * 60:.1f} save_dirs logged per minute ({span:.0f} s in all)")
-    if len(end_to_end) >= 2:
-        p95 = statistics.quantiles(end_to_end, n=20)[18]
-        print(
-            f"  end-to-end  : p50 {statistics.median(end_to_end):.0f} s, p95 {p95:.0f} s, "
-            f"max {max(end_to_end):.0f} s (main submitted → diag finished)"
-        )
+    print(f"  end-to-end  : {spread(end_to_end)} (main submitted → diag finished)")
+    print(f"  diag lag    : {spread(lag)} (main finished → diag finished)")
     print(f"  lost        : {len(lost)} {lost[:5]}")
     print(f"  duplicated  : {len(duplicated)} {duplicated[:5]}")
     print(f"  not active once in MLflow: {len(not_active_once)} {not_active_once[:5]}")
