@@ -150,7 +150,7 @@ def active_counts(save_dirs: Sequence[str]) -> Counter:
 def spread(seconds: Sequence[float]) -> str:
     if len(seconds) < 2:
         return "too few runs"
-    p95 = statistics.quantiles(seconds, n=20)[18]
+    p95 = statistics.quantiles(seconds, n=20, method="inclusive")[18]  # never beyond the largest value
     return f"p50 {statistics.median(seconds):.0f} s, p95 {p95:.0f} s, max {max(seconds):.0f} s"
 
 
