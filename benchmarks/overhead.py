@@ -160,37 +160,6 @@ def prepare_environment(work: Path) -> None:
 
 
 @contextmanager
-def prefect_server(home: Path) -> Iterator[str]:
-    """`prefect server start` (SQLite, loopback, no UI) in its own process group, with the
-    in-process client pointed at it and the heartbeat off; the group is stopped on the way out."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
-    from flexlock_prefect.local import start_prefect_server
-
-    shutil.rmtree(home, ignore_errors=True)
-    server, url = start_prefect_server(home)
-    try:
-        os.environ["PREFECT_API_URL"] = url
-        with temporary_settings({PREFECT_API_URL: url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-            try:
-                yield url
-            finally:
-                _flush_logs()
-    finally:
-        server.stop()
-
-
-def _flush_logs() -> None:
-    """Send the last flow-run logs while the server still answers."""
-    from prefect.logging.handlers import APILogHandler
-
-    try:
-        APILogHandler().flush()
-    except Exception as exc:  # noqa: BLE001 - a lost log line must not hide the results
-        print(f"(could not flush flow-run logs: {exc})", file=sys.stderr)
-
-
-@contextmanager
 def stat_cache_dir(path: Path) -> Iterator[None]:
     """Point flexlock's stat cache at `path` (settings are read afresh on every capture)."""
     previous = os.environ.get("FLEXLOCK_CACHE_DIR")
@@ -584,7 +553,10 @@ def main(argv: list[str] | None = None) -> int:
     host = machine()
     print(f"machine: {host}\nstarting the Prefect server...", flush=True)
     started = time.monotonic()
-    with prefect_server(work / "prefect-server"):
+    from tests.helpers.servers import prefect_server_for_this_process
+
+    shutil.rmtree(work / "prefect-server", ignore_errors=True)
+    with prefect_server_for_this_process(work / "prefect-server"):
         print(f"server healthy after {time.monotonic() - started:.1f} s", flush=True)
         subjects = make_subjects(work, input_file, repo)
         measured = measure(subjects, work, args.runs)

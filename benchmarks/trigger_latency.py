@@ -65,6 +65,8 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 DEFAULT_WORK_DIR = BENCH_DIR / ".work" / "trigger_latency"
+if str(REPO_ROOT) not in sys.path:  # `tests.helpers` when run as `python benchmarks/trigger_latency.py`
+    sys.path.insert(0, str(REPO_ROOT))
 DIAG_DEPLOYMENT = "diag/diag"
 TARGET_CREATED_P50_S = 3.0
 QUIET_CHECK_S = 15.0
@@ -131,38 +133,6 @@ def wait_until_quiet(threshold: float, max_wait_s: float) -> str:
             )
         print(f"  load average {load:.2f} ≥ {threshold}, waiting ({waited:.0f} s so far)…", flush=True)
         time.sleep(QUIET_CHECK_S)
-
-
-@contextmanager
-def prefect_server(home: Path) -> Iterator[str]:
-    """`prefect server start` with the in-process client pointed at it and the heartbeat off."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
-    from flexlock_prefect.local import start_prefect_server
-
-    server, url = start_prefect_server(home, ui=False)
-    try:
-        os.environ["PREFECT_API_URL"] = url  # for the served deployments' subprocess
-        with temporary_settings({PREFECT_API_URL: url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-            try:
-                yield url
-            finally:
-                flush_client()
-    finally:
-        os.environ.pop("PREFECT_API_URL", None)
-        server.stop()
-
-
-def flush_client() -> None:
-    """Send the last events and flow-run logs of this process while the server still answers."""
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogHandler
-
-    try:
-        EventsWorker.drain_all(timeout=10)
-        APILogHandler().flush()
-    except Exception as exc:  # noqa: BLE001 - best effort on the way out
-        print(f"(could not flush the client's events/logs: {exc})", file=sys.stderr)
 
 
 @contextmanager
@@ -460,11 +430,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(quiet, flush=True)
 
     from flexlock_prefect.demo import load_flow_module
+    from tests.helpers.servers import prefect_server_for_this_process
 
     samples: list[Sample] = []
     with ExitStack() as services:  # unwinds the served deployments first, then the server
         started = time.monotonic()
-        url = services.enter_context(prefect_server(work / "prefect-server"))
+        url = services.enter_context(prefect_server_for_this_process(work / "prefect-server"))
         example = load_flow_module("flows/train.py")
         init_mlflow_store(example.TrainConfig().project, work / "mlartifacts")
         log = services.enter_context(serve_deployments(work, args.poll))

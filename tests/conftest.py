@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers.servers import start_s3_endpoint
+from tests.helpers.servers import prefect_server_for_this_process, start_s3_endpoint
 
 # Never let an AWS client look for credentials or regions beyond loopback.
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
@@ -60,20 +60,8 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     The session's flows and clients talk to it through `PREFECT_API_URL`, in this process
     (temporary settings) and in subprocesses (environment).
     """
-    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
-    from flexlock_prefect.local import start_prefect_server
-
-    server, url = start_prefect_server(tmp_path_factory.mktemp("prefect-server"))
-    # No heartbeat thread: a trivial flow run then costs ~0.2 s instead of ~1.1 s.
-    settings = {PREFECT_API_URL: url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
-    with pytest.MonkeyPatch.context() as patch, temporary_settings(settings):
-        patch.setenv("PREFECT_API_URL", url)
+    with prefect_server_for_this_process(tmp_path_factory.mktemp("prefect-server")) as url:
         yield url
-        from prefect.logging.handlers import APILogHandler
-
-        APILogHandler().flush()  # send the session's last flow-run logs while the server still answers
-    server.stop()
 
 
 @pytest.fixture(scope="session")
