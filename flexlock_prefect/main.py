@@ -1,8 +1,9 @@
 """`locked_flow`: a Prefect flow that records what went into a run, runs it, and announces it.
 
-Order of work, each step a Prefect task with its own name in the UI:
-resolve-config → capture-code → capture-data → capture-environment → write-run-lock →
-<compute> → record-result → publish-artifacts → emit-event.
+Order of work, each step a Prefect task with its own name in the UI: the capture facets
+(resolve-config → capture-code → capture-data → capture-environment → capture-lineage, in the
+order of `capture.FACETS`) → write-run-lock → <compute> → record-result → publish-artifacts →
+emit-event.
 
 run.lock is written before the compute starts, so even a run killed mid-way leaves a record of
 its inputs; the `result` section and the event follow once the compute ends, either way.
@@ -12,24 +13,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import cache
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from prefect import Flow, flow, get_run_logger, task
+from prefect import Flow, Task, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import deployment, flow_run
 
 from flexlock_prefect import artifacts, events, storage
-from flexlock_prefect.capture import data_inputs
-from flexlock_prefect.capture.config import ConfigSource, load_config, recordable
-from flexlock_prefect.capture.data import capture_data, file_digests
-from flexlock_prefect.capture.env import capture_env
-from flexlock_prefect.capture.git import capture_repos
-from flexlock_prefect.capture.lineage import find_lineage
+from flexlock_prefect.capture import Capture, Facet, FlowRunRef, capture_run
+from flexlock_prefect.capture.config import ConfigSource
+from flexlock_prefect.capture.data import file_digests
 from flexlock_prefect.exceptions import RunLockError
-from flexlock_prefect.lock import LOCK_FILENAME, PrefectState, RunLock, RunResult, find_save_dirs, utc_now
+from flexlock_prefect.lock import LOCK_FILENAME, RunLock, RunResult, find_save_dirs, utc_now
 from flexlock_prefect.redact import Redactor
-from flexlock_prefect.settings import get_settings
 
 Compute = Callable[[DictConfig], Any]
 
@@ -84,24 +82,15 @@ def locked_flow(
     return decorate(fn) if fn is not None else decorate
 
 
-@task(name="resolve-config", cache_policy=NO_CACHE)
-def resolve_config(source: ConfigSource, overrides: Sequence[str], partial: Mapping[str, Any]) -> DictConfig:
-    return load_config(source, overrides, partial)
+@cache
+def _facet_task(facet: Facet) -> Task[[Capture], None]:
+    """The Prefect task of one capture facet, named as the facet (made once per facet)."""
+    return task(name=facet.name, cache_policy=NO_CACHE, retries=facet.retries, retry_delay_seconds=1)(facet.collect)
 
 
-@task(name="capture-code", cache_policy=NO_CACHE)
-def capture_code(repos: Mapping[str, str]):
-    return capture_repos(repos, optional=get_settings().git_optional)
-
-
-@task(name="capture-data", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def capture_inputs(inputs: Mapping[str, str]):
-    return capture_data(inputs, progress=artifacts.progress_artifact)
-
-
-@task(name="capture-environment", cache_policy=NO_CACHE)
-def capture_environment(roots: Mapping[str, str]):
-    return capture_env(roots)
+def run_facet_as_task(facet: Facet, capture: Capture) -> None:
+    """`capture_run`'s step inside a flow run: each facet is a task run of its own in the UI."""
+    _facet_task(facet)(capture)
 
 
 @task(name="write-run-lock", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
@@ -166,24 +155,16 @@ class _LockedRun:
     def run(self, overrides: list[str], partial: dict[str, Any]) -> str:
         logger = get_run_logger()
         started_at, started = utc_now(), time.monotonic()
-        defaults = {"save_dir": self.save_dir} if self.save_dir else {}
-        cfg = resolve_config(self.config, overrides, defaults | partial)
-        repos = capture_code(self.repos)
-        data = capture_inputs(data_inputs(cfg, self.data))
-        redactor = Redactor.from_settings()
-        lock = RunLock.create(
-            save_dir=str(cfg.save_dir),
-            config=recordable(cfg, redactor),
-            repos=repos,
-            data=data,
-            env=capture_environment({name: state.path for name, state in repos.items()}),
-            prefect=PrefectState(
-                flow_run_id=flow_run.id,
-                flow_name=flow_run.flow_name,
-                deployment_name=deployment.name,
-                parameters={"overrides": redactor.redact_overrides(overrides), "config": redactor.redact(partial)},
-            ),
-            lineage=find_lineage(data),
+        cfg, lock = capture_run(
+            self.config,
+            overrides=overrides,
+            partial=partial,
+            save_dir=self.save_dir,
+            data=self.data,
+            repos=self.repos,
+            flow_run=FlowRunRef(flow_run.id, flow_run.flow_name, deployment.name),
+            progress=artifacts.progress_artifact,
+            step=run_facet_as_task,
         )
         if self.skip_if_identical and (previous := self._identical_run(lock)):
             logger.info(
@@ -195,6 +176,7 @@ class _LockedRun:
             return previous
         write_lock(lock)
         logger.info("run.lock written to %s (fingerprint %s)", lock.logical_run_id, lock.fingerprint[:12])
+        redactor = Redactor.from_settings()
         secrets = redactor.secret_values(OmegaConf.to_container(cfg, resolve=True))
         try:
             self.compute(cfg)

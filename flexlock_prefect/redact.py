@@ -9,8 +9,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from flexlock_prefect.settings import FlexlockSettings
 
 REDACTED = "<redacted>"
 
@@ -38,10 +41,10 @@ class Redactor:
         self._value_patterns = tuple(re.compile(p, re.IGNORECASE) for p in value_patterns)
 
     @classmethod
-    def from_settings(cls) -> Redactor:
+    def from_settings(cls, settings: FlexlockSettings | None = None) -> Redactor:
         from flexlock_prefect.settings import get_settings
 
-        settings = get_settings()
+        settings = settings or get_settings()
         return _cached_redactor(tuple(settings.secret_key_words), tuple(settings.secret_value_patterns))
 
     def is_secret_key(self, key: object) -> bool:

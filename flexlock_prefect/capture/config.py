@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from flexlock_prefect.capture.facet import Capture, Facet
 from flexlock_prefect.exceptions import ConfigError
 from flexlock_prefect.redact import Redactor
 
@@ -96,6 +97,17 @@ def recordable(config: DictConfig, redactor: Redactor | None = None) -> dict[str
     """The config as plain data for run.lock, with secret keys and values redacted."""
     data = OmegaConf.to_container(config, resolve=True)
     return (redactor or Redactor.from_settings()).redact(data)
+
+
+def _collect(capture: Capture) -> None:
+    request = capture.request
+    template = {"save_dir": request.save_dir} if request.save_dir else {}
+    capture.resolved = load_config(request.config, request.overrides, template | dict(request.partial))
+    capture.sections["config"] = recordable(capture.resolved, request.redactor)
+
+
+FACET = Facet("resolve-config", _collect)
+"""Defaults → save_dir template → partial config → overrides, resolved; recorded redacted."""
 
 
 def _load_source(source: ConfigSource) -> DictConfig:

@@ -12,18 +12,20 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from contextvars import copy_context
 from typing import NamedTuple, Protocol
 
 import xxhash
+from omegaconf import DictConfig, OmegaConf
 
 from flexlock_prefect import storage
+from flexlock_prefect.capture.facet import Capture, Facet, ProgressFactory
 from flexlock_prefect.capture.hashing import Algorithm, ReadRange, get_algorithm, read_local_range
 from flexlock_prefect.capture.statcache import CacheEntry, DigestCache, open_cache
-from flexlock_prefect.exceptions import DataCaptureError, StorageError
+from flexlock_prefect.exceptions import ConfigError, DataCaptureError, StorageError
 from flexlock_prefect.lock import DataState
 from flexlock_prefect.settings import FlexlockSettings, get_settings
 
@@ -33,9 +35,6 @@ SMALL_FILE_LIMIT = 1024**2
 RACY_WINDOW_NS = 2_000_000_000
 """Files modified this recently are hashed but not cached: a write in the same timestamp tick
 could otherwise leave size and mtime unchanged (the "racy git" problem)."""
-
-ProgressFactory = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
-"""`(description, total_bytes)` → a context yielding `advance(n_bytes)`."""
 
 
 class FileStat(NamedTuple):
@@ -163,6 +162,30 @@ class _S3Source:
 
 def _source(url: str) -> _Source:
     return _S3Source(url) if url.startswith("s3://") else _LocalSource(url)
+
+
+def data_inputs(config: DictConfig, keys: Sequence[str]) -> dict[str, str]:
+    """Config key → the path or URL it holds, for the keys that name data inputs."""
+    inputs = {}
+    for key in keys:
+        value = OmegaConf.select(config, key, default=None)
+        if not isinstance(value, str | os.PathLike) or not str(value):
+            raise ConfigError(
+                f"data input `{key}` must be a config key holding a path or s3:// URL, found {value!r}: "
+                f"add `{key}: path/to/data` to the config or fix the name in `data=[...]`"
+            )
+        inputs[key] = os.fspath(value)
+    return inputs
+
+
+def _collect(capture: Capture) -> None:
+    request = capture.request
+    inputs = data_inputs(capture.config, request.data)
+    capture.sections["data"] = capture_data(inputs, settings=request.settings, progress=request.progress)
+
+
+FACET = Facet("capture-data", _collect, retries=2)
+"""Digests of the config's data inputs, local or on S3 (retried: S3 reads may fail in passing)."""
 
 
 def capture_data(

@@ -12,6 +12,7 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
+from flexlock_prefect.capture.facet import Capture, Facet
 from flexlock_prefect.lock import EnvState
 
 LOCKFILE_PATTERNS = (
@@ -42,6 +43,14 @@ def capture_env(roots: Mapping[str, str | Path] | None = None) -> EnvState:
         packages=installed_packages(),
         lockfiles=lockfile_digests(roots or {}),
     )
+
+
+def _collect(capture: Capture) -> None:
+    capture.sections["env"] = capture_env({name: state.path for name, state in capture.sections["repos"].items()})
+
+
+FACET = Facet("capture-environment", _collect)
+"""The interpreter and packages of this process, and lockfiles at the root of each captured repo."""
 
 
 def installed_packages() -> dict[str, str]:

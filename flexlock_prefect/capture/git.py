@@ -20,6 +20,7 @@ from pathlib import Path
 
 import git
 
+from flexlock_prefect.capture.facet import Capture, Facet
 from flexlock_prefect.exceptions import GitCaptureError
 from flexlock_prefect.lock import RepoState
 from flexlock_prefect.redact import strip_url_credentials
@@ -38,6 +39,15 @@ _SNAPSHOT_IDENTITY = {
     "GIT_COMMITTER_NAME": "flexlock-prefect",
     "GIT_COMMITTER_EMAIL": "flexlock-prefect@localhost",
 }
+
+
+def _collect(capture: Capture) -> None:
+    request = capture.request
+    capture.sections["repos"] = capture_repos(request.repos, optional=request.settings.git_optional)
+
+
+FACET = Facet("capture-code", _collect)
+"""Each declared repo's commit, working tree and snapshot."""
 
 
 def capture_repos(repos: Mapping[str, str | os.PathLike[str]], *, optional: bool = False) -> dict[str, RepoState]:

@@ -7,6 +7,7 @@ import posixpath
 from collections.abc import Iterator, Mapping
 
 from flexlock_prefect import storage
+from flexlock_prefect.capture.facet import Capture, Facet
 from flexlock_prefect.exceptions import RunLockError
 from flexlock_prefect.lock import LOCK_FILENAME, DataState, Lineage, RunLock
 
@@ -30,6 +31,14 @@ def find_lineage(data: Mapping[str, DataState]) -> dict[str, Lineage]:
             lineage[name] = Lineage(logical_run_id=upstream.logical_run_id, fingerprint=upstream.fingerprint)
             break
     return lineage
+
+
+def _collect(capture: Capture) -> None:
+    capture.sections["lineage"] = find_lineage(capture.sections["data"])
+
+
+FACET = Facet("capture-lineage", _collect)
+"""Upstream runs whose save_dirs hold this run's data inputs."""
 
 
 def _self_and_ancestors(url: str) -> Iterator[str]:

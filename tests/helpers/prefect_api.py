@@ -12,9 +12,10 @@ from prefect.client.schemas.filters import (
     DeploymentFilter,
     DeploymentFilterName,
     FlowRunFilter,
+    FlowRunFilterId,
 )
-from prefect.client.schemas.objects import Artifact, FlowRun
-from prefect.client.schemas.sorting import ArtifactSort
+from prefect.client.schemas.objects import Artifact, FlowRun, TaskRun
+from prefect.client.schemas.sorting import ArtifactSort, TaskRunSort
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.events.schemas.events import ReceivedEvent
 
@@ -67,3 +68,20 @@ def wait_for_flow_runs(deployment_name: str, count: int, timeout_s: float = 120)
         time.sleep(1)
     states = sorted(str(r.state.type.value) for r in runs if r.state)
     raise AssertionError(f"{len(runs)} runs of {deployment_name} after {timeout_s}s, in states {states}")
+
+
+def wait_for_task_runs(flow_run_id: str, count: int, timeout_s: float = 45) -> list[TaskRun]:
+    """The task runs of a flow run, oldest first, once `count` of them are readable (the API
+    records task runs from their events, a moment after they ran)."""
+    deadline = time.monotonic() + timeout_s
+    runs: list[TaskRun] = []
+    while time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+            )
+        if len(runs) >= count:
+            return runs
+        time.sleep(0.5)
+    raise AssertionError(f"{len(runs)} of {count} task runs of flow run {flow_run_id} after {timeout_s}s")
