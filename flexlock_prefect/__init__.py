@@ -9,14 +9,14 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from flexlock_prefect._version import __version__
 
 _PUBLIC = {
     "locked_flow": "flexlock_prefect.main",
     "diag_flow": "flexlock_prefect.diag",
     "mlflowlink": "flexlock_prefect.diag",
-    "relog": "flexlock_prefect.relogging",
-    "reconcile": "flexlock_prefect.relogging",
+    "relog": "flexlock_prefect.diag",
+    "reconcile": "flexlock_prefect.diag",
     "RunLock": "flexlock_prefect.lock",
     "FlexlockError": "flexlock_prefect.exceptions",
 }
@@ -26,11 +26,11 @@ __all__ = ["__version__", *_PUBLIC]
 if TYPE_CHECKING:
     from flexlock_prefect.diag import diag_flow as diag_flow
     from flexlock_prefect.diag import mlflowlink as mlflowlink
+    from flexlock_prefect.diag import reconcile as reconcile
+    from flexlock_prefect.diag import relog as relog
     from flexlock_prefect.exceptions import FlexlockError as FlexlockError
     from flexlock_prefect.lock import RunLock as RunLock
     from flexlock_prefect.main import locked_flow as locked_flow
-    from flexlock_prefect.relogging import reconcile as reconcile
-    from flexlock_prefect.relogging import relog as relog
 
 
 def __getattr__(name: str) -> Any:

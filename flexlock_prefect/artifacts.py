@@ -23,6 +23,7 @@ from flexlock_prefect.report import Table, lock_tables
 from flexlock_prefect.settings import get_settings
 
 PROGRESS_INTERVAL_S = 1.0
+"""A progress artifact is updated at most this often: each update is one request to the Prefect API."""
 
 
 def artifact_key(logical_run_id: str, kind: str = "run-lock") -> str:

@@ -103,7 +103,7 @@ def relog(
     ] = False,
 ) -> None:
     """Log save_dirs to MLflow as new runs that supersede their active runs."""
-    from flexlock_prefect.relogging import relog as relog_save_dirs
+    from flexlock_prefect.diag import relog as relog_save_dirs
 
     if not save_dirs and not root:
         raise typer.BadParameter("give SAVE_DIR arguments or --root DIR")
@@ -127,11 +127,15 @@ def relog(
 def reconcile(
     save_dirs: Annotated[list[str] | None, typer.Argument(help="save_dirs (default: every logical run).")] = None,
     stale_after: Annotated[
-        float, typer.Option(help="Without a Prefect API: seconds after which a RUNNING relog counts as dead.")
-    ] = 3600.0,
+        float | None,
+        typer.Option(
+            help="Without a Prefect API: seconds after which a RUNNING relog counts as dead "
+            "[default: FLEXLOCK_RECONCILE_STALE_AFTER_S, 3600]."
+        ),
+    ] = None,
 ) -> None:
     """Repair supersession chains left by crashed relogs; changes nothing when all is sound."""
-    from flexlock_prefect.relogging import reconcile as reconcile_chains
+    from flexlock_prefect.diag import reconcile as reconcile_chains
 
     repairs = reconcile_chains(save_dirs or [], stale_after_s=stale_after)
     if not repairs:
@@ -151,14 +155,19 @@ def promote(
     check: Annotated[
         list[str] | None, typer.Option(help="Metric rule, e.g. 'accuracy >= prod.accuracy - 0.01'.")
     ] = None,
-    timeout: Annotated[int, typer.Option(help="Seconds to wait for approval.")] = 3600,
+    timeout: Annotated[
+        int | None,
+        typer.Option(help="Seconds to wait for approval [default: FLEXLOCK_APPROVAL_TIMEOUT_S, 3600]."),
+    ] = None,
 ) -> None:
     """Start the approval-gated promotion (the served `promote` deployment) and say where to approve."""
     from prefect.deployments import run_deployment
 
     from flexlock_prefect.registry import check_move
+    from flexlock_prefect.settings import get_settings
 
     check_move(model, version, to)
+    timeout = timeout or get_settings().approval_timeout_s
     run = run_deployment(
         "promote/promote",
         parameters={"model": model, "version": version, "to": to, "checks": check or [], "timeout": timeout},

@@ -3,14 +3,16 @@
 When a Prefect API is configured, a Prefect global concurrency limit of one slot, named after the
 object, is the lock: every process and worker that talks to the same API waits its turn. Without
 an API there is nothing shared to lock on, and the context is a no-op; supersession then relies
-on its settle and reconcile steps (see `supersede.py`).
+on its settle and reconcile steps (see `tracking/supersede.py`).
+
+`run_lock` and `model_lock` are the locks the MLflow side (`flexlock_prefect.tracking`) is given.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
@@ -18,12 +20,10 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists
 from prefect.settings import PREFECT_API_URL
 
+from flexlock_prefect.settings import get_settings
+
 logger = logging.getLogger(__name__)
 
-LOCK_TIMEOUT_S = 3600.0
-LEASE_S = 60.0
-"""Prefect's shortest lease: the holder renews it while alive, and a killed holder's slot is freed
-at most about this long after its death."""
 _known_limits: set[str] = set()
 
 
@@ -32,8 +32,10 @@ def prefect_api_configured() -> bool:
 
 
 @contextmanager
-def exclusive(name: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[bool]:
+def exclusive(name: str) -> Iterator[bool]:
     """Hold the one slot of the global concurrency limit `name`; yields whether a lock was taken.
+
+    It waits up to `FLEXLOCK_LOCK_TIMEOUT_S` and holds a lease of `FLEXLOCK_LOCK_LEASE_S`.
 
     The limit is created on first use: Prefect no longer creates limits on demand, and acquiring
     a missing one would silently lock nothing.
@@ -46,7 +48,10 @@ def exclusive(name: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[bool]:
         yield False
         return
     _ensure_limit(name)
-    with concurrency(name, occupy=1, timeout_seconds=timeout_s, lease_duration=LEASE_S, strict=True):
+    settings = get_settings()
+    with concurrency(
+        name, occupy=1, timeout_seconds=settings.lock_timeout_s, lease_duration=settings.lock_lease_s, strict=True
+    ):
         yield True
 
 
@@ -62,5 +67,11 @@ def _ensure_limit(name: str) -> None:
     _known_limits.add(name)
 
 
-def run_lock_name(logical_run_key: str) -> str:
-    return f"flexlock-run-{logical_run_key}"
+def run_lock(logical_run_key: str) -> AbstractContextManager[bool]:
+    """The lock of one logical run: relogs and repairs of one save_dir wait for each other."""
+    return exclusive(f"flexlock-run-{logical_run_key}")
+
+
+def model_lock(model: str) -> AbstractContextManager[bool]:
+    """The lock of one registered model: its lifecycle moves wait for each other."""
+    return exclusive(f"flexlock-model-{model}")

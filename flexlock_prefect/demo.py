@@ -20,11 +20,11 @@ from types import ModuleType
 from rich.console import Console
 
 from flexlock_prefect.exceptions import FlexlockError
+from flexlock_prefect.settings import get_settings
 
 EXAMPLE_FLOW_FILE = "flows/train.py"
 DIAG_DEPLOYMENT = "diag/diag"
 DEMO_EXPERIMENT = "flexlock-demo"  # the example config's `project`
-WAIT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,8 @@ def _wait_for_deployment(name: str, log: Path) -> None:
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
-    deadline = time.monotonic() + WAIT_S
+    wait_s = get_settings().demo_timeout_s
+    deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         with get_client(sync_client=True) as client:
             try:
@@ -116,7 +117,9 @@ def _wait_for_deployment(name: str, log: Path) -> None:
                 return
             except ObjectNotFound:
                 time.sleep(0.5)
-    raise FlexlockError(f"deployment {name} was not served within {WAIT_S:.0f}s: see {log}")
+    raise FlexlockError(
+        f"deployment {name} was not served within {wait_s:.0f}s (FLEXLOCK_DEMO_TIMEOUT_S): see {log}"
+    )
 
 
 def _wait_for_diag(save_dir: str, log: Path) -> str:
@@ -124,9 +127,10 @@ def _wait_for_diag(save_dir: str, log: Path) -> str:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
-    from flexlock_prefect.supersede import current_active
+    from flexlock_prefect.tracking.supersede import current_active
 
-    deadline = time.monotonic() + WAIT_S
+    wait_s = get_settings().demo_timeout_s
+    deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         with get_client(sync_client=True) as client:
             runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["diag"])))
@@ -139,4 +143,6 @@ def _wait_for_diag(save_dir: str, log: Path) -> str:
             if active is not None:
                 return active.info.run_id
         time.sleep(1)
-    raise FlexlockError(f"no diag run completed for {save_dir} within {WAIT_S:.0f}s: see {log}")
+    raise FlexlockError(
+        f"no diag run completed for {save_dir} within {wait_s:.0f}s (FLEXLOCK_DEMO_TIMEOUT_S): see {log}"
+    )

@@ -1,46 +1,49 @@
-"""`diag_flow` and the public `mlflowlink`: relogging a save_dir to MLflow from Prefect.
+"""Relogging to MLflow from Prefect: `diag_flow`, and the public `mlflowlink`, `relog`, `reconcile`.
 
 `diag_flow` turns `def diag(save_dir: str, run) -> None` into a Prefect flow that opens a new
-MLflow run for the save_dir (see `supersede.py`), runs the body in it, publishes a link to the
-run as an artifact and announces it with `flexlock.run.relogged`.
+MLflow run for the save_dir (see `tracking/supersede.py`), runs the body in it, publishes a link
+to the run as an artifact and announces it with `flexlock.run.relogged`.
+
+`mlflowlink`, `relog` and `reconcile` are those of `flexlock_prefect.tracking` with the logical
+run's Prefect lock (`concurrency.run_lock`): relogs and repairs of one save_dir wait for each
+other when a Prefect API is configured, from any process.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import mlflow
 from prefect import Flow, flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flexlock_prefect import events
+from flexlock_prefect import events, tracking
 from flexlock_prefect.artifacts import artifact_key
+from flexlock_prefect.concurrency import run_lock
 from flexlock_prefect.redact import strip_url_credentials
-from flexlock_prefect.relogging import DiagBody, code_version, relog_one, run_lock
-from flexlock_prefect.supersede import Relog, linked_run
+from flexlock_prefect.tracking.relog import DiagBody, code_version, relog_one
+from flexlock_prefect.tracking.supersede import Relog
+
+Operation = TypeVar("Operation", bound=Callable[..., Any])
 
 
-@contextmanager
-def mlflowlink(
-    save_dir: str,
-    experiment: str | None = None,
-    run_name: str | None = None,
-    tags: dict[str, str] | None = None,
-) -> Iterator[mlflow.ActiveRun]:
-    """Log `save_dir` to MLflow as a new run that supersedes the active one when the block succeeds.
+def _with_run_lock(operation: Operation) -> Operation:
+    """`operation` with `serialize=run_lock` unless the caller passes its own lock."""
 
-    Inside the block the run is MLflow's active run, so `mlflow.log_metric` and friends log to it.
-    Relogs of the same save_dir wait for each other when a Prefect API is configured.
+    @functools.wraps(operation)
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("serialize", run_lock)
+        return operation(*args, **kwargs)
 
-    Example:
-        >>> with mlflowlink("runs/2026-11-22", experiment="proj") as run:  # doctest: +SKIP
-        ...     mlflow.log_metric("acc", 0.9)
-    """
-    with linked_run(save_dir, experiment, run_name, tags, serialize=run_lock) as relog:
-        yield relog.run
+    return locked  # type: ignore[return-value]
+
+
+mlflowlink = _with_run_lock(tracking.mlflowlink)
+relog = _with_run_lock(tracking.relog)
+reconcile = _with_run_lock(tracking.reconcile)
 
 
 @task(name="publish-mlflow-link", cache_policy=NO_CACHE)
@@ -86,14 +89,16 @@ def diag_flow(
 
         def run(save_dir: str, force: bool = False) -> str | None:
             logger = get_run_logger()
-            outcome, relog = relog_one(save_dir, body, force=force, experiment=experiment, version=version)
-            if relog is None:
+            outcome, logged = relog_one(
+                save_dir, body, force=force, experiment=experiment, version=version, serialize=run_lock
+            )
+            if logged is None:
                 logger.info("%s: %s, nothing logged", outcome.save_dir, outcome.outcome)
                 return None
-            publish_link(relog)
-            emit_relogged(relog)
-            logger.info("%s logged as MLflow run %s", outcome.save_dir, relog.run_id)
-            return relog.run_id
+            publish_link(logged)
+            emit_relogged(logged)
+            logger.info("%s logged as MLflow run %s", outcome.save_dir, logged.run_id)
+            return logged.run_id
 
         for attribute in ("__name__", "__qualname__", "__module__", "__doc__"):
             setattr(run, attribute, getattr(body, attribute))

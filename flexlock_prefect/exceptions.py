@@ -11,6 +11,10 @@ class FlexlockError(Exception):
     """Base class of every error this package raises on purpose."""
 
 
+class SettingsError(FlexlockError):
+    """A `FLEXLOCK_*` environment variable holds a value the setting does not accept."""
+
+
 class ConfigError(FlexlockError):
     """The run configuration cannot be loaded, merged or resolved."""
 

@@ -28,13 +28,13 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run
 
-from flexlock_prefect import registry
 from flexlock_prefect.compare import diff_locks
-from flexlock_prefect.concurrency import exclusive
+from flexlock_prefect.concurrency import model_lock
 from flexlock_prefect.exceptions import FlexlockError, LifecycleError
 from flexlock_prefect.lock import RunLock
-from flexlock_prefect.mlflow_logging import LOCK_DIGEST
-from flexlock_prefect.supersede import ACTIVE, STATUS
+from flexlock_prefect.settings import get_settings
+from flexlock_prefect.tracking import registry
+from flexlock_prefect.tracking.tags import ACTIVE, LOCK_DIGEST, LOGICAL_RUN_ID, STATUS
 from flexlock_prefect.verify import verify_lock
 
 NEVER_UNAPPROVED = ("staging", "prod")
@@ -61,11 +61,6 @@ class Candidate:
     run_id: str
     metrics: dict[str, float]
     lock: RunLock | None
-
-
-def model_lock(model: str):
-    """Moves of one model wait for each other on a Prefect global concurrency limit."""
-    return exclusive(f"flexlock-model-{model}")
 
 
 def check_rules(rules: list[str], candidate: Candidate, holders: dict[str, Candidate]) -> list[str]:
@@ -98,7 +93,7 @@ def check_rules(rules: list[str], candidate: Candidate, holders: dict[str, Candi
 def _candidate(client: MlflowClient, model: str, version: str) -> Candidate:
     model_version = client.get_model_version(model, version)
     run = client.get_run(model_version.run_id)
-    save_dir = run.data.tags.get("flexlock.logical_run_id")
+    save_dir = run.data.tags.get(LOGICAL_RUN_ID)
     lock = RunLock.load(save_dir) if save_dir else None
     return Candidate(model, version, run.info.run_id, dict(run.data.metrics), lock)
 
@@ -163,12 +158,19 @@ def promote(
     to: str,
     checks: list[str] | None = None,
     approval: bool = True,
-    timeout: int = 3600,
-    poll_interval: int = 10,
+    timeout: int | None = None,
+    poll_interval: int | None = None,
 ) -> str:
-    """Promote `model` `version` to the alias `to` after checks and (for staging and prod) approval."""
+    """Promote `model` `version` to the alias `to` after checks and (for staging and prod) approval.
+
+    `timeout` and `poll_interval` (seconds) default to `FLEXLOCK_APPROVAL_TIMEOUT_S` and
+    `FLEXLOCK_APPROVAL_POLL_INTERVAL_S`.
+    """
     from flexlock_prefect.events import MODEL_PROMOTED, MODEL_REJECTED
 
+    settings = get_settings()
+    timeout = timeout or settings.approval_timeout_s
+    poll_interval = poll_interval or settings.approval_poll_interval_s
     logger = get_run_logger()
     client = MlflowClient()
     version = str(version)

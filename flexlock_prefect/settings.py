@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from flexlock_prefect.exceptions import SettingsError
 
 HashAlgorithm = Literal["xxh3-128-tree", "sha256"]
 
@@ -18,10 +20,11 @@ def _default_cache_dir() -> Path:
 
 
 class FlexlockSettings(BaseSettings):
-    """Settings of the capture layer.
+    """Every operational knob of flexlock-prefect, each `FLEXLOCK_<NAME>` in the environment.
 
     Example:
-        `FLEXLOCK_HASH_ALGORITHM=sha256 flexlock-prefect verify runs/a` re-hashes with SHA-256.
+        `FLEXLOCK_HASH_ALGORITHM=sha256 flexlock-prefect verify runs/a` re-hashes with SHA-256;
+        `FLEXLOCK_RELOG_WORKERS=8 flexlock-prefect relog --root runs` relogs 8 save_dirs at once.
     """
 
     model_config = SettingsConfigDict(env_prefix="FLEXLOCK_", extra="ignore")
@@ -91,7 +94,86 @@ class FlexlockSettings(BaseSettings):
         description="Record a repo path that is not in a git repository as absent instead of failing.",
     )
 
+    # MLflow: relogging, reconcile, the default diag body.
+    relog_workers: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="save_dirs relogged at once by `relog` (each in a thread, each a few requests at a time).",
+    )
+    reconcile_stale_after_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description=(
+            "Without a Prefect lock, a relog still RUNNING after this long is taken for dead and ended "
+            "FAILED by `reconcile` (with the lock, at once: no relog can be in flight)."
+        ),
+    )
+    tracking_health_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="Tries of an HTTP tracking server's /health before an operation gives up (0.5 s, 1 s, … apart).",
+    )
+    tracking_healthy_for_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="A tracking server that answered is not probed again for this long.",
+    )
+    artifact_suffixes: list[str] = Field(
+        default=[".png", ".jpg", ".jpeg", ".svg", ".html", ".pkl", ".joblib", ".json", ".txt", ".csv", ".md"],
+        min_length=1,
+        description="Top-level files of a save_dir with these suffixes are logged as artifacts by the default body.",
+    )
+    max_artifact_bytes: int = Field(
+        default=256 * 1024**2,
+        ge=0,
+        description="Larger files are not logged as artifacts by the default diag body.",
+    )
+
+    # Prefect: locks and approvals.
+    lock_timeout_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How long a relog, reconcile or registry move waits for the lock of its save_dir or model.",
+    )
+    lock_lease_s: float = Field(
+        default=60.0,
+        ge=60,
+        description=(
+            "Lease of a held lock, renewed while its holder lives: a killed holder's lock is freed about "
+            "this long after its death, on a server that runs the lease service. Prefect's minimum is 60 s."
+        ),
+    )
+    approval_timeout_s: int = Field(
+        default=3600,
+        ge=1,
+        description="How long a promotion waits for a reviewer before it is rejected (the CLI's `--timeout` default).",
+    )
+    approval_poll_interval_s: int = Field(
+        default=10,
+        ge=1,
+        le=600,
+        description="How often a paused promotion checks for the reviewer's answer.",
+    )
+    demo_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long `flexlock-prefect demo` waits for its deployments to be served, and for the diag run.",
+    )
+
 
 def get_settings() -> FlexlockSettings:
-    """Read the settings afresh, so that tests and long-lived workers see environment changes."""
-    return FlexlockSettings()
+    """Read the settings afresh, so that tests and long-lived workers see environment changes.
+
+    Raises:
+        SettingsError: a `FLEXLOCK_*` variable is out of bounds or of the wrong type; the
+            message names the variable, the value's problem and the accepted range.
+    """
+    try:
+        return FlexlockSettings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"FLEXLOCK_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise SettingsError(f"invalid flexlock-prefect setting ({problems}): fix or unset the variable") from None

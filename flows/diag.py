@@ -4,7 +4,7 @@
 parallel, when the diag code changed (save_dirs already logged by this code are skipped).
 
 It logs `metrics.json` as metrics and the plots and files a person looks at as artifacts
-(`flexlock_prefect.outputs.log_outputs`), logs `model.pkl` as an MLflow scikit-learn model and,
+(`flexlock_prefect.tracking.outputs.log_outputs`), logs `model.pkl` as an MLflow scikit-learn model and,
 when the run's config names a `model_name`, registers it in the Model Registry, so that
 `models:/<model_name>@<alias>` can serve it once promoted.
 
@@ -23,7 +23,7 @@ from prefect.artifacts import create_table_artifact
 
 from flexlock_prefect import RunLock, diag_flow, relog, storage
 from flexlock_prefect.events import emit_relogged
-from flexlock_prefect.outputs import log_outputs
+from flexlock_prefect.tracking.outputs import log_outputs
 
 MODEL_FILE = "model.pkl"
 

@@ -24,7 +24,8 @@ from flexlock_prefect.local import served_deployments
 from flexlock_prefect.lock import logical_run_key
 from flexlock_prefect.scaleout import deploy_project, priority_queue_name, work_pool_name
 from flexlock_prefect.serving import DEPLOYMENTS
-from flexlock_prefect.supersede import ACTIVE, STATUS, runs_of
+from flexlock_prefect.tracking.supersede import runs_of
+from flexlock_prefect.tracking.tags import ACTIVE, STATUS
 from tests.helpers.prefect_api import wait_for_flow_runs
 
 ROOT = project_root()

@@ -11,7 +11,7 @@ from flexlock_prefect.artifacts import artifact_key
 from flexlock_prefect.demo import load_flow_module
 from flexlock_prefect.events import RUN_RELOGGED
 from flexlock_prefect.lock import logical_run_key
-from flexlock_prefect.supersede import ACTIVE, STATUS
+from flexlock_prefect.tracking.tags import ACTIVE, STATUS
 from tests.helpers.prefect_api import artifacts, wait_for_events
 
 pytestmark = pytest.mark.integration

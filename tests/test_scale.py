@@ -24,10 +24,10 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from flexlock_prefect import RunLock, storage
 from flexlock_prefect.demo import load_flow_module, project_root
 from flexlock_prefect.lock import logical_run_key
-from flexlock_prefect.mlflow_logging import LOCK_DIGEST
 from flexlock_prefect.registry import APPROVED_BY, LIFECYCLE
 from flexlock_prefect.scaleout import ScaleStack, scale_stack
-from flexlock_prefect.supersede import ACTIVE, STATUS, runs_of
+from flexlock_prefect.tracking.supersede import runs_of
+from flexlock_prefect.tracking.tags import ACTIVE, LOCK_DIGEST, STATUS
 from flexlock_prefect.verify import verify_lock
 from tests.helpers.prefect_api import wait_for_flow_runs
 

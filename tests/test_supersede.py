@@ -23,7 +23,8 @@ from flexlock_prefect import mlflowlink, reconcile, relog
 from flexlock_prefect.capture import capture_run
 from flexlock_prefect.exceptions import TrackingError
 from flexlock_prefect.lock import logical_run_key
-from flexlock_prefect.supersede import ACTIVE, DEPRECATED, STATUS, SUPERSEDED_BY, SUPERSEDES, runs_of
+from flexlock_prefect.tracking.supersede import runs_of
+from flexlock_prefect.tracking.tags import ACTIVE, DEPRECATED, STATUS, SUPERSEDED_BY, SUPERSEDES
 
 pytestmark = pytest.mark.integration
 

@@ -4,6 +4,10 @@ The config is given as a dataclass (typed: OmegaConf checks every override again
 file or a mapping. It must have a `save_dir` key, which may use the `now` resolver:
 `save_dir: runs/${now:%Y%m%d-%H%M%S}`. Every `${now:...}` in one resolution sees the same instant,
 so `save_dir` and, say, `run_name: ${now:%H%M%S}` agree.
+
+OmegaConf's resolvers are process-wide, so flexlock registers its `now` only while it resolves a
+config, and removes it after. A process that registered its own `now` (Hydra does) keeps it:
+flexlock then resolves with that one, and warns once that its instants are not pinned.
 """
 
 from __future__ import annotations
@@ -11,8 +15,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import logging
 import os
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
 from pathlib import Path, PurePath
@@ -27,17 +34,38 @@ from flexlock_prefect.redact import Redactor
 
 ConfigSource = type | str | os.PathLike[str] | Mapping[str, Any] | None
 
+logger = logging.getLogger(__name__)
+
 _resolution_instant: ContextVar[datetime | None] = ContextVar("flexlock_now", default=None)
+_resolver_lock = threading.Lock()
+_warned_foreign_now = False
 
 
 def _now(fmt: str = "%Y-%m-%d_%H-%M-%S") -> str:
     return (_resolution_instant.get() or datetime.now()).strftime(fmt)
 
 
-if not OmegaConf.has_resolver("now"):
-    # OmegaConf 2.4 renamed the call; 2.3 (still pinned by some Hydra users) has only the old name.
-    _register = getattr(OmegaConf, "register_resolver", None) or OmegaConf.register_new_resolver
-    _register("now", _now)
+@contextmanager
+def _now_resolver() -> Iterator[None]:
+    """flexlock's `now` resolver for the block, unless the process has a `now` of its own."""
+    global _warned_foreign_now
+    with _resolver_lock:
+        if OmegaConf.has_resolver("now"):
+            if not _warned_foreign_now:
+                _warned_foreign_now = True
+                logger.warning(
+                    "an OmegaConf `now` resolver was registered outside flexlock-prefect (Hydra's?): configs "
+                    "resolve with it, so two ${now:...} in one config may see different instants"
+                )
+            yield
+            return
+        # OmegaConf 2.4 renamed the call; 2.3 (still pinned by some Hydra users) has only the old name.
+        register = getattr(OmegaConf, "register_resolver", None) or OmegaConf.register_new_resolver
+        register("now", _now)
+        try:
+            yield
+        finally:
+            OmegaConf.clear_resolver("now")
 
 
 def load_config(
@@ -80,7 +108,8 @@ def load_config(
         raise ConfigError("the config must be a mapping at the top level")
     token = _resolution_instant.set(datetime.now())
     try:
-        data = OmegaConf.to_container(merged, resolve=True, throw_on_missing=True, enum_to_str=True)
+        with _now_resolver():
+            data = OmegaConf.to_container(merged, resolve=True, throw_on_missing=True, enum_to_str=True)
     except OmegaConfBaseException as exc:
         raise ConfigError(f"cannot resolve the config: {_first_line(exc)}") from exc
     finally:

@@ -20,43 +20,29 @@ This module knows MLflow, not Prefect: the lock is a callable the caller passes 
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Run, RunStatus, ViewType
-from mlflow.exceptions import MlflowException
 
 from flexlock_prefect.lock import RunLock, logical_run_key
-from flexlock_prefect.mlflow_logging import (
-    check_tracking_server,
-    creation_tags,
-    experiment_name,
-    log_batch,
-    log_record,
-    run_name,
-    tracking_errors,
+from flexlock_prefect.tracking.client import connect, experiment_id, log_batch, quiet_run_end
+from flexlock_prefect.tracking.locking import Serializer, unserialized
+from flexlock_prefect.tracking.record import creation_tags, experiment_name, log_record, run_name
+from flexlock_prefect.tracking.tags import (
+    ACTIVE,
+    CHAIN_TAGS,
+    DEPRECATED,
+    LOGICAL_RUN_KEY,
+    STATUS,
+    SUPERSEDED_BY,
+    SUPERSEDES,
+    is_user_tag,
 )
-
-STATUS = "flexlock.status"
-ACTIVE = "active"
-DEPRECATED = "deprecated"
-SUPERSEDES = "flexlock.supersedes_run_id"
-SUPERSEDED_BY = "flexlock.superseded_by_run_id"
-KEY = "flexlock.logical_run_key"
-CHAIN_TAGS = (STATUS, SUPERSEDES, SUPERSEDED_BY)
-
-# MLflow prints a run URL when a run ends: the tracking URI may hold credentials, and building
-# the URL costs one more request per run.
-os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-
-Serializer = Callable[[str], AbstractContextManager[Any]]
-_experiment_ids: dict[tuple[str, str], str] = {}
 
 
 @dataclass
@@ -98,24 +84,23 @@ def linked_run(
     three requests that resuming a run through the fluent API costs.
     """
     lock = save_dir if isinstance(save_dir, RunLock) else RunLock.load(save_dir)
-    uri = mlflow.get_tracking_uri()
-    check_tracking_server(uri)
-    client = MlflowClient(uri)
+    tracking = connect()
+    client = tracking.client
     key = logical_run_key(lock.logical_run_id)
-    with (serialize or _unserialized)(key) as serialized:
-        with tracking_errors(uri):
-            experiment_id = _experiment_id(client, uri, experiment_name(lock, experiment))
-            previous = active_runs(client, [experiment_id], key)
-            inherited = {k: v for k, v in (previous[0].data.tags if previous else {}).items() if _is_user_tag(k)}
+    with (serialize or unserialized)(key) as serialized:
+        with tracking.errors():
+            experiment = experiment_id(tracking, experiment_name(lock, experiment))
+            previous = active_runs(client, [experiment], key)
+            inherited = {k: v for k, v in (previous[0].data.tags if previous else {}).items() if is_user_tag(k)}
             resolved_name = run_name(lock, name)
             run = client.create_run(
-                experiment_id,
+                experiment,
                 run_name=resolved_name,
                 tags=inherited | creation_tags(lock, resolved_name, diag_version) | (tags or {}),
             )
         relog = Relog(lock, run.info.run_id, [r.info.run_id for r in previous])
         try:
-            with tracking_errors(uri):
+            with tracking.errors():
                 log_record(client, run, lock)
                 if fluent:
                     relog.run = mlflow.start_run(run_id=relog.run_id, nested=mlflow.active_run() is not None)
@@ -125,25 +110,47 @@ def linked_run(
         except BaseException:
             _end_failed(client, relog.run_id)
             raise
-        with tracking_errors(uri):
+        with tracking.errors(), quiet_run_end():
             if fluent:
                 mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
             else:
                 client.set_terminated(relog.run_id, RunStatus.to_string(RunStatus.FINISHED))
+        with tracking.errors():
             relog.superseded_run_ids = _promote(client, relog.run_id, relog.previous_run_ids)
             if not serialized:  # an unserialised writer may have raced us: check the chain
-                repair_chain(client, runs_of(client, [experiment_id], key), stale_after_s=None)
+                repair_chain(client, runs_of(client, [experiment], key), stale_after_s=None)
+
+
+@contextmanager
+def mlflowlink(
+    save_dir: str,
+    experiment: str | None = None,
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+    *,
+    serialize: Serializer | None = None,
+) -> Iterator[mlflow.ActiveRun]:
+    """Log `save_dir` to MLflow as a new run that supersedes the active one when the block succeeds.
+
+    Inside the block the run is MLflow's active run, so `mlflow.log_metric` and friends log to it.
+    `flexlock_prefect.mlflowlink` is this with the Prefect lock of the logical run: relogs of the
+    same save_dir then wait for each other when a Prefect API is configured.
+
+    Example:
+        >>> with mlflowlink("runs/2026-11-22", experiment="proj") as run:  # doctest: +SKIP
+        ...     mlflow.log_metric("acc", 0.9)
+    """
+    with linked_run(save_dir, experiment, run_name, tags, serialize=serialize) as relog:
+        yield relog.run
 
 
 def current_active(save_dir: str | RunLock, experiment: str | None = None) -> Run | None:
     """The active run of `save_dir`'s logical id in its experiment, or None (one search request)."""
     lock = save_dir if isinstance(save_dir, RunLock) else RunLock.load(save_dir)
-    uri = mlflow.get_tracking_uri()
-    check_tracking_server(uri)
-    client = MlflowClient(uri)
-    with tracking_errors(uri):
-        experiment_id = _experiment_id(client, uri, experiment_name(lock, experiment))
-        active = active_runs(client, [experiment_id], logical_run_key(lock.logical_run_id))
+    tracking = connect()
+    with tracking.errors():
+        experiment_ids = [experiment_id(tracking, experiment_name(lock, experiment))]
+        active = active_runs(tracking.client, experiment_ids, logical_run_key(lock.logical_run_id))
     return active[0] if active else None
 
 
@@ -151,7 +158,7 @@ def active_runs(client: MlflowClient, experiment_ids: Sequence[str], key: str) -
     """The runs of one logical id tagged active (one, when the chain is sound), newest end first."""
     return client.search_runs(
         list(experiment_ids),
-        filter_string=f"tags.`{KEY}` = '{key}' AND tags.`{STATUS}` = '{ACTIVE}'",
+        filter_string=f"tags.`{LOGICAL_RUN_KEY}` = '{key}' AND tags.`{STATUS}` = '{ACTIVE}'",
         order_by=["attributes.end_time DESC"],
         max_results=100,
     )
@@ -164,7 +171,7 @@ def runs_of(client: MlflowClient, experiment_ids: Sequence[str], key: str) -> li
     while True:
         page = client.search_runs(
             list(experiment_ids),
-            filter_string=f"tags.`{KEY}` = '{key}'",
+            filter_string=f"tags.`{LOGICAL_RUN_KEY}` = '{key}'",
             run_view_type=ViewType.ACTIVE_ONLY,
             max_results=1000,
             page_token=token,
@@ -189,8 +196,11 @@ def repair_chain(client: MlflowClient, runs: Sequence[Run], stale_after_s: float
     for run in runs:
         status = run.info.status
         if status == "RUNNING" and stale_after_s is not None and run.info.start_time < now_ms - stale_after_s * 1000:
-            client.set_terminated(run.info.run_id, "FAILED")
-            repairs.append(Repair(run.data.tags.get(KEY, ""), run.info.run_id, "ended FAILED: its relog died"))
+            with quiet_run_end():
+                client.set_terminated(run.info.run_id, "FAILED")
+            repairs.append(
+                Repair(run.data.tags.get(LOGICAL_RUN_KEY, ""), run.info.run_id, "ended FAILED: its relog died")
+            )
             status = "FAILED"
         if status == "FINISHED":
             finished.append(run)
@@ -222,7 +232,7 @@ def _apply(client: MlflowClient, run: Run, tags: dict[str, str | None]) -> list[
     log_batch(client, run.info.run_id, tags=to_set)
     for tag in to_delete:
         client.delete_tag(run.info.run_id, tag)
-    key = current.get(KEY, "")
+    key = current.get(LOGICAL_RUN_KEY, "")
     changes = [f"{k}={v}" for k, v in to_set.items()] + [f"removed {k}" for k in to_delete]
     return [Repair(key, run.info.run_id, ", ".join(changes))] if changes else []
 
@@ -239,33 +249,10 @@ def _end_failed(client: MlflowClient, run_id: str) -> None:
     """End the new run FAILED, best effort: the caller's own exception is what must surface."""
     try:
         active = mlflow.active_run()
-        if active is not None and active.info.run_id == run_id:
-            mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
-        else:
-            client.set_terminated(run_id, "FAILED")
+        with quiet_run_end():
+            if active is not None and active.info.run_id == run_id:
+                mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+            else:
+                client.set_terminated(run_id, "FAILED")
     except Exception:  # noqa: BLE001 - the run stays RUNNING; reconcile ends it FAILED later
         pass
-
-
-def _experiment_id(client: MlflowClient, uri: str, name: str) -> str:
-    cached = _experiment_ids.get((uri, name))
-    if cached:
-        return cached
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        try:
-            experiment_id = client.create_experiment(name)
-        except MlflowException:  # created meanwhile by a concurrent relog
-            experiment_id = client.get_experiment_by_name(name).experiment_id
-    else:
-        experiment_id = experiment.experiment_id
-    _experiment_ids[(uri, name)] = experiment_id
-    return experiment_id
-
-
-def _is_user_tag(key: str) -> bool:
-    return not key.startswith(("flexlock.", "mlflow."))
-
-
-def _unserialized(key: str) -> AbstractContextManager[None]:
-    return nullcontext()

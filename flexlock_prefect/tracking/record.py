@@ -12,35 +12,25 @@ import hashlib
 import json
 import re
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import requests
 from mlflow import MlflowClient
-from mlflow.entities import Dataset, DatasetInput, InputTag, Param, Run, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Run
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from flexlock_prefect.capture.config import flatten, value_text
-from flexlock_prefect.exceptions import TrackingError
-from flexlock_prefect.lock import RunLock, logical_run_key
-from flexlock_prefect.redact import Redactor, strip_url_credentials
+from flexlock_prefect.lock import LOCK_FILENAME, RunLock, logical_run_key
+from flexlock_prefect.tracking import tags as t
+from flexlock_prefect.tracking.client import log_batch
 
-LOCK_ARTIFACT = "run.lock"
-LOCK_DIGEST = "flexlock.lock_digest"  # the digest of the logged run.lock: what `verify` checks against
-DIAG_VERSION = "flexlock.diag_version"
 PARAM_VALUE_LIMIT = 6000
+"""MLflow's limits: longer values would be cut silently, so they are never sent."""
 TAG_VALUE_LIMIT = 8000
 KEY_LIMIT = 250
-BATCH_LIMIT = 100  # params or tags per log_batch request
-SEED_TAG_KEYS = ("project", "env", "model_name", "data_name", "debug", "lifecycle_intent")
-HEALTH_ATTEMPTS = 3
-HEALTHY_FOR_S = 30.0  # a server that answered is not probed again for this long
+DATASET_DIGEST_LIMIT = 36
 _INVALID_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
-_healthy_at: dict[str, float] = {}
 
 
 def experiment_name(lock: RunLock, explicit: str | None = None) -> str:
@@ -67,24 +57,24 @@ def mlflow_enabled(lock: RunLock) -> bool:
 def creation_tags(lock: RunLock, name: str, diag_version: str) -> dict[str, str]:
     """Tags a new run is created with: flexlock's (★), MLflow's system tags and seed tags."""
     tags = {
-        "flexlock.logical_run_id": lock.logical_run_id,
-        "flexlock.logical_run_key": logical_run_key(lock.logical_run_id),
-        "flexlock.fingerprint": lock.fingerprint,
-        LOCK_DIGEST: lock.digest,
-        DIAG_VERSION: diag_version,
-        "mlflow.runName": name,
-        "mlflow.source.type": "JOB",
-        "mlflow.source.name": (lock.prefect.flow_name if lock.prefect else None) or "flexlock-prefect",
-        "mlflow.note.content": _note(lock),
+        t.LOGICAL_RUN_ID: lock.logical_run_id,
+        t.LOGICAL_RUN_KEY: logical_run_key(lock.logical_run_id),
+        t.FINGERPRINT: lock.fingerprint,
+        t.LOCK_DIGEST: lock.digest,
+        t.DIAG_VERSION: diag_version,
+        t.MLFLOW_RUN_NAME: name,
+        t.MLFLOW_SOURCE_TYPE: "JOB",
+        t.MLFLOW_SOURCE_NAME: (lock.prefect.flow_name if lock.prefect else None) or "flexlock-prefect",
+        t.MLFLOW_NOTE: _note(lock),
     }
     code = lock.repos.get("code") or next(iter(lock.repos.values()), None)
     if code is not None:
         tags |= {
-            "mlflow.source.git.commit": code.commit or "",
-            "mlflow.source.git.branch": code.branch or "",
-            "mlflow.source.git.repoURL": code.remote or "",
+            t.MLFLOW_GIT_COMMIT: code.commit or "",
+            t.MLFLOW_GIT_BRANCH: code.branch or "",
+            t.MLFLOW_GIT_REPO_URL: code.remote or "",
         }
-    tags |= {key: _config_text(lock, key) for key in SEED_TAG_KEYS if _config_text(lock, key)}
+    tags |= {key: _config_text(lock, key) for key in t.SEED_TAG_KEYS if _config_text(lock, key)}
     return {key: value[:TAG_VALUE_LIMIT] for key, value in tags.items() if value}
 
 
@@ -97,8 +87,8 @@ def config_params(lock: RunLock) -> tuple[dict[str, str], dict[str, str]]:
         text = value_text(value)
         if len(text) > PARAM_VALUE_LIMIT:
             params[name] = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-            tags[f"flexlock.long_param.{name}"[:KEY_LIMIT]] = (
-                f"full value in artifact {LOCK_ARTIFACT}, key config.{key}"
+            tags[f"{t.LONG_PARAM_PREFIX}{name}"[:KEY_LIMIT]] = (
+                f"full value in artifact {LOCK_FILENAME}, key config.{key}"
             )
         else:
             params[name] = text
@@ -107,18 +97,18 @@ def config_params(lock: RunLock) -> tuple[dict[str, str], dict[str, str]]:
 
 def dataset_inputs(lock: RunLock) -> list[DatasetInput]:
     """One MLflow dataset per data input; the full digest goes in an input tag (a dataset
-    digest holds 36 characters at most)."""
+    digest holds `DATASET_DIGEST_LIMIT` characters at most)."""
     return [
         DatasetInput(
             dataset=Dataset(
                 name=name,
-                digest=state.digest[:36],
+                digest=state.digest[:DATASET_DIGEST_LIMIT],
                 source_type="s3" if state.uri.startswith("s3://") else "local",
                 source=json.dumps({"uri": state.uri}),
             ),
             tags=[
-                InputTag(key="mlflow.data.context", value="input"),
-                InputTag(key="flexlock.digest", value=f"{state.algorithm}:{state.digest}"),
+                InputTag(key=t.MLFLOW_DATA_CONTEXT, value="input"),
+                InputTag(key=t.INPUT_DIGEST, value=f"{state.algorithm}:{state.digest}"),
             ],
         )
         for name, state in lock.data.items()
@@ -139,57 +129,9 @@ def log_record(client: MlflowClient, run: Run, lock: RunLock) -> None:
             client.log_inputs(run_id, datasets=dataset_inputs(lock))
     # Straight to the run's artifact location: `client.log_text` would fetch the run again for it.
     with tempfile.TemporaryDirectory() as scratch:
-        path = Path(scratch, LOCK_ARTIFACT)
+        path = Path(scratch, LOCK_FILENAME)
         path.write_text(lock.to_yaml())
         get_artifact_repository(run.info.artifact_uri).log_artifact(str(path))
-
-
-def log_batch(
-    client: MlflowClient, run_id: str, params: dict[str, str] | None = None, tags: dict[str, str] | None = None
-) -> None:
-    """Params and tags in as few requests as MLflow's batch limits allow."""
-    param_items = [Param(k, v) for k, v in (params or {}).items()]
-    tag_items = [RunTag(k, v) for k, v in (tags or {}).items()]
-    while param_items or tag_items:
-        client.log_batch(run_id, params=param_items[:BATCH_LIMIT], tags=tag_items[:BATCH_LIMIT])
-        param_items, tag_items = param_items[BATCH_LIMIT:], tag_items[BATCH_LIMIT:]
-
-
-def check_tracking_server(uri: str) -> None:
-    """Fail fast, with the URI's credentials stripped, when an HTTP tracking server does not answer.
-
-    MLflow's own client retries for minutes before it gives up; this probe tries a few times
-    within seconds. Call it before the first MLflow request of an operation.
-    """
-    if (
-        not uri.startswith(("http://", "https://"))
-        or time.monotonic() - _healthy_at.get(uri, -HEALTHY_FOR_S) < HEALTHY_FOR_S
-    ):
-        return
-    problem = ""
-    for attempt in range(HEALTH_ATTEMPTS):
-        try:
-            if requests.get(uri.rstrip("/") + "/health", timeout=5).ok:
-                _healthy_at[uri] = time.monotonic()
-                return
-            problem = "it answered but is not healthy"
-        except requests.RequestException as exc:
-            problem = type(exc).__name__
-        time.sleep(0.5 * 2**attempt)
-    raise TrackingError(
-        f"MLflow tracking server {strip_url_credentials(uri)} is unreachable after {HEALTH_ATTEMPTS} attempts "
-        f"({problem}): start it, or point MLFLOW_TRACKING_URI at a running one"
-    )
-
-
-@contextmanager
-def tracking_errors(uri: str) -> Iterator[None]:
-    """MLflow and HTTP errors become a TrackingError whose text holds no credentials."""
-    try:
-        yield
-    except (MlflowException, requests.RequestException) as exc:
-        message = Redactor.from_settings().scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
-        raise TrackingError(f"MLflow at {strip_url_credentials(uri)} failed: {message}") from None
 
 
 def _note(lock: RunLock) -> str:

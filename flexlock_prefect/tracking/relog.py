@@ -1,8 +1,9 @@
 """Relogging run directories to MLflow (one, many, or all under a root) and repairing chains.
 
-Both take the logical run's lock (a Prefect global concurrency limit, when a Prefect API is
-configured), so any number of processes, workers and deployments can relog and reconcile the
-same save_dirs at once and still leave one active run and one chain per logical id.
+Both take the logical run's lock that the caller passes (`flexlock_prefect.relog` and
+`reconcile` pass a Prefect global concurrency limit, when a Prefect API is configured), so any
+number of processes, workers and deployments can relog and reconcile the same save_dirs at once
+and still leave one active run and one chain per logical id.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from contextvars import copy_context
 from dataclasses import dataclass, field
 from typing import Literal
@@ -21,25 +21,28 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-from flexlock_prefect import __version__, storage
-from flexlock_prefect.concurrency import exclusive, run_lock_name
+from flexlock_prefect import storage
+from flexlock_prefect._version import __version__
 from flexlock_prefect.exceptions import FlexlockError
 from flexlock_prefect.lock import RunLock, find_save_dirs, logical_run_key
-from flexlock_prefect.mlflow_logging import (
-    DIAG_VERSION,
-    LOCK_DIGEST,
-    check_tracking_server,
-    mlflow_enabled,
-    tracking_errors,
+from flexlock_prefect.settings import get_settings
+from flexlock_prefect.tracking.client import connect
+from flexlock_prefect.tracking.locking import Serializer, unserialized
+from flexlock_prefect.tracking.outputs import log_outputs, uses_fluent_run
+from flexlock_prefect.tracking.record import mlflow_enabled
+from flexlock_prefect.tracking.supersede import (
+    Relog,
+    Repair,
+    current_active,
+    linked_run,
+    repair_chain,
+    runs_of,
 )
-from flexlock_prefect.outputs import log_outputs
-from flexlock_prefect.supersede import KEY, Relog, Repair, current_active, linked_run, repair_chain, runs_of
+from flexlock_prefect.tracking.tags import DIAG_VERSION, LOCK_DIGEST, LOGICAL_RUN_KEY
 
 logger = logging.getLogger(__name__)
 
 DiagBody = Callable[[str, mlflow.ActiveRun], None]
-RELOG_WORKERS = 4
-STALE_AFTER_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -66,13 +69,6 @@ def code_version(body: Callable[..., object]) -> str:
     return hashlib.sha256(f"{__version__}\n{source}".encode()).hexdigest()[:16]
 
 
-@contextmanager
-def run_lock(key: str) -> Iterator[bool]:
-    """The lock of one logical run, by its logical run key."""
-    with exclusive(run_lock_name(key)) as locked:
-        yield locked
-
-
 def relog_one(
     save_dir: str,
     diag: DiagBody = log_outputs,
@@ -80,11 +76,12 @@ def relog_one(
     force: bool = False,
     experiment: str | None = None,
     version: str | None = None,
+    serialize: Serializer | None = None,
 ) -> tuple[RelogOutcome, Relog | None]:
     """Relog one save_dir with `diag(save_dir, run)` as the body, unless it is up to date.
 
-    The default body logs through `MlflowClient`, so its run is not made MLflow's fluent active
-    run (three requests fewer); any other body gets the fluent run, as `mlflowlink` gives it.
+    The body's run is MLflow's fluent active run, as `mlflowlink` gives it, unless the body is
+    marked `logs_through_client` (as the default body is): three requests fewer.
     """
     lock = RunLock.load(save_dir)
     if not mlflow_enabled(lock):
@@ -95,9 +92,7 @@ def relog_one(
         tags = active.data.tags
         if tags.get(LOCK_DIGEST) == lock.digest and tags.get(DIAG_VERSION) == version:
             return RelogOutcome(lock.logical_run_id, "skipped", active.info.run_id), None
-    with linked_run(
-        lock, experiment, diag_version=version, serialize=run_lock, fluent=diag is not log_outputs
-    ) as relog:
+    with linked_run(lock, experiment, diag_version=version, serialize=serialize, fluent=uses_fluent_run(diag)) as relog:
         diag(lock.logical_run_id, relog.run)
     outcome = RelogOutcome(lock.logical_run_id, "relogged", relog.run_id, relog.superseded_run_ids)
     return outcome, relog
@@ -110,9 +105,12 @@ def relog(
     force: bool = False,
     diag: DiagBody | None = None,
     experiment: str | None = None,
-    workers: int = RELOG_WORKERS,
+    workers: int | None = None,
+    serialize: Serializer | None = None,
 ) -> list[RelogOutcome]:
     """Relog save_dirs (and every save_dir under `root`) in parallel; unchanged ones are skipped.
+
+    `workers` defaults to `FLEXLOCK_RELOG_WORKERS`.
 
     Example:
         >>> relog(["/runs/a", "s3://bucket/runs/b"], force=False)  # doctest: +SKIP
@@ -126,29 +124,35 @@ def relog(
     version = code_version(body)
 
     def one(save_dir: str) -> RelogOutcome:
-        return relog_one(save_dir, body, force=force, experiment=experiment, version=version)[0]
+        return relog_one(save_dir, body, force=force, experiment=experiment, version=version, serialize=serialize)[0]
 
     # Each task runs in a copy of the caller's context: Prefect's settings (the API to lock on)
     # and flow run live in context variables, which pool threads do not inherit.
-    with ThreadPoolExecutor(max(1, min(workers, len(targets)))) as pool:
+    with ThreadPoolExecutor(max(1, min(workers or get_settings().relog_workers, len(targets)))) as pool:
         return [f.result() for f in [pool.submit(copy_context().run, one, save_dir) for save_dir in targets]]
 
 
-def reconcile(save_dirs: Sequence[str] = (), *, stale_after_s: float = STALE_AFTER_S) -> list[Repair]:
+def reconcile(
+    save_dirs: Sequence[str] = (),
+    *,
+    stale_after_s: float | None = None,
+    serialize: Serializer | None = None,
+) -> list[Repair]:
     """Repair the chains of the given save_dirs (default: every logical run in MLflow); idempotent.
 
-    A relog that died leaves its run RUNNING. Under the logical run's Prefect lock no relog can be
-    in flight, so such runs are ended FAILED at once; without a Prefect API only runs older than
-    `stale_after_s` are. Then each chain is rebuilt from its finished runs by end time.
+    A relog that died leaves its run RUNNING. Under a lock that serialises (the Prefect lock) no
+    relog can be in flight, so such runs are ended FAILED at once; without one only runs older
+    than `stale_after_s` (default `FLEXLOCK_RECONCILE_STALE_AFTER_S`) are. Then each chain is
+    rebuilt from its finished runs by end time.
 
     Example:
         >>> reconcile()  # doctest: +SKIP
         [Repair(logical_run_key='de961c6972ce12f6', run_id='…', change='flexlock.status=deprecated')]
     """
-    uri = mlflow.get_tracking_uri()
-    check_tracking_server(uri)
-    client = MlflowClient(uri)
-    with tracking_errors(uri):
+    stale_after_s = get_settings().reconcile_stale_after_s if stale_after_s is None else stale_after_s
+    tracking = connect()
+    client = tracking.client
+    with tracking.errors():
         experiment_ids = _all_experiment_ids(client)
         keys = (
             [logical_run_key(storage.canonical_url(s)) for s in save_dirs]
@@ -157,7 +161,7 @@ def reconcile(save_dirs: Sequence[str] = (), *, stale_after_s: float = STALE_AFT
         )
         repairs: list[Repair] = []
         for key in sorted(set(keys)):
-            with run_lock(key) as locked:
+            with (serialize or unserialized)(key) as locked:
                 runs = runs_of(client, experiment_ids, key)
                 repairs += repair_chain(client, runs, stale_after_s=0 if locked else stale_after_s)
     return repairs
@@ -179,9 +183,9 @@ def _all_logical_run_keys(client: MlflowClient, experiment_ids: list[str]) -> li
     token = None
     while True:
         page = client.search_runs(
-            experiment_ids, filter_string=f"tags.`{KEY}` LIKE '%'", max_results=1000, page_token=token
+            experiment_ids, filter_string=f"tags.`{LOGICAL_RUN_KEY}` LIKE '%'", max_results=1000, page_token=token
         )
-        keys |= {run.data.tags[KEY] for run in page}
+        keys |= {run.data.tags[LOGICAL_RUN_KEY] for run in page}
         token = page.token
         if not token:
             return sorted(keys)

@@ -6,7 +6,9 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import mlflow
 from fsspec import AbstractFileSystem
@@ -15,18 +17,37 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 
 from flexlock_prefect import storage
+from flexlock_prefect.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
-ARTIFACT_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg", ".html", ".pkl", ".joblib", ".json", ".txt", ".csv", ".md")
-MAX_ARTIFACT_BYTES = 256 * 1024**2
 METRIC_BATCH = 1000
+"""Metrics per `log_batch` request: MLflow's limit."""
+_CLIENT_ONLY = "__flexlock_logs_through_client__"
+Body = TypeVar("Body", bound=Callable[..., object])
 
 
+def logs_through_client(body: Body) -> Body:
+    """Mark a diag body that logs only through `MlflowClient` with `run.info.run_id`.
+
+    Its run is then not made MLflow's fluent active run, which saves the three requests that
+    resuming a run through the fluent API costs; `mlflow.log_metric` would not reach it.
+    """
+    setattr(body, _CLIENT_ONLY, True)
+    return body
+
+
+def uses_fluent_run(body: Callable[..., object]) -> bool:
+    """Whether a diag body needs its run to be MLflow's fluent active run (unless marked otherwise)."""
+    return not getattr(body, _CLIENT_ONLY, False)
+
+
+@logs_through_client
 def log_outputs(save_dir: str, run: mlflow.ActiveRun) -> None:
     """Log `metrics.json` (numbers, nested keys dotted) as metrics in batches, and the top-level
-    files a person looks at (plots, models, reports up to 256 MiB) as artifacts.
+    files a person looks at as artifacts: those with a suffix in `FLEXLOCK_ARTIFACT_SUFFIXES`, up
+    to `FLEXLOCK_MAX_ARTIFACT_BYTES` each.
 
     Example:
         >>> with mlflowlink("runs/a") as run:  # doctest: +SKIP
@@ -43,9 +64,11 @@ def log_outputs(save_dir: str, run: mlflow.ActiveRun) -> None:
         items = [Metric(key, value, now, 0) for key, value in metrics.items()]
         for start in range(0, len(items), METRIC_BATCH):
             client.log_batch(run_id, metrics=items[start : start + METRIC_BATCH])
+    settings = get_settings()
+    suffixes = tuple(settings.artifact_suffixes)
     for entry in fs.ls(root, detail=True):
         name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
-        if entry["type"] != "file" or not name.endswith(ARTIFACT_SUFFIXES) or entry["size"] > MAX_ARTIFACT_BYTES:
+        if entry["type"] != "file" or not name.endswith(suffixes) or entry["size"] > settings.max_artifact_bytes:
             continue
         _log_file(client, run_id, fs, entry["name"], name)
 

@@ -1,0 +1,22 @@
+"""The MLflow side: how run records appear in MLflow, logical-run supersession, relog and
+reconcile, the default diag body and the registry lifecycle.
+
+It knows MLflow and never Prefect: wherever work must be serialised across processes, the lock
+is passed in (`serialize=`, see `locking.py`), and the Prefect side passes its global
+concurrency limits. The modules:
+
+- `tags`: every contract tag name (DESIGN.md §5, §6);
+- `client`: the checked client (health check, error mapping without credentials), batching;
+- `record`: a run.lock as params, tags, dataset inputs and the run.lock artifact;
+- `supersede`: one relog as a new run that supersedes the active one, `mlflowlink`, chain repair;
+- `relog`: relogging many save_dirs, skipping unchanged ones, and `reconcile`;
+- `outputs`: the default diag body (metrics.json and the files a person looks at);
+- `registry`: the lifecycle of registered versions over aliases.
+"""
+
+from __future__ import annotations
+
+from flexlock_prefect.tracking.relog import RelogOutcome, reconcile, relog
+from flexlock_prefect.tracking.supersede import Repair, mlflowlink
+
+__all__ = ["RelogOutcome", "Repair", "mlflowlink", "reconcile", "relog"]

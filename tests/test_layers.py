@@ -1,0 +1,149 @@
+"""The package's layers and import-time manners (DESIGN.md §2).
+
+Dependencies point one way: the record side (`capture`, `lock`, `storage`) knows neither Prefect
+nor MLflow, and the MLflow side (`tracking`) does not know Prefect. Importing any module changes
+nothing in the process: no environment variable, no OmegaConf resolver, no file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+import flexlock_prefect
+from flexlock_prefect.capture import config as config_module
+from flexlock_prefect.capture.config import load_config
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+BLOCKER = textwrap.dedent(
+    """
+    import importlib.abc, sys
+
+    class Blocked(importlib.abc.MetaPathFinder):
+        def __init__(self, names):
+            self.names = names
+
+        def find_spec(self, fullname, path=None, target=None):
+            if fullname.split(".")[0] in self.names:
+                raise ImportError(f"{fullname} is made unimportable by this test")
+            return None
+
+    sys.meta_path.insert(0, Blocked(BLOCKED_NAMES))
+    """
+)
+
+
+def run_python(code: str, *, blocked: set[str] = frozenset(), cwd: Path = PROJECT) -> subprocess.CompletedProcess:
+    script = BLOCKER.replace("BLOCKED_NAMES", repr(set(blocked))) + textwrap.dedent(code)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_the_record_side_imports_and_works_without_prefect_or_mlflow(tmp_path: Path) -> None:
+    result = run_python(
+        f"""
+        from flexlock_prefect import storage
+        from flexlock_prefect.capture import capture_run
+        from flexlock_prefect.lock import RunLock
+        from flexlock_prefect.verify import verify_lock
+
+        _, lock = capture_run({{"lr": 0.1, "save_dir": {str(tmp_path / "run")!r}}})
+        lock.save()
+        assert RunLock.load(lock.logical_run_id).digest == lock.digest
+        assert verify_lock(lock) == []
+        print(storage.canonical_url({str(tmp_path)!r}))
+        """,
+        blocked={"prefect", "mlflow"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"file://{tmp_path}"
+
+
+def test_the_mlflow_side_imports_without_prefect() -> None:
+    result = run_python(
+        """
+        import flexlock_prefect.tracking
+        from flexlock_prefect.tracking import client, locking, outputs, record, registry, relog, supersede, tags
+        from flexlock_prefect import registry as public_registry
+        print(sorted(name for name in __import__("sys").modules if name.split(".")[0] == "prefect"))
+        """,
+        blocked={"prefect"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_importing_every_module_writes_no_environment_variable_and_registers_no_resolver() -> None:
+    modules = sorted(
+        "flexlock_prefect." + ".".join(path.relative_to(PROJECT / "flexlock_prefect").with_suffix("").parts)
+        for path in (PROJECT / "flexlock_prefect").rglob("*.py")
+        if path.name not in {"__init__.py", "__main__.py"}
+    )
+    result = run_python(
+        f"""
+        import importlib, json, os
+        before = dict(os.environ)
+        for name in {modules!r}:
+            importlib.import_module(name)
+        from omegaconf import OmegaConf
+        changed = {{k: v for k, v in os.environ.items() if before.get(k) != v}}
+        print(json.dumps({{"changed": changed, "removed": sorted(set(before) - set(os.environ)),
+                           "now": OmegaConf.has_resolver("now")}}))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"changed": {}, "removed": [], "now": False}
+
+
+def test_resolving_a_config_leaves_no_resolver_behind() -> None:
+    assert load_config({"a": "${now:%Y}", "b": "${now:%Y}", "save_dir": "/tmp/x"}).a.isdigit()
+    assert not OmegaConf.has_resolver("now")
+
+
+def test_a_now_resolver_of_the_process_is_kept_and_said_so(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(config_module, "_warned_foreign_now", False)
+    OmegaConf.register_resolver("now", lambda fmt="": "theirs")
+    try:
+        cfg = load_config({"stamp": "${now:%Y}", "save_dir": "/tmp/x"})
+        assert cfg.stamp == "theirs"
+        assert OmegaConf.has_resolver("now")
+    finally:
+        OmegaConf.clear_resolver("now")
+    assert "registered outside flexlock-prefect" in caplog.text
+
+
+def test_the_version_comes_from_the_installed_distribution() -> None:
+    assert flexlock_prefect.__version__ == metadata.version("flexlock-prefect")
+
+
+def test_the_example_main_flow_writes_nothing_when_imported(tmp_path: Path) -> None:
+    copy = tmp_path / "project" / "flows" / "train.py"
+    copy.parent.mkdir(parents=True)
+    shutil.copyfile(PROJECT / "flows" / "train.py", copy)
+    result = run_python(
+        f"""
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("example_train", {str(copy)!r})
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        print(module.EXAMPLE_DATA.is_file())
+        """,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if "__pycache__" not in p.parts)
+    assert written == ["project", "project/flows", "project/flows/train.py"]
+    assert os.listdir(copy.parent) == ["train.py"]

@@ -1,0 +1,126 @@
+"""Every operational knob is a field of `FlexlockSettings`, with a description and bounds.
+
+The table below is the specification: a new knob, a changed default or bound shows up here.
+Constants left in modules are limits of the formats and APIs flexlock speaks, or algorithm
+parameters whose change would change digests; each is listed with the reason it is no knob.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+from annotated_types import Ge, Gt, Le, MinLen
+
+from flexlock_prefect.exceptions import SettingsError
+from flexlock_prefect.settings import FlexlockSettings, get_settings
+
+PACKAGE = Path(__file__).resolve().parents[1] / "flexlock_prefect"
+
+FIELDS: dict[str, dict[str, object]] = {
+    "cache_dir": {},
+    "stat_cache": {},
+    "hash_algorithm": {},
+    "hash_workers": {"ge": 1, "le": 64},
+    "progress_min_bytes": {"ge": 0},
+    "secret_key_words": {},
+    "secret_value_patterns": {},
+    "git_optional": {},
+    "relog_workers": {"ge": 1, "le": 64},
+    "reconcile_stale_after_s": {"gt": 0},
+    "tracking_health_attempts": {"ge": 1, "le": 10},
+    "tracking_healthy_for_s": {"ge": 0},
+    "artifact_suffixes": {"min_length": 1},
+    "max_artifact_bytes": {"ge": 0},
+    "lock_timeout_s": {"gt": 0},
+    "lock_lease_s": {"ge": 60},
+    "approval_timeout_s": {"ge": 1},
+    "approval_poll_interval_s": {"ge": 1, "le": 600},
+    "demo_timeout_s": {"gt": 0},
+}
+
+NOT_KNOBS = {
+    "artifacts.py:PROGRESS_INTERVAL_S": "a rate limit of progress updates to the Prefect API, not a behaviour",
+    "capture/data.py:SMALL_FILE_LIMIT": "how files are read; the digest is the same either way",
+    "capture/data.py:RACY_WINDOW_NS": "file timestamps' granularity: a correctness bound of the stat cache",
+    "capture/git.py:_MAX_SKIPPED_NESTED_REPOS": "a bound on a loop over git's errors",
+    "capture/hashing.py:BLOCK_SIZE": "part of the xxh3-128-tree digest: changing it changes every digest",
+    "capture/hashing.py:CHUNK_SIZE": "how blocks are read; the digest is the same either way",
+    "capture/lineage.py:MAX_DEPTH": "how far up an input's path a save_dir is looked for",
+    "capture/statcache.py:_BATCH": "SQLite's limit of variables per statement",
+    "lock.py:SCHEMA_VERSION": "the run.lock format",
+    "tracking/client.py:BATCH_LIMIT": "MLflow's limit of params or tags per request",
+    "tracking/outputs.py:METRIC_BATCH": "MLflow's limit of metrics per request",
+    "tracking/record.py:PARAM_VALUE_LIMIT": "MLflow's limit",
+    "tracking/record.py:TAG_VALUE_LIMIT": "MLflow's limit",
+    "tracking/record.py:KEY_LIMIT": "MLflow's limit",
+    "tracking/record.py:DATASET_DIGEST_LIMIT": "MLflow's limit",
+}
+
+
+def bounds(name: str) -> dict[str, object]:
+    kinds = {Ge: "ge", Gt: "gt", Le: "le", MinLen: "min_length"}
+    found = {}
+    for item in FlexlockSettings.model_fields[name].metadata:
+        kind = kinds[type(item)]
+        found[kind] = getattr(item, kind)
+    return found
+
+
+def test_the_settings_are_exactly_the_listed_fields_with_their_bounds() -> None:
+    assert list(FlexlockSettings.model_fields) == list(FIELDS)
+    assert {name: bounds(name) for name in FIELDS} == FIELDS
+
+
+def test_every_setting_says_what_it_does() -> None:
+    for name, field in FlexlockSettings.model_fields.items():
+        assert field.description and len(field.description) > 20, name
+
+
+def test_settings_come_from_flexlock_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEXLOCK_RELOG_WORKERS", "8")
+    monkeypatch.setenv("FLEXLOCK_ARTIFACT_SUFFIXES", '[".png"]')
+    settings = get_settings()
+    assert settings.relog_workers == 8 and settings.artifact_suffixes == [".png"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("FLEXLOCK_RELOG_WORKERS", "0", "FLEXLOCK_RELOG_WORKERS: Input should be greater than or equal to 1"),
+        ("FLEXLOCK_LOCK_LEASE_S", "5", "FLEXLOCK_LOCK_LEASE_S: Input should be greater than or equal to 60"),
+        ("FLEXLOCK_APPROVAL_TIMEOUT_S", "soon", "FLEXLOCK_APPROVAL_TIMEOUT_S: Input should be a valid integer"),
+    ],
+)
+def test_a_value_out_of_bounds_is_one_clear_error_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, says: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=says) as raised:
+        get_settings()
+    assert "\n" not in str(raised.value)
+
+
+def module_constants() -> set[str]:
+    """`module:NAME` of every upper-case module-level number outside settings.py."""
+    found = set()
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "settings.py":
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if not isinstance(node, ast.Assign | ast.AnnAssign) or node.value is None:
+                continue
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if not all(isinstance(n, ast.Constant | ast.BinOp | ast.operator) for n in ast.walk(node.value)):
+                continue
+            value = eval(compile(ast.Expression(node.value), str(path), "eval"))  # numbers and operators only
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                for target in targets:
+                    if isinstance(target, ast.Name) and target.id.lstrip("_").isupper():
+                        found.add(f"{path.relative_to(PACKAGE).as_posix()}:{target.id}")
+    return found
+
+
+def test_no_operational_constant_lives_outside_settings() -> None:
+    assert module_constants() == set(NOT_KNOBS)
