@@ -41,14 +41,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
-import platform
 import random
 import shutil
 import sqlite3
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,20 +54,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import xxhash
+from _common import (
+    CHUNK,
+    FLEXLOCK010_VENV,
+    WORK_ROOT,
+    Flexlock010Venv,
+    machine_line,
+    median,
+    wait_until_settled,
+    write_random_file,
+)
 
 from flexlock_prefect.capture.data import hash_data
 from flexlock_prefect.capture.statcache import open_cache
 from flexlock_prefect.settings import FlexlockSettings
 
-BENCH_DIR = Path(__file__).resolve().parent
-DEFAULT_WORK_DIR = BENCH_DIR / ".work"
-CHUNK = 1024**2
 SEED = 20_240_601
 SUBDIRS = 100
 SMALL_MIN, SMALL_MAX = 1024, 16 * 1024
-FLEXLOCK010_REQUIREMENT = "flexlock==0.10.0"
-FLEXLOCK010_VERSION = "0.10.0"
-RACY_WINDOW_S = 2.5  # files newer than ~2 s are never stat-cached (see capture.data.RACY_WINDOW_NS)
 
 RAW, OURS, MD5, FLEXLOCK010 = "raw read", "ours", "md5", "flexlock 0.10"
 METHODS = (RAW, OURS, MD5, FLEXLOCK010)
@@ -98,21 +98,13 @@ class Workload:
     total_bytes: int
 
 
-def _seeded_bytes(rng: random.Random, size: int) -> Iterator[bytes]:
-    for start in range(0, size, CHUNK):
-        yield rng.randbytes(min(CHUNK, size - start))
-
-
 def big_file_workload(work_dir: Path, size_gib: float) -> Workload:
     """One file of `size_gib` GiB, written once and reused while its size is right."""
     size = int(size_gib * 1024**3)
     path = work_dir / f"big-{size}.bin"
     if not path.is_file() or path.stat().st_size != size:
         log(f"generating {path.name} ({size / 1024**3:.2f} GiB)")
-        rng = random.Random(SEED)
-        with open(path, "wb") as handle:
-            for chunk in _seeded_bytes(rng, size):
-                handle.write(chunk)
+        write_random_file(path, size, random.Random(SEED).randbytes)
     return Workload(f"1 file, {_human_bytes(size)}", path, [path], size)
 
 
@@ -259,61 +251,25 @@ def time_ours(workload: Workload, digests: set[str]) -> float:
 class Flexlock010:
     """flexlock 0.10 in a virtual environment of its own, timed in a subprocess."""
 
-    venv: Path
+    venv: Flexlock010Venv
     cache_dir: Path
     warmup: Path
     error: str | None = None
     digests: set[str] = field(default_factory=set)
 
-    @property
-    def python(self) -> Path:
-        return self.venv / "bin" / "python"
-
-    def installed(self) -> bool:
-        if not self.python.exists():
-            return False
-        probe = "import importlib.metadata as m; print(m.version('flexlock'))"
-        result = subprocess.run([str(self.python), "-c", probe], capture_output=True, text=True)
-        return result.returncode == 0 and result.stdout.strip() == FLEXLOCK010_VERSION
-
     def ensure(self) -> bool:
         """Create the venv and install flexlock 0.10 unless already there; False (and `error`) on failure."""
-        if self.installed():
-            return True
-        log(f"creating {self.venv} with {FLEXLOCK010_REQUIREMENT}")
-        shutil.rmtree(self.venv, ignore_errors=True)
-        steps = [
-            [sys.executable, "-m", "venv", str(self.venv)],
-            [
-                str(self.python),
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                FLEXLOCK010_REQUIREMENT,
-            ],
-        ]
-        for step in steps:
-            result = subprocess.run(step, capture_output=True, text=True)
-            if result.returncode != 0:
-                self.error = f"`{' '.join(step)}` exited {result.returncode}:\n{result.stderr.strip()}"
-                return False
-        return self.installed()
+        try:
+            self.venv.ensure(log)
+        except RuntimeError as exc:
+            self.error = str(exc)
+            return False
+        return True
 
     def time(self, workload: Workload) -> float:
         env = {**os.environ, "FLEXLOCK_CACHE": str(self.cache_dir)}
         env.pop("FLEXLOCK_NO_CACHE", None)
-        result = subprocess.run(
-            [str(self.python), "-c", FLEXLOCK010_SNIPPET, str(workload.root), str(self.warmup)],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"flexlock 0.10 failed:\n{result.stderr}")
-        report = json.loads(result.stdout.strip().splitlines()[-1])
+        report = self.venv.run(FLEXLOCK010_SNIPPET, str(workload.root), str(self.warmup), env=env)
         self.digests.add(report["digest"])
         return float(report["seconds"])
 
@@ -347,7 +303,7 @@ def measure(workload: Workload, cold: bool, repeats: int, flexlock010: Flexlock0
             log(f"  {workload.name:<22} {mode}  #{repeat + 1}  {name:<14} {samples[name][-1]:8.3f} s")
     if len(ours_digests) != 1:
         raise RuntimeError(f"our digest of {workload.root} changed between runs: {ours_digests}")
-    return Row(workload.name, mode, {name: statistics.median(s) for name, s in samples.items()})
+    return Row(workload.name, mode, {name: median(s) for name, s in samples.items()})
 
 
 @dataclass
@@ -356,14 +312,6 @@ class Recapture:
     first: float
     again: float
     cached_rows: int
-
-
-def _wait_out_racy_window(workload: Workload) -> None:
-    """Files modified within ~2 s are hashed but not cached: let a freshly written tree age."""
-    newest = max(max(p.stat().st_mtime, p.stat().st_ctime) for p in workload.files)
-    delay = newest + RACY_WINDOW_S - time.time()
-    if delay > 0:
-        time.sleep(delay)
 
 
 def _cache_rows(cache_dir: Path) -> int:
@@ -384,7 +332,7 @@ def _timed_capture(workload: Workload, settings: FlexlockSettings) -> tuple[floa
 
 def measure_recapture(workload: Workload, cold: bool, repeats: int, recaptures: int, work_dir: Path) -> Recapture:
     """Median first capture into an empty cache, and median re-capture of the unchanged tree."""
-    _wait_out_racy_window(workload)
+    wait_until_settled(workload.files)
     firsts: list[float] = []
     agains: list[float] = []
     rows = 0
@@ -403,9 +351,9 @@ def measure_recapture(workload: Workload, cold: bool, repeats: int, recaptures: 
             rows = _cache_rows(Path(cache_dir))
         log(
             f"  stat cache, {mode} first #{repeat + 1}: first {first:.3f} s, "
-            f"re-capture median {statistics.median(agains[-recaptures:]):.4f} s"
+            f"re-capture median {median(agains[-recaptures:]):.4f} s"
         )
-    return Recapture(mode, statistics.median(firsts), statistics.median(agains), rows)
+    return Recapture(mode, median(firsts), median(agains), rows)
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -485,16 +433,6 @@ def recapture_table(workload: Workload, results: list[Recapture]) -> str:
     return markdown_table(headers, body)
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def _filesystem(path: Path) -> str:
     best, kind = "", "unknown"
     try:
@@ -507,22 +445,6 @@ def _filesystem(path: Path) -> str:
     return kind
 
 
-def _memory_gib() -> str:
-    try:
-        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        return f"{pages / 1024**3:.0f} GiB RAM"
-    except (ValueError, OSError):
-        return "unknown RAM"
-
-
-def machine_line(work_dir: Path) -> str:
-    return (
-        f"{_cpu_model()}, nproc {os.cpu_count()}, {_memory_gib()}, {_filesystem(work_dir)} on "
-        f"{platform.system()} {platform.release()}; Python {platform.python_version()}, "
-        f"xxhash {xxhash.VERSION}, hash_workers {FlexlockSettings().hash_workers}"
-    )
-
-
 def print_report(
     rows: list[Row],
     tree: Workload,
@@ -533,7 +455,8 @@ def print_report(
     print()
     print(f"## Data capture speed (median of {args.repeats}, seconds; lower is faster)")
     print()
-    print(f"Machine: {machine_line(args.work_dir)}")
+    settings = f"xxhash {xxhash.VERSION}, hash_workers {FlexlockSettings().hash_workers}"
+    print(f"Machine: {machine_line(f'work dir on {_filesystem(args.work_dir)}', settings)}")
     print()
     print(speed_table(rows))
     print()
@@ -571,7 +494,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--files", type=int, default=10_000, help="files in the small-file tree (default 10000)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (default 3)")
     parser.add_argument("--recaptures", type=int, default=5, help="re-captures per first capture (default 5)")
-    parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR, help="where workloads and the venv live")
+    parser.add_argument("--work-dir", type=Path, default=WORK_ROOT, help="where workloads and the venv live")
     parser.add_argument("--skip-flexlock010", action="store_true", help="do not build or time flexlock 0.10")
     args = parser.parse_args(argv)
     args.work_dir = args.work_dir.resolve()
@@ -587,7 +510,9 @@ def main(argv: list[str] | None = None) -> int:
     os.sync()  # dirty pages cannot be evicted: write the workloads back first
 
     with tempfile.TemporaryDirectory(dir=args.work_dir, prefix="flexlock010-cache-") as flexlock_cache:
-        flexlock010 = Flexlock010(args.work_dir / "venv-flexlock010", Path(flexlock_cache), warmup_tree(args.work_dir))
+        flexlock010 = Flexlock010(
+            Flexlock010Venv(args.work_dir / FLEXLOCK010_VENV.name), Path(flexlock_cache), warmup_tree(args.work_dir)
+        )
         usable = not args.skip_flexlock010 and flexlock010.ensure()
         if flexlock010.error:
             log(f"flexlock 0.10 unavailable: {flexlock010.error}")

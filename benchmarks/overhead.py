@@ -46,9 +46,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -58,22 +56,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-DEFAULT_WORK_DIR = BENCH_DIR / ".work" / "overhead"
+from _common import (
+    API_PAGE,
+    WORK_ROOT,
+    machine_line,
+    median,
+    percentile,
+    prepare_environment,
+    wait_until_settled,
+    write_random_file,
+)
+
+DEFAULT_WORK_DIR = WORK_ROOT / "overhead"
 INPUT_BYTES = 100 * 1000**2
 REPO_FILES = 2_000
 REPO_DIRS = 20
-RACY_WINDOW_S = 2.5  # files newer than ~2 s are hashed but never stat-cached (capture.data.RACY_WINDOW_NS)
 TARGET_ADDED_MS = 1_500.0
-API_PAGE = 200  # the most rows the Prefect API returns per request
 STEPS = (
     "resolve-config", "capture-code", "capture-data", "capture-environment", "write-run-lock",
     "compute", "record-result", "publish-artifacts", "emit-event",
 )  # fmt: skip
-
-if str(REPO_ROOT) not in sys.path:  # `tests.helpers` when run as `python benchmarks/overhead.py`
-    sys.path.insert(0, str(REPO_ROOT))
 
 
 # --------------------------------------------------------------------------- workload
@@ -88,17 +90,8 @@ def compute(cfg: Mapping[str, Any]) -> None:
 
 def ensure_input_file(path: Path, size: int = INPUT_BYTES) -> None:
     """`size` random bytes at `path`, written once (kept when already of the right size)."""
-    if path.is_file() and path.stat().st_size == size:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    with open(partial, "wb") as handle:
-        remaining = size
-        while remaining:
-            chunk = min(remaining, 1024**2)
-            handle.write(os.urandom(chunk))
-            remaining -= chunk
-    partial.replace(path)
+    if not path.is_file() or path.stat().st_size != size:
+        write_random_file(path, size, os.urandom)
 
 
 def git(repo: Path, *args: str) -> str:
@@ -139,24 +132,7 @@ def _create_repo(repo: Path, files: int) -> None:
     git(repo, "commit", "-q", "-m", f"{files} small files")
 
 
-def wait_until_settled(path: Path, window_s: float = RACY_WINDOW_S) -> None:
-    """Sleep until `path` is old enough for the stat cache to keep its digest."""
-    st = path.stat()
-    age_s = time.time() - max(st.st_mtime, st.st_ctime)
-    if age_s < window_s:
-        time.sleep(window_s - age_s)
-
-
-# --------------------------------------------------------------------------- environment, server
-
-
-def prepare_environment(work: Path) -> None:
-    """Prefect reads these at import: a private home, no telemetry, no ephemeral API, a quiet console."""
-    os.environ["PREFECT_HOME"] = str(work / "prefect-client-home")
-    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
-    os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "WARNING"
-    os.environ.pop("PREFECT_API_URL", None)
+# --------------------------------------------------------------------------- stat cache
 
 
 @contextmanager
@@ -371,16 +347,6 @@ def collect_server_times(m: Measurements) -> dict[str, ServerTimes] | None:
 # --------------------------------------------------------------------------- report
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def p90(values: list[float]) -> float:
-    if len(values) < 2:
-        return values[0] if values else float("nan")
-    return statistics.quantiles(values, n=10, method="inclusive")[-1]
-
-
 @dataclass
 class Scenario:
     """Medians of one scenario: the plain flow, the locked flow and flexlock's capture alone."""
@@ -410,23 +376,12 @@ def scenarios(m: Measurements) -> dict[str, Scenario]:
     }
 
 
-def machine() -> str:
-    import prefect
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    git_version = subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip()
-    return (
-        f"{cores} cores ({platform.machine()}), {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}, Prefect {prefect.__version__}, {git_version}"
-    )
-
-
 Row = tuple[int, str, str, str]  # (indent level, what, median ms, p90 ms)
 
 
 def rows(m: Measurements, by_scenario: dict[str, Scenario]) -> list[Row]:
     """The result table, for the console and for markdown."""
-    table: list[Row] = [(0, "plain @flow", _fmt(median(m.plain.ms)), _fmt(p90(m.plain.ms)))]
+    table: list[Row] = [(0, "plain @flow", _fmt(median(m.plain.ms)), _fmt(percentile(m.plain.ms, 90)))]
     titles = {
         "steady": ("locked_flow, steady (warm stat cache)", m.locked, m.capture),
         "cold": ("locked_flow, first run on new data (cold stat cache)", m.cold_locked, m.cold_capture),
@@ -434,9 +389,9 @@ def rows(m: Measurements, by_scenario: dict[str, Scenario]) -> list[Row]:
     for key, (title, locked, capture) in titles.items():
         s = by_scenario[key]
         table += [
-            (0, title, _fmt(s.locked), _fmt(p90(locked.ms))),
+            (0, title, _fmt(s.locked), _fmt(percentile(locked.ms, 90))),
             (1, "added (locked - plain)", _fmt(s.added), "-"),
-            (2, "flexlock capture + run.lock write (no Prefect)", _fmt(s.capture), _fmt(p90(capture.ms))),
+            (2, "flexlock capture + run.lock write (no Prefect)", _fmt(s.capture), _fmt(percentile(capture.ms, 90))),
             (2, "rest: Prefect task runs, artifacts, event", _fmt(s.rest), "-"),
             (1, "ratio locked / plain", f"{s.locked / s.plain:.1f}x", "-"),
         ]
@@ -546,11 +501,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"workload in {work}", flush=True)
     ensure_input_file(input_file)
     ensure_repo(repo)
-    wait_until_settled(input_file)
+    wait_until_settled([input_file])
     for scratch in ("runs", "capture-runs", "plain-runs"):
         shutil.rmtree(work / scratch, ignore_errors=True)
-    prepare_environment(work)
-    host = machine()
+    # Prefect's console handler quietened: flow-run logs still reach the API, the output stays readable
+    prepare_environment(work / "prefect-client-home", PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL="WARNING")
+    import prefect
+
+    git_version = subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip()
+    host = machine_line(f"Prefect {prefect.__version__}", git_version)
     print(f"machine: {host}\nstarting the Prefect server...", flush=True)
     started = time.monotonic()
     from tests.helpers.servers import prefect_server_for_this_process

@@ -73,10 +73,7 @@ import argparse
 import inspect
 import json
 import os
-import platform
 import shutil
-import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -88,11 +85,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-WORK_DIR = BENCH_DIR / ".work" / "relog"
-VENV_DIR = BENCH_DIR / ".work" / "venv-flexlock010"
-FLEXLOCK010_REQUIREMENT = "flexlock==0.10.0"
+from _common import REPO_ROOT, WORK_ROOT, Flexlock010Venv, machine_line, median, prepare_environment
+
+WORK_DIR = WORK_ROOT / "relog"
 PARAMS = 20
 METRICS = 10
 NOTE_BYTES = 1024
@@ -108,26 +103,12 @@ TARGET_SCALE_RATIO = 1.5
 FILL_CHUNK = 1_000
 FILLER_TAG = "bench.filler"
 
-if str(REPO_ROOT) not in sys.path:  # `tests.helpers` when run as `python benchmarks/relog.py`
-    sys.path.insert(0, str(REPO_ROOT))
-
 
 def log(message: str) -> None:
     print(f"[relog-bench] {message}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- environment
-
-
-def isolate_from_prefect(work: Path) -> None:
-    """No Prefect API: `relog` then takes no run locks. A private PREFECT_HOME keeps a profile
-    from bringing an API URL back."""
-    os.environ.pop("PREFECT_API_URL", None)
-    home = work / "prefect-home"
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ["PREFECT_HOME"] = str(home)
-    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 
 
 def prefect_api_state() -> str:
@@ -361,79 +342,23 @@ print(json.dumps({"seconds": elapsed, "cpu": cpu, "runs": len(spec["save_dirs"])
 """
 
 
-@dataclass
-class Flexlock010:
-    """FlexLock 0.10 with the same MLflow client as ours, in a virtual environment of its own."""
-
-    venv: Path
-    mlflow_version: str
-
-    @property
-    def python(self) -> Path:
-        return self.venv / "bin" / "python"
-
-    def versions(self) -> dict[str, str]:
-        if not self.python.exists():
-            return {}
-        probe = (
-            "import importlib.metadata as m, json\n"
-            "out = {}\n"
-            "for name in ('flexlock', 'mlflow'):\n"
-            "    try: out[name] = m.version(name)\n"
-            "    except m.PackageNotFoundError: pass\n"
-            "print(json.dumps(out))"
-        )
-        result = subprocess.run([str(self.python), "-c", probe], capture_output=True, text=True)
-        return json.loads(result.stdout) if result.returncode == 0 else {}
-
-    def ensure(self) -> dict[str, str]:
-        """Create the venv and install what is missing; the installed versions."""
-        wanted = {"flexlock": FLEXLOCK010_REQUIREMENT.split("==")[1], "mlflow": self.mlflow_version}
-        found = self.versions()
-        if found == wanted:
-            return found
-        if not self.python.exists():
-            log(f"creating {self.venv}")
-            subprocess.run([sys.executable, "-m", "venv", str(self.venv)], check=True)
-        missing = [f"{name}=={version}" for name, version in wanted.items() if found.get(name) != version]
-        log(f"installing {' '.join(missing)} into {self.venv} (about a minute)")
-        started = time.perf_counter()
-        subprocess.run(
-            [str(self.python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *missing],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        log(f"installed in {time.perf_counter() - started:.0f} s")
-        found = self.versions()
-        if found != wanted:
-            raise RuntimeError(f"{self.venv} holds {found}, wanted {wanted}")
-        return found
-
-    def relog(self, save_dirs: Sequence[str], experiment: str, work: Path) -> Pass:
-        spec = work / "flexlock010-spec.json"
-        spec.write_text(
-            json.dumps(
-                {"save_dirs": list(save_dirs), "experiment": experiment, "artifacts": ["metrics.json", "notes.txt"]}
-            )
-        )
-        script = inspect.getsource(endpoint_of) + FLEXLOCK010_LOOP
-        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-        result = subprocess.run(
-            [str(self.python), "-c", script, str(spec)], capture_output=True, text=True, env=env, check=False
-        )
-        (work / "flexlock010-stderr.log").write_text(result.stderr)
-        if result.returncode != 0:
-            raise RuntimeError(f"FlexLock 0.10 loop failed ({result.returncode}):\n{result.stderr[-3000:]}")
-        report = json.loads(result.stdout.strip().splitlines()[-1])
-        return Pass(
-            "FlexLock 0.10 mlflow_context (sequential)",
-            "FlexLock 0.10",
-            report["runs"],
-            report["seconds"],
-            Counter(report["requests"]),
-            report["cpu"],
-        )
+def relog_flexlock010(venv: Flexlock010Venv, save_dirs: Sequence[str], experiment: str, work: Path) -> Pass:
+    """FlexLock 0.10's loop over `save_dirs`, run and timed in its venv (which holds our MLflow client)."""
+    spec = work / "flexlock010-spec.json"
+    spec.write_text(
+        json.dumps({"save_dirs": list(save_dirs), "experiment": experiment, "artifacts": ["metrics.json", "notes.txt"]})
+    )
+    script = inspect.getsource(endpoint_of) + FLEXLOCK010_LOOP
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    report = venv.run(script, str(spec), env=env, stderr_log=work / "flexlock010-stderr.log")
+    return Pass(
+        "FlexLock 0.10 mlflow_context (sequential)",
+        "FlexLock 0.10",
+        report["runs"],
+        report["seconds"],
+        Counter(report["requests"]),
+        report["cpu"],
+    )
 
 
 # --------------------------------------------------------------------------- scale check
@@ -457,7 +382,7 @@ class ScalePoint:
 
     @property
     def median_ms(self) -> float:
-        return statistics.median(self.seconds) * 1000
+        return median(self.seconds) * 1000
 
 
 def query(store: str, sql: str, **params: Any) -> list[tuple]:
@@ -798,13 +723,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     work: Path = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
-    isolate_from_prefect(work)
+    # No Prefect API: `relog` then takes no run locks. One request fewer per run without MLflow's URL print.
+    prepare_environment(work / "prefect-home", MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true")
     import mlflow
 
     from flexlock_prefect.relogging import RELOG_WORKERS
 
-    flexlock = Flexlock010(VENV_DIR, mlflow.__version__)
-    versions = flexlock.ensure()
+    venv = Flexlock010Venv()
+    versions = venv.ensure(log, {"mlflow": mlflow.__version__})
     dirs = make_save_dirs(work / "dirs", "run", args.count)
     scale_dirs = make_save_dirs(work / "dirs", "scale", 2 * args.samples)
     prefect_note = prefect_api_state()
@@ -812,7 +738,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server_home = work / "server"
     with mlflow_server(server_home, args.server_workers, args.backend) as server:
         measures: dict[str, Callable[[], Pass]] = {
-            "flexlock010": lambda: flexlock.relog(dirs, EXPERIMENT_FLEXLOCK, work),
+            "flexlock010": lambda: relog_flexlock010(venv, dirs, EXPERIMENT_FLEXLOCK, work),
             "ours": lambda: relog_ours(dirs, EXPERIMENT_OURS, RELOG_WORKERS),
             "ours-w1": lambda: relog_ours(dirs, EXPERIMENT_OURS_W1, 1),
         }
@@ -827,10 +753,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     header = [
         f"Relog benchmark: {args.count} synthetic save_dirs ({PARAMS} params + save_dir, {METRICS} metrics, "
         f"1 KiB notes.txt; no data inputs)",
-        f"  machine: {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}; "
-        f"1-min load average {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end",
+        f"  machine: {machine_line()}; 1-min load average {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end",
         f"  MLflow {mlflow.__version__} client (ours) / FlexLock {versions['flexlock']} with MLflow "
-        f"{versions['mlflow']} client ({VENV_DIR.relative_to(REPO_ROOT)})",
+        f"{versions['mlflow']} client ({venv.path.relative_to(REPO_ROOT)})",
         f"  server: mlflow server --workers {args.server_workers}, {args.backend}, local artifacts, {server.url}"
         " (server CPU: the MLflow processes, not PostgreSQL's)",
         f"  {prefect_note}",

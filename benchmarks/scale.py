@@ -35,7 +35,6 @@ import argparse
 import os
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -48,9 +47,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-WORK = ROOT / "benchmarks" / ".work" / "scale"
+from _common import REPO_ROOT, WORK_ROOT, machine_line, median, percentile, prepare_environment, read_all_flow_runs
+
+WORK = WORK_ROOT / "scale"
 BUCKET = "s3://scale-benchmark"
 
 
@@ -58,33 +57,15 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def prepare_environment() -> None:
-    """A private Prefect home, no ephemeral server, no AWS lookups beyond loopback."""
-    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="prefect-home-")
-    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
-    os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
-    os.environ["AWS_CONFIG_FILE"] = os.devnull
-    os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
-    os.environ |= {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def read_all_flow_runs(deployment: str) -> list:
-    """Every flow run of a deployment (the API pages by 200)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
-
-    runs: list = []
-    with get_client(sync_client=True) as client:
-        while True:
-            page = client.read_flow_runs(
-                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])),
-                offset=len(runs),
-                limit=200,
-            )
-            runs += page
-            if len(page) < 200:
-                return runs
+# No AWS lookups beyond loopback: no instance metadata, no config or credentials of the machine.
+OFFLINE_AWS = {
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 @dataclass(frozen=True)
@@ -150,8 +131,7 @@ def active_counts(save_dirs: Sequence[str]) -> Counter:
 def spread(seconds: Sequence[float]) -> str:
     if len(seconds) < 2:
         return "too few runs"
-    p95 = statistics.quantiles(seconds, n=20, method="inclusive")[18]  # never beyond the largest value
-    return f"p50 {statistics.median(seconds):.0f} s, p95 {p95:.0f} s, max {max(seconds):.0f} s"
+    return f"p50 {median(seconds):.0f} s, p95 {percentile(seconds, 95):.0f} s, max {max(seconds):.0f} s"
 
 
 def report(save_dirs: Sequence[str], submitted: dict[str, Submission], mains: list, diags: list, args) -> bool:
@@ -169,7 +149,7 @@ def report(save_dirs: Sequence[str], submitted: dict[str, Submission], mains: li
     span = max(finished.values(), default=time.time()) - min(sub.at for sub in submitted.values())
 
     print()
-    print(f"scale-out load check — {platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(f"scale-out load check — {platform.node()}, {machine_line()}")
     print(
         f"{len(save_dirs)} main runs submitted at once; {args.workers} process workers × {args.runs_per_worker} "
         f"flow runs; MLflow server {args.mlflow_workers} workers; all on PostgreSQL, save_dirs on S3 (moto)"
@@ -201,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
-    prepare_environment()
+    prepare_environment(Path(tempfile.mkdtemp(prefix="prefect-home-")), **OFFLINE_AWS)
 
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -224,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         running = stack.enter_context(
             scale_stack(
                 WORK,
-                ROOT,
+                REPO_ROOT,
                 f"{BUCKET}/mlflow-artifacts",
                 env={"MLFLOW_S3_ENDPOINT_URL": endpoint, "FLEXLOCK_CACHE_DIR": str(WORK / "flexlock-cache")},
                 workers=args.workers,

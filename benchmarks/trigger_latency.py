@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import shutil
 import sys
 import time
@@ -62,11 +61,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-DEFAULT_WORK_DIR = BENCH_DIR / ".work" / "trigger_latency"
-if str(REPO_ROOT) not in sys.path:  # `tests.helpers` when run as `python benchmarks/trigger_latency.py`
-    sys.path.insert(0, str(REPO_ROOT))
+from _common import WORK_ROOT, machine_line, percentile, prepare_environment, read_all_flow_runs
+
+DEFAULT_WORK_DIR = WORK_ROOT / "trigger_latency"
 DIAG_DEPLOYMENT = "diag/diag"
 TARGET_CREATED_P50_S = 3.0
 QUIET_CHECK_S = 15.0
@@ -93,17 +90,6 @@ class Sample:
 
 
 # --------------------------------------------------------------------------- environment, services
-
-
-def prepare_environment(work: Path) -> None:
-    """Prefect reads these at import: a private client home, no telemetry, no ephemeral API, a
-    quiet console in this process (the served deployments get INFO, see `serve_deployments`)."""
-    os.environ["PREFECT_HOME"] = str(work / "prefect-client-home")
-    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
-    os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "WARNING"
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
-    os.environ.pop("PREFECT_API_URL", None)
 
 
 def reset_work_dir(work: Path) -> None:
@@ -204,24 +190,18 @@ def main_flow_run_id(save_dir: str) -> str:
     return str(prefect.flow_run_id)
 
 
-def find_diag_run(client: Any, save_dir: str) -> Any | None:
+def find_diag_run(save_dir: str) -> Any | None:
     """The diag flow run whose `save_dir` parameter is `save_dir` (the most recent, if several)."""
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
-
-    runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["diag"])))
-    matching = [run for run in runs if run.parameters.get("save_dir") == save_dir]
+    matching = [run for run in read_all_flow_runs("diag") if run.parameters.get("save_dir") == save_dir]
     return max(matching, key=lambda run: run.created) if matching else None
 
 
 def wait_for_final_diag(save_dir: str, timeout_s: float) -> Any | None:
     """The diag flow run of `save_dir` once it is final; the last seen (or None) on timeout."""
-    from prefect.client.orchestration import get_client
-
     deadline = time.monotonic() + timeout_s
     run = None
     while time.monotonic() < deadline:
-        with get_client(sync_client=True) as client:
-            run = find_diag_run(client, save_dir)
+        run = find_diag_run(save_dir)
         if run is not None and run.state is not None and run.state.is_final():
             return run
         time.sleep(POLL_S)
@@ -286,16 +266,6 @@ def measure_one(index: int, example: ModuleType, data: Path, runs_dir: Path, tim
 # --------------------------------------------------------------------------- statistics and report
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100) with linear interpolation between closest ranks."""
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    position = (len(ordered) - 1) * q / 100
-    low, high = math.floor(position), math.ceil(position)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
 @dataclass(frozen=True)
 class Stats:
     name: str
@@ -332,15 +302,6 @@ def print_row(sample: Sample) -> None:
     )
 
 
-def machine_line() -> str:
-    import prefect
-
-    return (
-        f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {platform.machine()}, "
-        f"Python {platform.python_version()}, Prefect {prefect.__version__}, {platform.system()} {platform.release()}"
-    )
-
-
 def summary(samples: Sequence[Sample]) -> list[Stats]:
     good = [s for s in samples if s.ok]
     return [
@@ -351,14 +312,14 @@ def summary(samples: Sequence[Sample]) -> list[Stats]:
     ]
 
 
-def print_summary(samples: Sequence[Sample], poll_s: float, quiet: str, loads: tuple[float, float]) -> bool:
+def print_summary(samples: Sequence[Sample], poll_s: float, host: str, quiet: str, loads: tuple[float, float]) -> bool:
     """Print the summary and the README table; True when the target is met and no run had a problem."""
     rows = summary(samples)
     poll = f"PREFECT_RUNNER_POLL_FREQUENCY={format_poll(poll_s)} s"
     good = sum(s.ok for s in samples)
     print()
     print(f"Summary over {good} of {len(samples)} main runs (seconds; {poll})")
-    print(f"Machine: {machine_line()}")
+    print(f"Machine: {host}")
     print(f"Load: {quiet}; 1-min load average {loads[0]:.2f} at the first run, {loads[1]:.2f} after the last")
     print(f"{'':40} {'n':>3} {'p50':>7} {'p95':>7} {'max':>7}")
     for row in rows:
@@ -384,7 +345,7 @@ def print_summary(samples: Sequence[Sample], poll_s: float, quiet: str, loads: t
     print("README table:")
     print()
     print(
-        f"Trigger latency, {good} main runs of `flows/train.py`, {poll}, {machine_line()} "
+        f"Trigger latency, {good} main runs of `flows/train.py`, {poll}, {host} "
         f"(`python benchmarks/trigger_latency.py`):"
     )
     print()
@@ -423,9 +384,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     work = args.work_dir.resolve()
     reset_work_dir(work)
-    prepare_environment(work)
+    prepare_environment(
+        work / "prefect-client-home",
+        PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL="WARNING",  # in this process; the served deployments get INFO
+        MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}",
+    )
+    import prefect
+
+    host = machine_line(f"Prefect {prefect.__version__}")
     print(f"Trigger latency: {args.runs} main runs, PREFECT_RUNNER_POLL_FREQUENCY={format_poll(args.poll)} s")
-    print(f"Machine: {machine_line()}")
+    print(f"Machine: {host}")
     quiet = wait_until_quiet(args.quiet_load, args.quiet_wait)
     print(quiet, flush=True)
 
@@ -450,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print_row(sample)
         load_after = os.getloadavg()[0]
         print(f"(runner and diag logs: {log})")
-    ok = print_summary(samples, args.poll, quiet, (load_before, load_after))
+    ok = print_summary(samples, args.poll, host, quiet, (load_before, load_after))
     return 0 if ok else 1
 
 

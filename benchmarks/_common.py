@@ -1,0 +1,266 @@
+"""What the benchmark scripts share: paths, environment, machine line, percentiles and FlexLock 0.10's venv.
+
+The scripts run as `python benchmarks/X.py`, which puts `benchmarks/` first on `sys.path`, so they
+import this module as `_common`: no package `__init__.py` and no path line in each script. On import
+it puts the repository root on `sys.path` once for all of them, so that `tests.helpers` imports and
+this checkout's `flexlock_prefect` is the one measured, not another copy installed elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WORK_ROOT = REPO_ROOT / "benchmarks" / ".work"  # git-ignored: workloads, servers, the venv
+CHUNK = 1024**2
+RACY_WINDOW_S = 2.5  # files newer than ~2 s are hashed but never stat-cached (capture.data.RACY_WINDOW_NS)
+API_PAGE = 200  # the most rows the Prefect API returns per request
+FLEXLOCK010_VERSION = "0.10.0"
+FLEXLOCK010_VENV = WORK_ROOT / "venv-flexlock010"
+
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def prepare_environment(prefect_home: Path, **env: str) -> None:
+    """Isolate this process from any Prefect set-up of the machine, before Prefect is imported.
+
+    Prefect reads its settings at import, and a benchmark must not talk to an API (or a profile)
+    it did not start, send telemetry, or have Prefect start an ephemeral API behind its back.
+
+    Args:
+        prefect_home: a private `PREFECT_HOME`, created if missing, so no profile brings an API URL back.
+        **env: the benchmark's own variables (console level, MLflow, AWS), set as well.
+    """
+    prefect_home.mkdir(parents=True, exist_ok=True)
+    os.environ.pop("PREFECT_API_URL", None)
+    os.environ["PREFECT_HOME"] = str(prefect_home)
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
+    os.environ.update(env)
+
+
+def machine_line(*extras: str) -> str:
+    """The machine a benchmark ran on, in one line, the same facts in the same words for every benchmark.
+
+    Timings mean little without the machine, and one wording lets runs of different benchmarks be
+    compared. Both CPU counts are given: `os.cpu_count()` is the machine's, nproc (the affinity
+    mask) what this process may use, which is less in a container.
+
+    Args:
+        *extras: what else matters to the benchmark (versions, settings), appended in order.
+    """
+    nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    facts = [
+        _cpu_model(),
+        f"{os.cpu_count()} CPUs (nproc {nproc})",
+        _memory(),
+        platform.machine(),
+        f"{platform.system()} {platform.release()}",
+        f"Python {platform.python_version()}",
+    ]
+    return ", ".join([*facts, *extras])
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _memory() -> str:
+    try:
+        return f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 1024**3:.0f} GiB RAM"
+    except (ValueError, OSError):
+        return "unknown RAM"
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def percentile(values: Sequence[float], q: int) -> float:
+    """The `q`-th percentile (a whole number, 1 to 99) of `values`, inclusive of the values themselves.
+
+    Inclusive: linear interpolation between the closest ranks (`statistics`' "inclusive" method),
+    so a percentile never lies beyond the largest value, as the default "exclusive" method's p95 of
+    a few samples does. The cut is made into the fewest equal parts (`q=90`: tenths), which gives
+    bit for bit what `statistics.median` and `quantiles(n=10)` give.
+
+    Returns:
+        NaN for no values, the value itself for one.
+    """
+    if len(values) < 2:
+        return values[0] if values else math.nan
+    step = math.gcd(q, 100)
+    return statistics.quantiles(values, n=100 // step, method="inclusive")[q // step - 1]
+
+
+def median(values: Sequence[float]) -> float:
+    """`statistics.median`, but NaN for no values: a report row with nothing measured still prints."""
+    return percentile(values, 50)
+
+
+# --------------------------------------------------------------------------- workloads
+
+
+def write_random_file(path: Path, size: int, random_bytes: Callable[[int], bytes]) -> None:
+    """Write `size` bytes from `random_bytes(n)` to `path`, a `CHUNK` at a time.
+
+    The bytes go to a `.partial` file first, renamed at the end: an interrupted write leaves no file
+    of the right size that the next run would take for a finished workload. `random_bytes` decides
+    whether the content is the same on every run (a seeded `random.Random.randbytes`) or not.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    with open(partial, "wb") as handle:
+        for start in range(0, size, CHUNK):
+            handle.write(random_bytes(min(CHUNK, size - start)))
+    partial.replace(path)
+
+
+def wait_until_settled(paths: Iterable[Path]) -> None:
+    """Sleep until the newest of `paths` is older than `RACY_WINDOW_S`.
+
+    flexlock hashes files modified within ~2 s but does not stat-cache them (their content may still
+    change within the timestamp's resolution), so a freshly written workload would not show what a
+    warm stat cache saves.
+    """
+    newest = max(max(st.st_mtime, st.st_ctime) for st in (path.stat() for path in paths))
+    delay = newest + RACY_WINDOW_S - time.time()
+    if delay > 0:
+        time.sleep(delay)
+
+
+# --------------------------------------------------------------------------- Prefect
+
+
+def read_all_flow_runs(deployment: str) -> list[Any]:
+    """Every flow run of the deployment named `deployment`, read `API_PAGE` at a time.
+
+    The API returns at most one page per request, so reading once would silently miss runs.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    runs: list[Any] = []
+    with get_client(sync_client=True) as client:
+        while True:
+            page = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])),
+                offset=len(runs),
+                limit=API_PAGE,
+            )
+            runs += page
+            if len(page) < API_PAGE:
+                return runs
+
+
+# --------------------------------------------------------------------------- FlexLock 0.10
+
+
+@dataclass(frozen=True)
+class Flexlock010Venv:
+    """FlexLock 0.10, the baseline of the hashing and relog benchmarks, in a virtual environment of its own.
+
+    Its own, because its dependencies must not meet ours; one, because it takes about a minute to
+    build and serves both benchmarks, which check it and complete it as each needs.
+    """
+
+    path: Path = FLEXLOCK010_VENV
+
+    @property
+    def python(self) -> Path:
+        return self.path / "bin" / "python"
+
+    def versions(self, names: Iterable[str]) -> dict[str, str]:
+        """The installed version of each of the distributions `names` that is installed ({} without the venv)."""
+        if not self.python.exists():
+            return {}
+        probe = (
+            "import importlib.metadata as m, json, sys\n"
+            "out = {}\n"
+            "for name in sys.argv[1:]:\n"
+            "    try: out[name] = m.version(name)\n"
+            "    except m.PackageNotFoundError: pass\n"
+            "print(json.dumps(out))"
+        )
+        result = subprocess.run([str(self.python), "-c", probe, *names], capture_output=True, text=True)
+        return json.loads(result.stdout) if result.returncode == 0 else {}
+
+    def ensure(self, log: Callable[[str], None], pins: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Create the venv if missing and pip-install whatever of flexlock 0.10 and `pins` it lacks.
+
+        Args:
+            log: where progress goes (a build takes about a minute).
+            pins: further distributions and the versions wanted (the relog benchmark pins our MLflow).
+
+        Returns:
+            The installed versions of flexlock and of `pins`.
+
+        Raises:
+            RuntimeError: a step failed (with its stderr) or the venv still holds other versions;
+                the caller decides whether a missing baseline stops the benchmark.
+        """
+        wanted = {"flexlock": FLEXLOCK010_VERSION, **(pins or {})}
+        found = self.versions(wanted)
+        if found == wanted:
+            return found
+        if not self.python.exists():
+            log(f"creating {self.path}")
+            _run_step([sys.executable, "-m", "venv", str(self.path)])
+        missing = [f"{name}=={version}" for name, version in wanted.items() if found.get(name) != version]
+        log(f"installing {' '.join(missing)} into {self.path} (about a minute)")
+        started = time.perf_counter()
+        _run_step([str(self.python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *missing])
+        log(f"installed in {time.perf_counter() - started:.0f} s")
+        found = self.versions(wanted)
+        if found != wanted:
+            raise RuntimeError(f"{self.path} holds {found}, wanted {wanted}")
+        return found
+
+    def run(self, script: str, *args: str, env: Mapping[str, str], stderr_log: Path | None = None) -> dict[str, Any]:
+        """Run `script` with the venv's python; the JSON object on the last line of its stdout.
+
+        The script times its own work and prints the result last, so interpreter start-up and imports
+        stay out of the measurement and whatever FlexLock prints before is ignored.
+
+        Args:
+            script: Python source, run with `-c`, `args` as its `sys.argv[1:]`.
+            env: the whole environment of the subprocess.
+            stderr_log: where to keep its stderr, failed or not.
+
+        Raises:
+            RuntimeError: the script failed; the message ends with its stderr.
+        """
+        result = subprocess.run(
+            [str(self.python), "-c", script, *args], capture_output=True, text=True, env=dict(env), check=False
+        )
+        if stderr_log is not None:
+            stderr_log.write_text(result.stderr)
+        if result.returncode != 0:
+            raise RuntimeError(f"FlexLock 0.10 exited {result.returncode}:\n{result.stderr[-3000:]}")
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _run_step(command: list[str]) -> None:
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"`{' '.join(command)}` exited {result.returncode}:\n{result.stderr.strip()}")
