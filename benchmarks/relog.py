@@ -36,7 +36,7 @@ What is timed (wall clock, seconds, runs/s):
 
 FlexLock runs first by default, so ours meets the bigger database (every run the store holds
 makes the tag searches of both sides slower); `--order flexlock-last` reverses it. Both get
-`MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=true` (flexlock-prefect sets it by default; without it
+`MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=true` (flexlock-prefect sets it while it ends a run; without it
 MLflow spends one more request per run on printing a URL). HTTP requests are counted in each
 process by wrapping `requests.Session.request` (MLflow's REST and artifact clients both go
 through it) and reported per relog, by endpoint.
@@ -284,7 +284,7 @@ class Pass:
 
 
 def relog_ours(save_dirs: Sequence[str], experiment: str, workers: int) -> Pass:
-    from flexlock_prefect.relogging import relog
+    from flexlock_prefect.tracking import relog
 
     counter = RequestCounter()
     with counter.installed():
@@ -458,7 +458,7 @@ def fill_experiment(store: str, experiment_id: str, artifact_location: str, coun
 
 
 def time_one_relog(save_dir: str, experiment: str) -> tuple[float, RequestCounter]:
-    from flexlock_prefect.relogging import relog
+    from flexlock_prefect.tracking import relog
 
     counter = RequestCounter()
     with counter.installed():
@@ -473,7 +473,7 @@ def time_one_relog(save_dir: str, experiment: str) -> tuple[float, RequestCounte
 def scale_point(store: str, experiment_id: str, artifact_location: str, target: int, dirs: Sequence[str]) -> ScalePoint:
     """Fill the experiment so that it holds `target` runs once `dirs` are logged, then time a
     superseding relog of each of them."""
-    from flexlock_prefect.relogging import relog
+    from flexlock_prefect.tracking import relog
 
     filler = target - len(dirs) - experiment_run_count(store, experiment_id)
     if filler > 0:
@@ -727,7 +727,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     prepare_environment(work / "prefect-home", MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true")
     import mlflow
 
-    from flexlock_prefect.relogging import RELOG_WORKERS
+    from flexlock_prefect.settings import get_settings
+
+    relog_workers = get_settings().relog_workers
 
     venv = Flexlock010Venv()
     versions = venv.ensure(log, {"mlflow": mlflow.__version__})
@@ -739,7 +741,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with mlflow_server(server_home, args.server_workers, args.backend) as server:
         measures: dict[str, Callable[[], Pass]] = {
             "flexlock010": lambda: relog_flexlock010(venv, dirs, EXPERIMENT_FLEXLOCK, work),
-            "ours": lambda: relog_ours(dirs, EXPERIMENT_OURS, RELOG_WORKERS),
+            "ours": lambda: relog_ours(dirs, EXPERIMENT_OURS, relog_workers),
             "ours-w1": lambda: relog_ours(dirs, EXPERIMENT_OURS_W1, 1),
         }
         order = list(measures) if args.order == "flexlock-first" else ["ours", "ours-w1", "flexlock010"]
@@ -761,7 +763,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"  {prefect_note}",
         f"  order of the passes: {', '.join(order)} (each meets the runs of the ones before in the store)",
     ]
-    print(report(header, [passes[name] for name in measures], scale, checks, RELOG_WORKERS))
+    print(report(header, [passes[name] for name in measures], scale, checks, relog_workers))
     return 0 if all(ok for _, ok in checks) else 1
 
 

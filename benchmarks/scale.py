@@ -114,7 +114,8 @@ def active_counts(save_dirs: Sequence[str]) -> Counter:
     from mlflow import MlflowClient
 
     from flexlock_prefect.lock import logical_run_key
-    from flexlock_prefect.supersede import ACTIVE, STATUS, runs_of
+    from flexlock_prefect.tracking.supersede import runs_of
+    from flexlock_prefect.tracking.tags import ACTIVE, STATUS
 
     client = MlflowClient()
     experiments = [e.experiment_id for e in client.search_experiments()]
@@ -198,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fs.mkdir(BUCKET.removeprefix("s3://"))
         data = f"{BUCKET}/data/breast_cancer.csv"
         example = load_flow_module("flows/train.py")
-        storage.write_atomic(data, example.prepare_example_data().read_bytes())
+        storage.write_atomic(data, example.EXAMPLE_DATA.read_bytes())
 
         started = time.perf_counter()
         running = stack.enter_context(
