@@ -15,7 +15,7 @@ already complete are kept):
   the FlexLock loop logs `metrics.json` as an artifact too, to do the same work).
 
 One `mlflow server` (SQLite backend, or with `--backend postgresql` a fresh PostgreSQL cluster of
-`flexlock_prefect.scaleout`; local `--artifacts-destination`, loopback, `--server-workers`
+`tests.helpers.scaleout`; local `--artifacts-destination`, loopback, `--server-workers`
 processes, default one; job execution off) is started fresh under `benchmarks/.work/relog/server/`
 and serves everything; its process group is stopped at the end. `PREFECT_API_URL` is unset (and
 `PREFECT_HOME` private), so `relog` takes no Prefect run locks; the output says so.
@@ -144,7 +144,7 @@ def mlflow_server(home: Path, workers: int = 1, backend: str = "sqlite") -> Iter
     """A fresh `mlflow server` (local artifacts) on a free loopback port, on SQLite or on a fresh
     PostgreSQL cluster; stopped as a group."""
     from flexlock_prefect.local import start_mlflow_server
-    from flexlock_prefect.scaleout import postgres
+    from tests.helpers.scaleout import postgres
 
     shutil.rmtree(home, ignore_errors=True)
     (home / "artifacts").mkdir(parents=True)

@@ -1,6 +1,6 @@
 """Load check of the scale-out configuration: many main runs submitted at once through the work pool.
 
-What runs. The stack of `flexlock_prefect.scaleout` on loopback, every part real: PostgreSQL,
+What runs. The stack of `tests.helpers.scaleout` on loopback, every part real: PostgreSQL,
 `prefect server start` on it, `--workers` process workers (each running at most
 `--runs-per-worker` flow runs at once) pulling from the work pool of `deployments/prefect.yaml`,
 an `mlflow server` on PostgreSQL (`--mlflow-workers`) with artifacts on S3, and moto as the S3
@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from flexlock_prefect import storage
     from flexlock_prefect.demo import load_flow_module
-    from flexlock_prefect.scaleout import scale_stack
+    from tests.helpers.scaleout import scale_stack
     from tests.helpers.servers import start_s3_endpoint
 
     with ExitStack() as stack:

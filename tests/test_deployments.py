@@ -22,7 +22,7 @@ from flexlock_prefect import RunLock
 from flexlock_prefect.demo import load_flow_module, project_root
 from flexlock_prefect.local import served_deployments
 from flexlock_prefect.lock import logical_run_key
-from flexlock_prefect.scaleout import deploy_project, priority_queue_name, work_pool_name
+from tests.helpers.scaleout import deploy_project, priority_queue_name, work_pool_name
 from flexlock_prefect.serving import DEPLOYMENTS
 from flexlock_prefect.tracking.supersede import runs_of
 from flexlock_prefect.tracking.tags import ACTIVE, STATUS

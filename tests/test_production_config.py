@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from flexlock_prefect.demo import project_root
-from flexlock_prefect.scaleout import work_pool_name
+from tests.helpers.scaleout import work_pool_name
 
 ROOT = project_root()
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY", re.IGNORECASE)
