@@ -117,9 +117,7 @@ def _wait_for_deployment(name: str, log: Path) -> None:
                 return
             except ObjectNotFound:
                 time.sleep(0.5)
-    raise FlexlockError(
-        f"deployment {name} was not served within {wait_s:.0f}s (FLEXLOCK_DEMO_TIMEOUT_S): see {log}"
-    )
+    raise FlexlockError(f"deployment {name} was not served within {wait_s:.0f}s (FLEXLOCK_DEMO_TIMEOUT_S): see {log}")
 
 
 def _wait_for_diag(save_dir: str, log: Path) -> str:

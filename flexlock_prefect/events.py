@@ -74,6 +74,17 @@ def emit_relog_requested(root: str, force: bool = False) -> None:
     EventsWorker.drain_all(timeout=30)
 
 
+def emit_model_event(
+    event: str, model: str, version: str, origin: str | None, to: str, by: str | None, comment: str
+) -> None:
+    """Announce a promotion's outcome (`MODEL_PROMOTED` or `MODEL_REJECTED`) about one model version."""
+    emit_event(
+        event=event,
+        resource={"prefect.resource.id": f"flexlock.model.{model}.{version}", "flexlock.model": model},
+        payload={"name": model, "version": version, "from": origin, "to": to, "approved_by": by, "comment": comment},
+    )
+
+
 def _payload_value(field: str) -> dict[str, Any]:
     """A trigger parameter taking a payload field with its JSON type (a bool stays a bool)."""
     return {

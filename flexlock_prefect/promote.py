@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from mlflow import MlflowClient
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.events import emit_event
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run
 
 from flexlock_prefect.compare import diff_locks
 from flexlock_prefect.concurrency import model_lock
+from flexlock_prefect.events import MODEL_PROMOTED, MODEL_REJECTED, emit_model_event
 from flexlock_prefect.exceptions import FlexlockError, LifecycleError
 from flexlock_prefect.lock import RunLock
 from flexlock_prefect.settings import get_settings
@@ -143,14 +143,6 @@ def _num(value: float | None) -> str:
     return "" if value is None else f"{value:.4g}"
 
 
-def _announce(event: str, model: str, version: str, origin: str | None, to: str, by: str | None, comment: str) -> None:
-    emit_event(
-        event=event,
-        resource={"prefect.resource.id": f"flexlock.model.{model}.{version}", "flexlock.model": model},
-        payload={"name": model, "version": version, "from": origin, "to": to, "approved_by": by, "comment": comment},
-    )
-
-
 @flow(name="promote", log_prints=True)
 def promote(
     model: str,
@@ -166,8 +158,6 @@ def promote(
     `timeout` and `poll_interval` (seconds) default to `FLEXLOCK_APPROVAL_TIMEOUT_S` and
     `FLEXLOCK_APPROVAL_POLL_INTERVAL_S`.
     """
-    from flexlock_prefect.events import MODEL_PROMOTED, MODEL_REJECTED
-
     settings = get_settings()
     timeout = timeout or settings.approval_timeout_s
     poll_interval = poll_interval or settings.approval_poll_interval_s
@@ -189,7 +179,7 @@ def promote(
     )
 
     def reject(comment: str, by: str | None = None) -> PromotionRejected:
-        _announce(MODEL_REJECTED, model, version, origin, to, by, comment)
+        emit_model_event(MODEL_REJECTED, model, version, origin, to, by, comment)
         return PromotionRejected(f"promotion of {model} version {version} to {to} refused: {comment}")
 
     if failures:
@@ -222,7 +212,7 @@ def promote(
         serialize=model_lock,
         client=client,
     )
-    _announce(MODEL_PROMOTED, model, version, origin, to, by, comment)
+    emit_model_event(MODEL_PROMOTED, model, version, origin, to, by, comment)
     print(
         f"{model} version {version}: {origin or 'new'} → {to}, approved by {by}"
         + (f"; version {moves[0].version} archived" if len(moves) > 1 else "")
