@@ -22,11 +22,11 @@ from flexlock_prefect import RunLock
 from flexlock_prefect.demo import load_flow_module, project_root
 from flexlock_prefect.local import served_deployments
 from flexlock_prefect.lock import logical_run_key
-from tests.helpers.scaleout import deploy_project, priority_queue_name, work_pool_name
 from flexlock_prefect.serving import DEPLOYMENTS
 from flexlock_prefect.tracking.supersede import runs_of
 from flexlock_prefect.tracking.tags import ACTIVE, STATUS
 from tests.helpers.prefect_api import wait_for_flow_runs
+from tests.helpers.scaleout import deploy_project, priority_queue_name, work_pool_name
 
 ROOT = project_root()
 YAML = ROOT / "deployments" / "prefect.yaml"

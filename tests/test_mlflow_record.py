@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from flexlock_prefect.lock import PrefectState, logical_run_key
-from flexlock_prefect.mlflow_logging import (
-    BATCH_LIMIT,
+from flexlock_prefect.tracking.client import BATCH_LIMIT, log_batch
+from flexlock_prefect.tracking.record import (
     KEY_LIMIT,
     PARAM_VALUE_LIMIT,
     TAG_VALUE_LIMIT,
@@ -20,7 +20,6 @@ from flexlock_prefect.mlflow_logging import (
     creation_tags,
     dataset_inputs,
     experiment_name,
-    log_batch,
     mlflow_enabled,
     run_name,
 )

@@ -10,17 +10,16 @@ from __future__ import annotations
 import pytest
 
 from flexlock_prefect.lock import logical_run_key
-from flexlock_prefect.supersede import (
+from flexlock_prefect.tracking.supersede import Repair, repair_chain
+from flexlock_prefect.tracking.tags import (
     ACTIVE,
     CHAIN_TAGS,
     DEPRECATED,
-    KEY,
     STATUS,
     SUPERSEDED_BY,
     SUPERSEDES,
-    Repair,
-    repair_chain,
 )
+from flexlock_prefect.tracking.tags import LOGICAL_RUN_KEY as KEY
 from tests.helpers.fakes import FakeMlflowClient, now_ms
 
 LOGICAL_KEY = logical_run_key("file:///runs/a")

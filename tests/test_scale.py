@@ -25,11 +25,11 @@ from flexlock_prefect import RunLock, storage
 from flexlock_prefect.demo import load_flow_module, project_root
 from flexlock_prefect.lock import logical_run_key
 from flexlock_prefect.registry import APPROVED_BY, LIFECYCLE
-from tests.helpers.scaleout import ScaleStack, scale_stack
 from flexlock_prefect.tracking.supersede import runs_of
 from flexlock_prefect.tracking.tags import ACTIVE, LOCK_DIGEST, STATUS
 from flexlock_prefect.verify import verify_lock
 from tests.helpers.prefect_api import wait_for_flow_runs
+from tests.helpers.scaleout import ScaleStack, scale_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.scale]
 
