@@ -1,16 +1,23 @@
 """Shared fixtures: an isolated stat cache per test, and real servers on loopback: an S3 endpoint
-(moto in server mode) and a Prefect server (`prefect server start`, SQLite)."""
+(moto in server mode) and a Prefect server (`prefect server start`, SQLite).
+
+The Prefect API is opt-in per test: the server runs for the whole session, but only a test that
+requests `prefect_api` (directly or through another fixture) sees it; every other test runs with
+no Prefect API at all, whatever ran before it.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers.servers import prefect_server_for_this_process, start_s3_endpoint
+from tests.helpers.prefect_api import runs_from_now_on
+from tests.helpers.servers import prefect_client_pointed_at, prefect_server, start_s3_endpoint
 
 # Never let an AWS client look for credentials or regions beyond loopback.
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
@@ -27,6 +34,20 @@ os.environ.pop("PREFECT_API_URL", None)
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts with an empty stat cache, so no test sees another's digests."""
     monkeypatch.setenv("FLEXLOCK_CACHE_DIR", str(tmp_path_factory.mktemp("flexlock-cache")))
+
+
+@pytest.fixture(autouse=True)
+def no_temporary_prefect_server() -> Iterator[None]:
+    """Prefect starts a temporary server of its own when an event is emitted with no API
+    configured; a test must request `prefect_api` instead, and never leave such a server behind."""
+    yield
+    server_module = sys.modules.get("prefect.server.api.server")  # not imported: none started
+    started = dict(server_module.SubprocessASGIServer._instances) if server_module else {}
+    if started:
+        server_module.SubprocessASGIServer._instances.clear()
+        for server in started.values():
+            server.stop()
+        pytest.fail("this test started a temporary Prefect server: request the `prefect_api` fixture")
 
 
 @pytest.fixture(scope="session")
@@ -54,14 +75,36 @@ def s3_bucket(s3_endpoint: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`prefect server start` on a free loopback port with its own SQLite database.
-
-    The session's flows and clients talk to it through `PREFECT_API_URL`, in this process
-    (temporary settings) and in subprocesses (environment).
-    """
-    with prefect_server_for_this_process(tmp_path_factory.mktemp("prefect-server")) as url:
+def prefect_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`prefect server start` on a free loopback port with its own SQLite database, for the whole
+    session; its API URL. Nothing is pointed at it: tests take `prefect_api`."""
+    with prefect_server(tmp_path_factory.mktemp("prefect-server")) as url:
         yield url
+
+
+@pytest.fixture
+def prefect_api(prefect_server_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The session's Prefect API, for this test only: its flows and clients talk to it through
+    `PREFECT_API_URL`, in this process (temporary settings) and in subprocesses (environment).
+
+    `wait_for_flow_runs` counts only the flow runs created during the test. On teardown the
+    client's queued events and logs are sent before the settings are restored.
+    """
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server_url)
+    with prefect_client_pointed_at(prefect_server_url), runs_from_now_on():
+        yield prefect_server_url
+
+
+@pytest.fixture(scope="module")
+def module_prefect_api(prefect_server_url: str) -> Iterator[str]:
+    """The session's Prefect API for the rest of one module, for module-scoped fixtures that use
+    it in their own set-up and teardown (served deployments). Until the module ends its later
+    tests see the API too, so use it only in a module whose tests either request `prefect_api`
+    themselves (none then relies on this) or do not touch Prefect."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PREFECT_API_URL", prefect_server_url)
+        with prefect_client_pointed_at(prefect_server_url):
+            yield prefect_server_url
 
 
 @pytest.fixture(scope="session")

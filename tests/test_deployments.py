@@ -48,7 +48,7 @@ def test_prefect_yaml_declares_the_same_deployments_schedules_and_triggers_as_se
 
 
 @pytest.fixture(scope="module")
-def served(prefect_api: str, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def served(module_prefect_api: str, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """`deployments/serve.py` in a subprocess polling every second; its deployments and their
     automations are deleted afterwards, so later tests' runs trigger nothing."""
     log = tmp_path_factory.mktemp("serve") / "serve.log"
@@ -82,7 +82,7 @@ def _active(save_dir: str) -> list:
 
 @pytest.mark.integration
 def test_a_completed_main_run_is_logged_to_mlflow_by_the_triggered_diag_deployment(
-    served: None, tmp_path: Path
+    served: None, prefect_api: str, tmp_path: Path
 ) -> None:
     example = load_flow_module("flows/train.py")
     data = example.prepare_example_data(tmp_path / "data.csv")
@@ -97,7 +97,9 @@ def test_a_completed_main_run_is_logged_to_mlflow_by_the_triggered_diag_deployme
 
 
 @pytest.mark.integration
-def test_a_relog_request_event_supersedes_every_run_under_the_root_once(served: None, tmp_path: Path) -> None:
+def test_a_relog_request_event_supersedes_every_run_under_the_root_once(
+    served: None, prefect_api: str, tmp_path: Path
+) -> None:
     example = load_flow_module("flows/train.py")
     data = example.prepare_example_data(tmp_path / "data.csv")
     root = tmp_path / "runs"
@@ -129,7 +131,9 @@ def test_a_relog_request_event_supersedes_every_run_under_the_root_once(served: 
 
 
 @pytest.mark.integration
-def test_the_cli_promotes_through_the_served_deployment_and_approves(served: None, tmp_path: Path) -> None:
+def test_the_cli_promotes_through_the_served_deployment_and_approves(
+    served: None, prefect_api: str, tmp_path: Path
+) -> None:
     from flexlock_prefect.registry import LIFECYCLE
 
     model = f"served-{tmp_path.name[-8:].lower().replace('_', '-')}"

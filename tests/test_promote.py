@@ -7,8 +7,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import suppress
 from contextvars import copy_context
 from pathlib import Path
 
@@ -20,10 +21,12 @@ from prefect.client.schemas.filters import (
     FlowFilter,
     FlowFilterName,
     FlowRunFilter,
+    FlowRunFilterName,
     FlowRunFilterState,
     FlowRunFilterStateType,
 )
-from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.exceptions import FlowPauseTimeout, NotPausedError
 from prefect.flow_runs import resume_flow_run
 
 from flexlock_prefect.demo import load_flow_module
@@ -64,27 +67,77 @@ def state(name: str) -> tuple[dict, dict]:
     return dict(client.get_registered_model(name).aliases), tags
 
 
-pool = ThreadPoolExecutor(2)
+class Promotions:
+    """Promote flows running in threads of this test, each under a flow run name of its own, so
+    that a promotion finds its own paused run and never another test's (or a leftover's)."""
 
+    def __init__(self, executor: ThreadPoolExecutor) -> None:
+        self.executor = executor
+        self.started: dict[str, Future] = {}
 
-def start(**parameters) -> tuple[Future, str]:
-    """Run the promote flow in a thread; return it and the id of its flow run once it is paused."""
-    future = pool.submit(copy_context().run, promote, poll_interval=1, **parameters)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
+    def submit(self, **parameters) -> tuple[Future, str]:
+        """Start one promotion (in a copy of this context: the test's Prefect API); returns it and
+        its flow run name."""
+        name = f"promote-{uuid.uuid4().hex[:8]}"
+        flow = promote.with_options(flow_run_name=name)
+        future = self.executor.submit(copy_context().run, flow, poll_interval=1, **parameters)
+        self.started[name] = future
+        return future, name
+
+    def paused(self, names: list[str]) -> list[FlowRun]:
+        """Those of the named flow runs that are paused for approval."""
         with get_client(sync_client=True) as client:
-            paused = client.read_flow_runs(
+            return client.read_flow_runs(
                 flow_filter=FlowFilter(name=FlowFilterName(any_=["promote"])),
                 flow_run_filter=FlowRunFilter(
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+                    name=FlowRunFilterName(any_=names),
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
                 ),
             )
-        if paused:
-            return future, str(paused[0].id)
-        if future.done():
-            future.result()  # raise what ended it early
-        time.sleep(0.5)
-    raise AssertionError("the promotion never paused for approval")
+
+    def wait_until_paused(self, names: list[str], timeout_s: float = 90) -> list[FlowRun]:
+        """The named flow runs once all of them are paused; raises what ended one early."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            paused = self.paused(names)
+            if len(paused) == len(names):
+                return paused
+            for name in names:
+                if self.started[name].done():
+                    self.started[name].result()  # raise what ended it early
+            time.sleep(0.5)
+        raise AssertionError(f"{len(names) - len(paused)} of the promotions {names} never paused for approval")
+
+    def stop(self, timeout_s: float = 120) -> None:
+        """Reject every promotion of this test still waiting for approval (one may pause only
+        now) until all have ended, then stop the threads: none outlives the test's Prefect API."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            waiting = [name for name, future in self.started.items() if not future.done()]
+            if not waiting:
+                break
+            for run in self.paused(waiting):
+                with suppress(NotPausedError, FlowPauseTimeout, RuntimeError):  # it ended meanwhile
+                    approve_with_client(str(run.id), False, "the test ended")
+            wait([self.started[name] for name in waiting], timeout=0.5)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+@pytest.fixture
+def promotions(prefect_api: str) -> Iterator[Promotions]:
+    """Two threads for promotions that wait for approval, stopped with the test."""
+    started = Promotions(ThreadPoolExecutor(2, thread_name_prefix="promote"))
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def start(promotions: Promotions, **parameters) -> tuple[Future, str]:
+    """Run the promote flow in a thread; return it and the id of its flow run once it is paused."""
+    future, name = promotions.submit(**parameters)
+    [run] = promotions.wait_until_paused([name])
+    return future, str(run.id)
 
 
 def approve_with_client(run_id: str, approved: bool = True, comment: str = "looks good") -> None:
@@ -101,16 +154,19 @@ def approve_with_cli(run_id: str, *extra: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def promote_with(answer: Callable[[str], None], **parameters) -> str:
-    future, run_id = start(**parameters)
+def promote_with(promotions: Promotions, answer: Callable[[str], None], **parameters) -> str:
+    future, run_id = start(promotions, **parameters)
     answer(run_id)
     return future.result(timeout=120)
 
 
-def test_a_version_is_promoted_to_prod_with_approvals_and_replaces_the_old_prod(model: str) -> None:
+def test_a_version_is_promoted_to_prod_with_approvals_and_replaces_the_old_prod(
+    model: str, promotions: Promotions
+) -> None:
     assert promote(model=model, version="1", to="dev", approval=False) == f"models:/{model}@dev"
-    promote_with(approve_with_client, model=model, version="1", to="staging")
+    promote_with(promotions, approve_with_client, model=model, version="1", to="staging")
     promote_with(
+        promotions,
         lambda run_id: approve_with_cli(run_id, "--comment", "ship it"),
         model=model,
         version="1",
@@ -120,8 +176,15 @@ def test_a_version_is_promoted_to_prod_with_approvals_and_replaces_the_old_prod(
     assert state(model) == ({"prod": "1"}, {"1": ("prod", "bo"), "2": (None, None)})
 
     promote(model=model, version="2", to="dev", approval=False)
-    promote_with(approve_with_client, model=model, version="2", to="staging")
-    promote_with(approve_with_client, model=model, version="2", to="prod", checks=["accuracy >= prod.accuracy - 0.05"])
+    promote_with(promotions, approve_with_client, model=model, version="2", to="staging")
+    promote_with(
+        promotions,
+        approve_with_client,
+        model=model,
+        version="2",
+        to="prod",
+        checks=["accuracy >= prod.accuracy - 0.05"],
+    )
 
     aliases, tags = state(model)
     assert aliases == {"prod": "2", "archived": "1"} and tags["1"][0] == "archived" and tags["2"][0] == "prod"
@@ -133,17 +196,21 @@ def test_a_version_is_promoted_to_prod_with_approvals_and_replaces_the_old_prod(
     assert loaded.predict([[0.0] * 30]).shape == (1,)
 
 
-def test_rejection_and_timeout_leave_the_registry_exactly_as_it_was(model: str) -> None:
+def test_rejection_and_timeout_leave_the_registry_exactly_as_it_was(model: str, promotions: Promotions) -> None:
     promote(model=model, version="1", to="dev", approval=False)
     before = state(model)
     with pytest.raises(PromotionRejected, match="not convinced"):
         promote_with(
-            lambda run_id: approve_with_client(run_id, False, "not convinced"), model=model, version="1", to="staging"
+            promotions,
+            lambda run_id: approve_with_client(run_id, False, "not convinced"),
+            model=model,
+            version="1",
+            to="staging",
         )
     assert state(model) == before
     wait_for_events(MODEL_REJECTED, f"flexlock.model.{model}.1", comment="not convinced")
 
-    future, _ = start(model=model, version="1", to="staging", timeout=2)
+    future, _ = promotions.submit(model=model, version="1", to="staging", timeout=2)  # no waiting for a 2 s pause
     with pytest.raises(PromotionRejected, match="no approval within 2 s"):
         future.result(timeout=120)
     assert state(model) == before
@@ -192,24 +259,14 @@ def test_the_cli_history_lists_the_moves(model: str) -> None:
     assert result.returncode == 0 and "dev" in result.stdout and "flexlock-prefect" in result.stdout
 
 
-def test_two_concurrent_promotions_to_prod_end_with_one_holder_and_consistent_tags(model: str) -> None:
+def test_two_concurrent_promotions_to_prod_end_with_one_holder_and_consistent_tags(
+    model: str, promotions: Promotions
+) -> None:
     for version in ("1", "2"):
         promote(model=model, version=version, to="dev", approval=False)
         move(model, version, "staging", by="ana")
-    futures = [
-        pool.submit(copy_context().run, promote, model=model, version=v, to="prod", poll_interval=1) for v in "12"
-    ]
-    deadline = time.monotonic() + 120
-    paused: list = []
-    while len(paused) < 2 and time.monotonic() < deadline:
-        with get_client(sync_client=True) as client:
-            paused = client.read_flow_runs(
-                flow_filter=FlowFilter(name=FlowFilterName(any_=["promote"])),
-                flow_run_filter=FlowRunFilter(
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
-                ),
-            )
-        time.sleep(0.5)
+    futures, names = zip(*(promotions.submit(model=model, version=v, to="prod") for v in "12"), strict=True)
+    paused = promotions.wait_until_paused(list(names), timeout_s=120)
     assert len(paused) == 2
     for run in paused:  # approve both at once: the moves race for the model's lock
         approve_with_client(str(run.id))

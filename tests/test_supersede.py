@@ -143,6 +143,10 @@ def no_prefect_api(monkeypatch: pytest.MonkeyPatch):
 def test_a_relog_killed_mid_way_then_reconcile_leaves_exactly_one_active(
     mlflow_server: str, tmp_path: Path, no_prefect_api: None
 ) -> None:
+    """Unserialised on purpose (`no_prefect_api`): the killed relog takes no Prefect lock, and
+    reconcile ends its RUNNING run because `stale_after_s=0` makes every running run stale. With a
+    Prefect API the killed holder's lock slot would stay taken until its lease ran out (up to
+    `concurrency.LEASE_S`), and reconcile would end the run at once under the lock instead."""
     save_dir = make_save_dir(tmp_path, "run-e")
     good = relog([save_dir])[0]
     proc = subprocess.Popen([sys.executable, "-c", KILLED_RELOG, save_dir], stdout=subprocess.PIPE, text=True)
@@ -190,6 +194,8 @@ CONCURRENT_RELOG = textwrap.dedent(
 def test_eight_concurrent_relogs_from_separate_processes_leave_one_chain(
     mlflow_server: str, prefect_api: str, tmp_path: Path
 ) -> None:
+    """Serialised (`prefect_api`): the eight processes inherit `PREFECT_API_URL` and relog one
+    at a time under the logical run's Prefect lock, so each supersedes the one before it."""
     save_dir = make_save_dir(tmp_path, "run-g")
     first = relog([save_dir])[0]
     procs = [

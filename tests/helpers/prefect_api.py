@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect.client.orchestration import get_client
@@ -18,6 +22,19 @@ from prefect.client.schemas.objects import Artifact, FlowRun, TaskRun
 from prefect.client.schemas.sorting import ArtifactSort, TaskRunSort
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.events.schemas.events import ReceivedEvent
+
+_test_started: ContextVar[datetime | None] = ContextVar("test_started", default=None)
+
+
+@contextmanager
+def runs_from_now_on() -> Iterator[None]:
+    """Inside the block `wait_for_flow_runs` sees only flow runs created in it: those of one test
+    (the `prefect_api` fixture), never an earlier test's runs of the same deployment."""
+    token = _test_started.set(datetime.now(UTC))
+    try:
+        yield
+    finally:
+        _test_started.reset(token)
 
 
 def flow_run(flow_run_id: str) -> FlowRun:
@@ -54,7 +71,9 @@ def wait_for_events(
 
 
 def wait_for_flow_runs(deployment_name: str, count: int, timeout_s: float = 120) -> list[FlowRun]:
-    """The flow runs of a deployment once at least `count` of them are in a final state."""
+    """The flow runs of a deployment once at least `count` of them are in a final state; within a
+    test that requests `prefect_api`, only those created during the test (`runs_from_now_on`)."""
+    started = _test_started.get()
     deadline = time.monotonic() + timeout_s
     runs: list[FlowRun] = []
     while time.monotonic() < deadline:
@@ -63,6 +82,8 @@ def wait_for_flow_runs(deployment_name: str, count: int, timeout_s: float = 120)
                 deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name])),
                 flow_run_filter=FlowRunFilter(),
             )
+        if started is not None:
+            runs = [r for r in runs if r.created is not None and r.created >= started]
         if len([r for r in runs if r.state and r.state.is_final()]) >= count:
             return runs
         time.sleep(1)

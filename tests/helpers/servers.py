@@ -1,5 +1,5 @@
 """Real servers for integration tests and benchmarks: an S3 endpoint (moto in server mode) and a
-Prefect server that this process's client talks to."""
+Prefect server, with the means to point this process's Prefect client at it for a while."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ from pathlib import Path
 
 from flexlock_prefect.local import ServerProcess, free_port, start_prefect_server
 
-__all__ = ["free_port", "prefect_server_for_this_process", "start_s3_endpoint"]
+__all__ = [
+    "free_port",
+    "prefect_client_pointed_at",
+    "prefect_server",
+    "prefect_server_for_this_process",
+    "start_s3_endpoint",
+]
 
 
 def start_s3_endpoint(log_path: Path) -> tuple[ServerProcess, str]:
@@ -27,27 +33,56 @@ def start_s3_endpoint(log_path: Path) -> tuple[ServerProcess, str]:
 
 
 @contextmanager
-def prefect_server_for_this_process(home: Path) -> Iterator[str]:
-    """`prefect server start` (SQLite under `home`, loopback, no UI), with this process's client
-    pointed at it (temporary settings, and `PREFECT_API_URL` for subprocesses) and the flow
-    heartbeat off: a trivial flow run then costs ~0.2 s instead of ~1.1 s.
+def prefect_server(home: Path) -> Iterator[str]:
+    """`prefect server start` (SQLite under `home`, loopback, no UI); yields its API URL.
 
-    On the way out the client's last events and flow-run logs are sent while the server still
-    answers, then the server's process group is stopped.
+    Nothing in this process is pointed at it: see `prefect_client_pointed_at`. On the way out the
+    server's process group is stopped.
+    """
+    server, url = start_prefect_server(home)
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+@contextmanager
+def prefect_client_pointed_at(url: str) -> Iterator[str]:
+    """This process's Prefect client talks to `url` inside the block (temporary settings, so
+    only this thread's context), with the flow heartbeat off: a trivial flow run then costs
+    ~0.2 s instead of ~1.1 s. Subprocesses need `PREFECT_API_URL` in their environment besides.
+
+    On the way out the client's last events and flow-run logs are sent while the settings still
+    name the server, so nothing queued in the block is sent later, or to another API.
     """
     from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    server, url = start_prefect_server(home)
-    try:
+    with temporary_settings({PREFECT_API_URL: url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        try:
+            yield url
+        finally:
+            _flush_client()
+
+
+@contextmanager
+def prefect_server_for_this_process(home: Path) -> Iterator[str]:
+    """`prefect server start` with this whole process pointed at it until the block ends: the
+    client (`prefect_client_pointed_at`) and subprocesses (`PREFECT_API_URL` in `os.environ`).
+
+    For benchmarks, which own their process; tests take the `prefect_api` fixture instead, which
+    points the process at the session's server for one test only.
+    """
+    with prefect_server(home) as url:
+        previous = os.environ.get("PREFECT_API_URL")
         os.environ["PREFECT_API_URL"] = url
-        with temporary_settings({PREFECT_API_URL: url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-            try:
+        try:
+            with prefect_client_pointed_at(url):
                 yield url
-            finally:
-                _flush_client()
-    finally:
-        os.environ.pop("PREFECT_API_URL", None)
-        server.stop()
+        finally:
+            if previous is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = previous
 
 
 def _flush_client() -> None:
