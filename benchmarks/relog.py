@@ -143,8 +143,8 @@ class Server:
 def mlflow_server(home: Path, workers: int = 1, backend: str = "sqlite") -> Iterator[Server]:
     """A fresh `mlflow server` (local artifacts) on a free loopback port, on SQLite or on a fresh
     PostgreSQL cluster; stopped as a group."""
-    from flexlock_prefect.local import start_mlflow_server
     from tests.helpers.scaleout import postgres
+    from tests.helpers.servers import start_mlflow_server
 
     shutil.rmtree(home, ignore_errors=True)
     (home / "artifacts").mkdir(parents=True)

@@ -1,6 +1,6 @@
-"""Local services on loopback: a Prefect server started on demand, an MLflow tracking server and
-the project's deployments served from a subprocess (the demo, `flexlock-prefect serve`, the tests
-and the benchmarks all start them from here).
+"""Local services on loopback: a Prefect server started on demand and the project's deployments
+served from a subprocess (the demo and `flexlock-prefect serve` start them from here; the tests
+and benchmarks build their servers on `ServerProcess` too).
 
 Every process is started in its own process group and stopped as a group, because servers like
 `prefect server start` and `mlflow server` fork workers that a plain terminate would orphan.
@@ -115,40 +115,6 @@ def start_prefect_server(
             "PREFECT_HOME": str(home),
             "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url or f"sqlite+aiosqlite:///{home}/prefect.db",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            **(env or {}),
-        },
-        timeout_s=timeout_s,
-    )
-    return server, url
-
-
-def start_mlflow_server(
-    home: Path,
-    artifacts_destination: str,
-    backend_store_uri: str | None = None,
-    workers: int = 1,
-    env: Mapping[str, str] | None = None,
-    timeout_s: float = 120,
-) -> tuple[ServerProcess, str]:
-    """`mlflow server` on a free loopback port, proxying artifacts to `artifacts_destination`;
-    returns its tracking URI.
-
-    The backend is SQLite under `home` unless `backend_store_uri` names another; it is passed as
-    `MLFLOW_BACKEND_STORE_URI` so that nothing secret shows on the command line. Job execution is
-    off: it needs an extra service and costs start-up time (~7 s instead of ~13 s with one worker).
-    """
-    home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
-    server = ServerProcess(
-        [*command, "--workers", str(workers)],
-        health_url=f"{url}/health",
-        log_path=home / "mlflow.log",
-        env={
-            "MLFLOW_BACKEND_STORE_URI": backend_store_uri or f"sqlite:///{home}/mlflow.db",
-            "MLFLOW_ARTIFACTS_DESTINATION": artifacts_destination,
-            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             **(env or {}),
         },
         timeout_s=timeout_s,

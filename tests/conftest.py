@@ -115,7 +115,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str) ->
     group because it forks, and the whole group is stopped at the end.
     """
     from flexlock_prefect import storage
-    from flexlock_prefect.local import start_mlflow_server
+    from tests.helpers.servers import start_mlflow_server
 
     bucket = "mlflow-artifacts"
     fs, _ = storage.filesystem(f"s3://{bucket}")

@@ -6,6 +6,7 @@ import hashlib
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import xxhash
@@ -27,10 +28,10 @@ def _tree(root: Path, files: dict[str, bytes]) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def settled_files(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Files written by a test count as settled (ctime cannot be backdated), except in racy tests."""
-    if "racy" not in request.node.name:
-        monkeypatch.setattr(data_module, "RACY_WINDOW_NS", 0)
+def settled_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files written by a test count as settled (ctime cannot be backdated); the racy test puts
+    the window back itself."""
+    monkeypatch.setattr(data_module, "RACY_WINDOW_NS", 0)
 
 
 @pytest.fixture
@@ -150,13 +151,17 @@ def test_same_size_rewrite_with_restored_mtime_is_still_seen(tmp_path: Path) -> 
     assert hash_data(str(path)).digest != before.digest
 
 
-def test_a_racy_file_written_just_now_is_hashed_but_not_trusted_from_cache(tmp_path: Path, reads: list[int]) -> None:
+def test_a_racy_file_written_just_now_is_hashed_but_not_trusted_from_cache(
+    tmp_path: Path, reads: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(data_module, "RACY_WINDOW_NS", RACY_WINDOW_NS)
     path = tmp_path / "fresh.bin"
     path.write_bytes(b"abc")
     hash_data(str(path))
     hash_data(str(path))
     assert reads == [3, 3]
-    time.sleep(RACY_WINDOW_NS / 1e9)
+    later = time.time_ns() + RACY_WINDOW_NS + 1  # the file has settled by then
+    monkeypatch.setattr(data_module, "time", SimpleNamespace(time_ns=lambda: later))
     hash_data(str(path))
     hash_data(str(path))
     assert reads == [3, 3, 3]  # settled now: cached by the third capture, trusted by the fourth

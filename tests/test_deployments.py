@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,8 +24,7 @@ from flexlock_prefect.lock import logical_run_key
 from flexlock_prefect.serving import DEPLOYMENTS
 from flexlock_prefect.tracking.supersede import runs_of
 from flexlock_prefect.tracking.tags import ACTIVE, STATUS
-from tests.helpers.prefect_api import wait_for_flow_runs
-from tests.helpers.scaleout import deploy_project, priority_queue_name, work_pool_name
+from tests.helpers.prefect_api import poll, wait_for_flow_run, wait_for_flow_runs
 
 ROOT = project_root()
 YAML = ROOT / "deployments" / "prefect.yaml"
@@ -64,14 +62,19 @@ def served(module_prefect_api: str, mlflow_server: str, tmp_path_factory: pytest
 
 
 def _wait_for_deployments(names: set[str], log: Path, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def served_names() -> set[str]:
         with get_client(sync_client=True) as client:
-            found = {d.name for d in client.read_deployments()}
-        if names <= found:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"deployments {names - found} not served; serve.py said:\n{log.read_text()[-3000:]}")
+            return {d.name for d in client.read_deployments()}
+
+    found, done = poll(served_names, lambda found: names <= found, timeout_s)
+    if not done:
+        raise AssertionError(f"deployments {names - found} not served; serve.py said:\n{log.read_text()[-3000:]}")
+
+
+def _wait_for_active(save_dir: str, timeout_s: float = 120) -> list:
+    """The active runs of save_dir once there is one (its triggered diag run logged it)."""
+    active, _ = poll(lambda: _active(save_dir), bool, timeout_s, interval_s=1)
+    return active
 
 
 def _active(save_dir: str) -> list:
@@ -108,10 +111,7 @@ def test_a_relog_request_event_supersedes_every_run_under_the_root_once(
     ]
     previous = {}
     for save_dir in save_dirs:  # the triggered diag runs logged each save_dir once
-        deadline = time.monotonic() + 120
-        while not _active(save_dir) and time.monotonic() < deadline:
-            time.sleep(1)
-        [previous[save_dir]] = _active(save_dir)
+        [previous[save_dir]] = _wait_for_active(save_dir)
 
     requested = subprocess.run(
         [sys.executable, "-m", "flexlock_prefect", "relog", "--root", str(root), "--via-event", "--force"],
@@ -140,10 +140,7 @@ def test_the_cli_promotes_through_the_served_deployment_and_approves(
     example = load_flow_module("flows/train.py")
     data = example.prepare_example_data(tmp_path / "data.csv")
     save_dir = example.train(overrides=[f"input_data={data}", f"save_dir={tmp_path}/runs/m", f"model_name={model}"])
-    deadline = time.monotonic() + 120
-    while not _active(save_dir) and time.monotonic() < deadline:  # the triggered diag registers version 1
-        time.sleep(1)
-    assert _active(save_dir), "the triggered diag run did not log the save_dir"
+    assert _wait_for_active(save_dir), "the triggered diag run (it registers version 1) did not log the save_dir"
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -153,55 +150,9 @@ def test_the_cli_promotes_through_the_served_deployment_and_approves(
     started = cli("promote", model, "1", "--to", "dev")
     assert started.returncode == 0, started.stderr
     flow_run_id = started.stdout.split("flow run ")[1].split()[0]
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        with get_client(sync_client=True) as client:
-            if client.read_flow_run(flow_run_id).state.is_paused():
-                break
-        time.sleep(1)
+    wait_for_flow_run(flow_run_id, lambda run: run.state.is_paused())
     assert cli("approve", flow_run_id, "--comment", "first model").returncode == 0
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        with get_client(sync_client=True) as client:
-            final = client.read_flow_run(flow_run_id).state
-        if final.is_final():
-            break
-        time.sleep(1)
+    final = wait_for_flow_run(flow_run_id, lambda run: run.state.is_final()).state
     assert final.is_completed(), final
     assert MlflowClient().get_model_version(model, "1").tags[LIFECYCLE] == "dev"
     assert "first model" in cli("history", model).stdout
-
-
-# Last in the module: `prefect deploy` rewrites the served deployments of the same names.
-@pytest.mark.integration
-def test_prefect_deploy_of_the_yaml_creates_the_deployments_queues_schedule_and_automations(prefect_api: str) -> None:
-    pool, diag_queue = work_pool_name(ROOT), priority_queue_name(ROOT)
-    try:
-        deploy_project(ROOT, {"PREFECT_API_URL": prefect_api})
-        with get_client(sync_client=True) as client:
-            deployments = {f"{client.read_flow(d.flow_id).name}/{d.name}": d for d in client.read_deployments()}
-            assert {"train/train", "diag/diag", "relog-all/relog-all", "promote/promote"} <= set(deployments)
-            assert deployments["train/train"].entrypoint == "flows/train.py:train"
-            assert [s.schedule.cron for s in deployments["train/train"].schedules] == ["0 2 * * *"]
-            assert {d.work_pool_name for d in deployments.values()} == {pool}
-            queues = {
-                name: deployments[name].work_queue_name for name in ("train/train", "diag/diag", "promote/promote")
-            }
-            assert queues == {"train/train": "default", "diag/diag": diag_queue, "promote/promote": diag_queue}
-            priorities = {q.name: q.priority for q in client.read_work_queues(work_pool_name=pool)}
-            assert priorities[diag_queue] < priorities["default"], "workers must serve diag runs first"
-            [automation] = client.read_resource_related_automations(f"prefect.deployment.{deployments['diag/diag'].id}")
-            assert automation.name == "flexlock-diag-on-run-completed"
-            assert automation.trigger.expect == {"flexlock.run.completed"}
-            [action] = automation.actions
-            assert action.parameters == {"save_dir": "{{ event.payload.save_dir }}"}
-            [relog_automation] = client.read_resource_related_automations(
-                f"prefect.deployment.{deployments['relog-all/relog-all'].id}"
-            )
-            assert relog_automation.trigger.expect == {"flexlock.relog.requested"}
-    finally:
-        with get_client(sync_client=True) as client:
-            for deployment in client.read_deployments():
-                client.delete_resource_owned_automations(f"prefect.deployment.{deployment.id}")
-                client.delete_deployment(deployment.id)
-            client.delete_work_pool(pool)

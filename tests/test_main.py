@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,8 +15,6 @@ from tests.helpers.prefect_api import artifacts, flow_run, wait_for_events
 
 pytestmark = pytest.mark.integration
 
-computed: list[dict[str, Any]] = []
-
 
 @locked_flow(
     config={"lr": 0.1, "epochs": 2, "input_data": "???", "api_token": "CANARY-tok-5e1f", "save_dir": "???"},
@@ -25,7 +22,6 @@ computed: list[dict[str, Any]] = []
 )
 def train(cfg) -> None:
     """A tiny compute that writes outputs into its save_dir."""
-    computed.append(dict(cfg))
     if cfg.lr < 0:
         raise ValueError(f"negative learning rate {cfg.lr} (token {cfg.api_token})")
     out = storage.filesystem(storage.canonical_url(cfg.save_dir))
@@ -145,15 +141,15 @@ def test_long_data_hashing_reports_progress_as_an_artifact(
     assert progress.data == 100.0 and "hashing" in progress.description
 
 
-skip_computed: list[str] = []
-
-
-@locked_flow(config={"seed": 0, "input_data": "???", "save_dir": "???"}, data=["input_data"], skip_if_identical=True)
-def cached_train(cfg) -> None:
-    skip_computed.append(cfg.save_dir)
-
-
 def test_identical_inputs_are_not_recomputed_but_any_change_is(prefect_api: str, inputs: Path, tmp_path: Path) -> None:
+    skip_computed: list[str] = []
+
+    @locked_flow(
+        config={"seed": 0, "input_data": "???", "save_dir": "???"}, data=["input_data"], skip_if_identical=True
+    )
+    def cached_train(cfg) -> None:
+        skip_computed.append(cfg.save_dir)
+
     def run(name: str, *overrides: str) -> str:
         return cached_train(overrides=[f"input_data={inputs}", f"save_dir={tmp_path / 'runs' / name}", *overrides])
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -28,7 +26,7 @@ from flexlock_prefect.registry import APPROVED_BY, LIFECYCLE
 from flexlock_prefect.tracking.supersede import runs_of
 from flexlock_prefect.tracking.tags import ACTIVE, LOCK_DIGEST, STATUS
 from flexlock_prefect.verify import verify_lock
-from tests.helpers.prefect_api import wait_for_flow_runs
+from tests.helpers.prefect_api import wait_for_flow_run, wait_for_flow_runs
 from tests.helpers.scaleout import ScaleStack, scale_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.scale]
@@ -60,14 +58,7 @@ def submit(deployment: str, **parameters) -> FlowRun:
 
 
 def wait_until_final(flow_run_id: str, timeout_s: float = 300) -> FlowRun:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with get_client(sync_client=True) as client:
-            run = client.read_flow_run(flow_run_id)
-        if run.state.is_final() or run.state.is_paused():
-            return run
-        time.sleep(1)
-    raise AssertionError(f"flow run {flow_run_id} still {run.state.type.value} after {timeout_s}s")
+    return wait_for_flow_run(flow_run_id, lambda run: run.state.is_final() or run.state.is_paused(), timeout_s)
 
 
 def approve(flow_run_id: str, comment: str) -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -50,59 +50,88 @@ def artifacts(key: str) -> list[Artifact]:
         )
 
 
+T = TypeVar("T")
+
+
+def poll(read: Callable[[], T], done: Callable[[T], bool], timeout_s: float, interval_s: float = 0.5) -> tuple[T, bool]:
+    """`read()` until `done(result)` or `timeout_s` passed; returns the last result and whether it is done.
+
+    The API makes what flows did readable a moment later (events, task runs, triggered flow
+    runs), so tests wait for a condition on what it answers, never for a fixed time.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = read()
+        if done(result):
+            return result, True
+        if time.monotonic() >= deadline:
+            return result, False
+        time.sleep(interval_s)
+
+
 def wait_for_events(
     name: str, resource_id: str, count: int = 1, timeout_s: float = 45, **match: Any
 ) -> list[ReceivedEvent]:
     """Poll until `count` events named `name` about `resource_id` are readable (the API persists
     events in batches, a few seconds after they are emitted)."""
-    deadline = time.monotonic() + timeout_s
-    found: list[ReceivedEvent] = []
-    while time.monotonic() < deadline:
+
+    def read() -> list[ReceivedEvent]:
         event_filter = EventFilter(  # a fresh filter each time: its time window ends at its creation
             event=EventNameFilter(name=[name]), resource=EventResourceFilter(id=[resource_id])
         )
         with get_client(sync_client=True) as client:
             found = client.read_events(filter=event_filter, limit=50).events
-        found = [e for e in found if all(e.payload.get(k) == v for k, v in match.items())]
-        if len(found) >= count:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"{len(found)} of {count} {name} events for {resource_id} after {timeout_s}s")
+        return [e for e in found if all(e.payload.get(k) == v for k, v in match.items())]
+
+    found, done = poll(read, lambda events: len(events) >= count, timeout_s)
+    if not done:
+        raise AssertionError(f"{len(found)} of {count} {name} events for {resource_id} after {timeout_s}s")
+    return found
 
 
 def wait_for_flow_runs(deployment_name: str, count: int, timeout_s: float = 120) -> list[FlowRun]:
     """The flow runs of a deployment once at least `count` of them are in a final state; within a
     test that requests `prefect_api`, only those created during the test (`runs_from_now_on`)."""
     started = _test_started.get()
-    deadline = time.monotonic() + timeout_s
-    runs: list[FlowRun] = []
-    while time.monotonic() < deadline:
+
+    def read() -> list[FlowRun]:
         with get_client(sync_client=True) as client:
             runs = client.read_flow_runs(
                 deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name])),
                 flow_run_filter=FlowRunFilter(),
             )
-        if started is not None:
-            runs = [r for r in runs if r.created is not None and r.created >= started]
-        if len([r for r in runs if r.state and r.state.is_final()]) >= count:
-            return runs
-        time.sleep(1)
-    states = sorted(str(r.state.type.value) for r in runs if r.state)
-    raise AssertionError(f"{len(runs)} runs of {deployment_name} after {timeout_s}s, in states {states}")
+        return [r for r in runs if started is None or (r.created is not None and r.created >= started)]
+
+    def final(runs: list[FlowRun]) -> bool:
+        return len([r for r in runs if r.state and r.state.is_final()]) >= count
+
+    runs, done = poll(read, final, timeout_s, interval_s=1)
+    if not done:
+        states = sorted(str(r.state.type.value) for r in runs if r.state)
+        raise AssertionError(f"{len(runs)} runs of {deployment_name} after {timeout_s}s, in states {states}")
+    return runs
 
 
 def wait_for_task_runs(flow_run_id: str, count: int, timeout_s: float = 45) -> list[TaskRun]:
     """The task runs of a flow run, oldest first, once `count` of them are readable (the API
     records task runs from their events, a moment after they ran)."""
-    deadline = time.monotonic() + timeout_s
-    runs: list[TaskRun] = []
-    while time.monotonic() < deadline:
+
+    def read() -> list[TaskRun]:
         with get_client(sync_client=True) as client:
-            runs = client.read_task_runs(
+            return client.read_task_runs(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
                 sort=TaskRunSort.EXPECTED_START_TIME_ASC,
             )
-        if len(runs) >= count:
-            return runs
-        time.sleep(0.5)
-    raise AssertionError(f"{len(runs)} of {count} task runs of flow run {flow_run_id} after {timeout_s}s")
+
+    runs, done = poll(read, lambda found: len(found) >= count, timeout_s)
+    if not done:
+        raise AssertionError(f"{len(runs)} of {count} task runs of flow run {flow_run_id} after {timeout_s}s")
+    return runs
+
+
+def wait_for_flow_run(flow_run_id: str, until: Callable[[FlowRun], bool], timeout_s: float = 120) -> FlowRun:
+    """The flow run once `until(run)` holds, e.g. `lambda run: run.state.is_paused()`."""
+    run, done = poll(lambda: flow_run(flow_run_id), until, timeout_s, interval_s=1)
+    if not done:
+        raise AssertionError(f"flow run {flow_run_id} still {run.state.type.value} after {timeout_s}s")
+    return run

@@ -28,7 +28,8 @@ from pathlib import Path
 import yaml
 
 from flexlock_prefect.exceptions import FlexlockError
-from flexlock_prefect.local import ServerProcess, free_port, start_mlflow_server, start_prefect_server
+from flexlock_prefect.local import ServerProcess, free_port, start_prefect_server
+from tests.helpers.servers import start_mlflow_server
 
 DATABASE_USER = "flexlock"
 DATABASES = ("prefect", "mlflow")

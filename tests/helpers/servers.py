@@ -1,11 +1,12 @@
-"""Real servers for integration tests and benchmarks: an S3 endpoint (moto in server mode) and a
-Prefect server, with the means to point this process's Prefect client at it for a while."""
+"""Real servers for integration tests and benchmarks: an S3 endpoint (moto in server mode), an
+MLflow tracking server, and a Prefect server with the means to point this process's Prefect
+client at it for a while."""
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,6 +17,7 @@ __all__ = [
     "prefect_client_pointed_at",
     "prefect_server",
     "prefect_server_for_this_process",
+    "start_mlflow_server",
     "start_s3_endpoint",
 ]
 
@@ -94,3 +96,37 @@ def _flush_client() -> None:
         APILogHandler().flush()
     except Exception as exc:  # noqa: BLE001 - best effort on the way out: a lost log line must not hide results
         print(f"(could not flush the client's events/logs: {exc})", file=sys.stderr)
+
+
+def start_mlflow_server(
+    home: Path,
+    artifacts_destination: str,
+    backend_store_uri: str | None = None,
+    workers: int = 1,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 120,
+) -> tuple[ServerProcess, str]:
+    """`mlflow server` on a free loopback port, proxying artifacts to `artifacts_destination`;
+    returns its tracking URI.
+
+    The backend is SQLite under `home` unless `backend_store_uri` names another; it is passed as
+    `MLFLOW_BACKEND_STORE_URI` so that nothing secret shows on the command line. Job execution is
+    off: it needs an extra service and costs start-up time (~7 s instead of ~13 s with one worker).
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
+    server = ServerProcess(
+        [*command, "--workers", str(workers)],
+        health_url=f"{url}/health",
+        log_path=home / "mlflow.log",
+        env={
+            "MLFLOW_BACKEND_STORE_URI": backend_store_uri or f"sqlite:///{home}/mlflow.db",
+            "MLFLOW_ARTIFACTS_DESTINATION": artifacts_destination,
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            **(env or {}),
+        },
+        timeout_s=timeout_s,
+    )
+    return server, url
