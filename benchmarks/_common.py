@@ -153,18 +153,19 @@ def wait_until_settled(paths: Iterable[Path]) -> None:
 
 
 def read_all_flow_runs(deployment: str) -> list[Any]:
-    """Every flow run of the deployment named `deployment`, read `API_PAGE` at a time.
+    """Every flow run of the deployment `flow/deployment`, read `API_PAGE` at a time.
 
     The API returns at most one page per request, so reading once would silently miss runs.
     """
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
     runs: list[Any] = []
     with get_client(sync_client=True) as client:
+        deployment_id = client.read_deployment_by_name(deployment).id
         while True:
             page = client.read_flow_runs(
-                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])),
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
                 offset=len(runs),
                 limit=API_PAGE,
             )

@@ -6,7 +6,7 @@ What runs. The stack of `tests.helpers.scaleout` on loopback, every part real: P
 an `mlflow server` on PostgreSQL (`--mlflow-workers`) with artifacts on S3, and moto as the S3
 endpoint. The project is deployed with `prefect deploy`. Then `--runs` (default 200) runs of the
 `train/train` deployment are created at once, each with its own `s3://` save_dir; every
-completed main run emits `flexlock.run.completed`, whose trigger creates a `diag/diag` run.
+completed main run emits `flexlock.run.completed`, whose trigger creates a `diag/train` run.
 
 What is printed:
 * **throughput**: save_dirs logged to MLflow per minute, from the first submission to the last
@@ -97,7 +97,7 @@ def wait_for_diags(submitted: dict[str, Submission], timeout_s: float) -> tuple[
     deadline = time.monotonic() + timeout_s
     while True:
         mains = [r for r in read_all_flow_runs("train") if str(r.id) in ids]
-        diags = read_all_flow_runs("diag")
+        diags = read_all_flow_runs("diag/train")
         completed = sum(r.state.is_completed() for r in mains)
         final_mains = sum(r.state.is_final() for r in mains)
         final_diags = sum(r.state.is_final() for r in diags)
@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flexlock_prefect import storage
-    from flexlock_prefect.demo import load_flow_module
+    from flexlock_prefect.examples import train as example_train
     from tests.helpers.scaleout import scale_stack
     from tests.helpers.servers import start_s3_endpoint
 
@@ -198,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fs, _ = storage.filesystem(BUCKET)
         fs.mkdir(BUCKET.removeprefix("s3://"))
         data = f"{BUCKET}/data/breast_cancer.csv"
-        example = load_flow_module("flows/train.py")
+        example = example_train
         storage.write_atomic(data, example.EXAMPLE_DATA.read_bytes())
 
         started = time.perf_counter()

@@ -64,7 +64,7 @@ from typing import Any
 from _common import WORK_ROOT, machine_line, percentile, prepare_environment, read_all_flow_runs
 
 DEFAULT_WORK_DIR = WORK_ROOT / "trigger_latency"
-DIAG_DEPLOYMENT = "diag/diag"
+DIAG_DEPLOYMENT = "diag/train"
 TARGET_CREATED_P50_S = 3.0
 QUIET_CHECK_S = 15.0
 POLL_S = 0.5  # how often this script looks for the diag run (the timestamps come from the server)
@@ -125,7 +125,6 @@ def wait_until_quiet(threshold: float, max_wait_s: float) -> str:
 def serve_deployments(work: Path, poll_s: float) -> Iterator[Path]:
     """`deployments/serve.py` in a subprocess polling every `poll_s`, ready once the diag
     deployment and its automation exist; stopped (process group) on the way out."""
-    from flexlock_prefect.demo import project_root
     from flexlock_prefect.local import served_deployments
 
     log = work / "serve.log"
@@ -134,7 +133,7 @@ def serve_deployments(work: Path, poll_s: float) -> Iterator[Path]:
         "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"],
         "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "INFO",
     }
-    with served_deployments(project_root(), log, env) as process:
+    with served_deployments(log, env) as process:
         wait_for_diag_automation(log, process)
         yield log
 
@@ -192,7 +191,7 @@ def main_flow_run_id(save_dir: str) -> str:
 
 def find_diag_run(save_dir: str) -> Any | None:
     """The diag flow run whose `save_dir` parameter is `save_dir` (the most recent, if several)."""
-    matching = [run for run in read_all_flow_runs("diag") if run.parameters.get("save_dir") == save_dir]
+    matching = [run for run in read_all_flow_runs(DIAG_DEPLOYMENT) if run.parameters.get("save_dir") == save_dir]
     return max(matching, key=lambda run: run.created) if matching else None
 
 
@@ -397,14 +396,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet = wait_until_quiet(args.quiet_load, args.quiet_wait)
     print(quiet, flush=True)
 
-    from flexlock_prefect.demo import load_flow_module
+    from flexlock_prefect.examples import train as example_train
     from tests.helpers.servers import prefect_server_for_this_process
 
     samples: list[Sample] = []
     with ExitStack() as services:  # unwinds the served deployments first, then the server
         started = time.monotonic()
         url = services.enter_context(prefect_server_for_this_process(work / "prefect-server"))
-        example = load_flow_module("flows/train.py")
+        example = example_train
         init_mlflow_store(example.TrainConfig().project, work / "mlartifacts")
         log = services.enter_context(serve_deployments(work, args.poll))
         print(f"Prefect server at {url}, deployments served ({time.monotonic() - started:.1f} s); logs in {work}")

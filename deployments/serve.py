@@ -1,13 +1,11 @@
-"""Serve the project's deployments from one process: `python deployments/serve.py`.
+"""Serve the example pipeline from one process: `python deployments/serve.py`.
 
 The same deployments, schedules and triggers as `deployments/prefect.yaml` (both come from
-`flexlock_prefect.serving`), for local use without a work pool. Needs a Prefect API
-(`PREFECT_API_URL`), such as the one `flexlock-prefect serve` starts.
+`flexlock_prefect.serving.example_pipeline`), for local use without a work pool. Needs a Prefect
+API (`PREFECT_API_URL`), such as the one `flexlock-prefect serve` starts.
 """
 
-from pathlib import Path
-
-from flexlock_prefect.serving import serve_project
+from flexlock_prefect.serving import serve_examples
 
 if __name__ == "__main__":
-    serve_project(Path(__file__).resolve().parents[1])
+    serve_examples()

@@ -19,6 +19,7 @@ _PUBLIC = {
     "reconcile": "flexlock_prefect.diag",
     "RunLock": "flexlock_prefect.lock",
     "FlexlockError": "flexlock_prefect.exceptions",
+    "Pipeline": "flexlock_prefect.pipeline",
 }
 
 __all__ = ["__version__", *_PUBLIC]
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from flexlock_prefect.exceptions import FlexlockError as FlexlockError
     from flexlock_prefect.lock import RunLock as RunLock
     from flexlock_prefect.main import locked_flow as locked_flow
+    from flexlock_prefect.pipeline import Pipeline as Pipeline
 
 
 def __getattr__(name: str) -> Any:

@@ -97,30 +97,61 @@ def relog(
     save_dirs: Annotated[list[str] | None, typer.Argument(help="save_dirs to relog.", show_default=False)] = None,
     root: Annotated[str | None, typer.Option(help="Relog every save_dir with a run.lock below DIR.")] = None,
     force: Annotated[bool, typer.Option(help="Relog even save_dirs whose active run is up to date.")] = False,
-    experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: from each config).")] = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment (default: the diag's, else from each config).")
+    ] = None,
+    diag: Annotated[
+        str | None,
+        typer.Option(help="Your diag: FILE.py:NAME or module.NAME, a diag_flow or a body (save_dir, run)."),
+    ] = None,
     via_event: Annotated[
-        bool, typer.Option(help="Emit flexlock.relog.requested for --root; the relog-all deployment does the work.")
+        bool, typer.Option(help="Emit flexlock.relog.requested for --root; a relog-all deployment does the work.")
     ] = False,
+    main_flow: Annotated[
+        str | None, typer.Option("--main", help="With --via-event: the pipeline (main flow name) to ask.")
+    ] = None,
 ) -> None:
     """Log save_dirs to MLflow as new runs that supersede their active runs."""
+    from flexlock_prefect.diag import load_diag
     from flexlock_prefect.diag import relog as relog_save_dirs
 
     if not save_dirs and not root:
         raise typer.BadParameter("give SAVE_DIR arguments or --root DIR")
     if via_event:
-        if not root or save_dirs:
-            raise typer.BadParameter("--via-event takes --root DIR and no SAVE_DIR")
-        from flexlock_prefect.events import emit_relog_requested
-        from flexlock_prefect.storage import canonical_url
-
-        emit_relog_requested(canonical_url(root), force=force)
-        out.print(f"flexlock.relog.requested emitted for {canonical_url(root)}: the relog-all deployment relogs it")
+        if not root or save_dirs or diag:
+            raise typer.BadParameter(
+                "--via-event takes --root DIR, no SAVE_DIR and no --diag (the deployment has its own)"
+            )
+        _request_relog(root, force, main_flow)
         return
-    outcomes = relog_save_dirs(save_dirs or [], root=root, force=force, experiment=experiment)
+    spec = load_diag(diag) if diag else None
+    outcomes = relog_save_dirs(save_dirs or [], root=root, force=force, diag=spec, experiment=experiment)
     table = RichTable("save_dir", "outcome", "MLflow run", "supersedes", title=f"{len(outcomes)} save_dirs")
     for outcome in outcomes:
         table.add_row(outcome.save_dir, outcome.outcome, outcome.run_id or "", ", ".join(outcome.superseded_run_ids))
     out.print(table)
+
+
+def _request_relog(root: str, force: bool, main_flow: str | None) -> None:
+    """Emit the relog request, once an automation is there to act on it."""
+    from flexlock_prefect.events import emit_relog_requested, relog_listeners
+    from flexlock_prefect.storage import canonical_url
+
+    url = canonical_url(root)
+    listeners, pipelines = relog_listeners(url, main_flow)
+    if not listeners:
+        scope = f"of the pipeline {main_flow!r}" if main_flow else "for requests without --main"
+        known = (
+            f"relog-all deployments listen for: {', '.join(pipelines)}; pass --main NAME"
+            if pipelines
+            else ("serve or deploy a Pipeline")
+        )
+        raise FlexlockError(
+            f"no relog-all deployment {scope} listens for flexlock.relog.requested ({known}), "
+            "or relog directly without --via-event"
+        )
+    emit_relog_requested(url, force=force, main=main_flow)
+    out.print(f"flexlock.relog.requested emitted for {url}: {', '.join(listeners)} will relog it", soft_wrap=True)
 
 
 @app.command()
@@ -159,8 +190,12 @@ def promote(
         int | None,
         typer.Option(help="Seconds to wait for approval [default: FLEXLOCK_APPROVAL_TIMEOUT_S, 3600]."),
     ] = None,
+    deployment: Annotated[
+        str | None,
+        typer.Option(help="The promote deployment, `promote/<pipeline>` [default: the only one there is]."),
+    ] = None,
 ) -> None:
-    """Start the approval-gated promotion (the served `promote` deployment) and say where to approve."""
+    """Start the approval-gated promotion (a `promote` deployment) and say where to approve."""
     from prefect.deployments import run_deployment
 
     from flexlock_prefect.registry import check_move
@@ -169,7 +204,7 @@ def promote(
     check_move(model, version, to)
     timeout = timeout or get_settings().approval_timeout_s
     run = run_deployment(
-        "promote/promote",
+        deployment or _only_promote_deployment(),
         parameters={"model": model, "version": version, "to": to, "checks": check or [], "timeout": timeout},
         timeout=0,
     )
@@ -216,6 +251,51 @@ def history(model: Annotated[str, typer.Argument(help="Registered model name.", 
 
 
 @app.command()
+def init(
+    main: Annotated[
+        str, typer.Option("--main", help="Your main flow: FILE.py:NAME of a locked_flow.", show_default=False)
+    ],
+    diag: Annotated[str, typer.Option("--diag", help="Your diag: FILE.py:NAME of a diag_flow.", show_default=False)],
+    pool: Annotated[str, typer.Option(help="The process work pool the deployments run on.")] = "flexlock-process",
+    cron: Annotated[str | None, typer.Option(help="A schedule for the main flow, e.g. '0 2 * * *'.")] = None,
+    promote: Annotated[bool, typer.Option(help="Also deploy approval-gated promotion.")] = True,
+    output: Annotated[str, typer.Option(help="Where to write the file.")] = "prefect.yaml",
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a prefect.yaml with your pipeline's deployments and scoped triggers (run from your project root)."""
+    from pathlib import Path
+
+    from prefect import Flow
+    from prefect.utilities.importtools import import_object
+
+    from flexlock_prefect.pipeline import DIAG_QUEUE, Pipeline, write_prefect_yaml
+
+    target = Path(output)
+    if target.exists() and not force:
+        raise FlexlockError(f"{target} exists: pass --force to overwrite it, or --output another path")
+    flows = {}
+    for option, entrypoint in (("--main", main), ("--diag", diag)):
+        try:
+            flows[option] = import_object(entrypoint)
+        except (ImportError, AttributeError, FileNotFoundError, ValueError) as exc:
+            raise FlexlockError(f"{option} {entrypoint}: cannot load it ({type(exc).__name__}: {exc})") from None
+        if not isinstance(flows[option], Flow):
+            raise FlexlockError(
+                f"{option} {entrypoint} is not a Prefect flow: decorate it with locked_flow / diag_flow"
+            )
+    pipeline = Pipeline(main=flows["--main"], diag=flows["--diag"], promote=promote, cron=cron)
+    write_prefect_yaml([pipeline], target, pool, project_root=Path.cwd())
+    out.print(f"wrote {target} with the deployments of the {pipeline.deployment_name} pipeline; then:", soft_wrap=True)
+    for command in (
+        f"prefect work-pool create {pool} --type process",
+        f"prefect work-queue create {DIAG_QUEUE} --pool {pool} --priority 1",
+        f"prefect deploy --prefect-file {target} --all",
+        f"prefect worker start --pool {pool}",
+    ):
+        out.print(f"  {command}", soft_wrap=True)
+
+
+@app.command()
 def demo(
     root: Annotated[
         str, typer.Option(help="Where the example data, runs and local stores are written.")
@@ -241,13 +321,32 @@ def serve(
     """Serve the project's deployments (and a local Prefect server if none is configured) until Ctrl-C."""
     from pathlib import Path
 
-    from flexlock_prefect.demo import project_root
     from flexlock_prefect.local import prefect_api
-    from flexlock_prefect.serving import serve_project
+    from flexlock_prefect.serving import serve_examples
 
     with prefect_api(Path(root).resolve() / "prefect") as api_url:
         err.print(f"Prefect API at {api_url}; serving the deployments (Ctrl-C stops)")
-        serve_project(project_root())
+        serve_examples()
+
+
+def _only_promote_deployment() -> str:
+    """`promote/<pipeline>` when exactly one promote deployment exists; else say what to pass."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        names = sorted(
+            f"promote/{d.name}"
+            for d in client.read_deployments(flow_filter=FlowFilter(name=FlowFilterName(any_=["promote"])))
+        )
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise FlexlockError(
+            "no promote deployment on this Prefect server: serve or deploy a Pipeline(..., promote=True) "
+            "(`flexlock-prefect serve` serves the example's)"
+        )
+    raise FlexlockError(f"several promote deployments ({', '.join(names)}): choose one with --deployment")
 
 
 def _rich_table(table: Table) -> RichTable:

@@ -8,22 +8,18 @@ is set). Everything the demo writes lives under one root directory (default `./f
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 from rich.console import Console
 
 from flexlock_prefect.exceptions import FlexlockError
 from flexlock_prefect.settings import get_settings
 
-EXAMPLE_FLOW_FILE = "flows/train.py"
-DIAG_DEPLOYMENT = "diag/diag"
+DIAG_DEPLOYMENT = "diag/train"
 DEMO_EXPERIMENT = "flexlock-demo"  # the example config's `project`
 
 
@@ -35,28 +31,6 @@ class DemoResult:
     mlflow_ui_command: str
 
 
-def project_root() -> Path:
-    """The checkout that holds `flows/` (the demo runs the example flows of the project)."""
-    root = Path(__file__).resolve().parents[1]
-    if not (root / EXAMPLE_FLOW_FILE).is_file():
-        raise FlexlockError(
-            f"the example flows are not at {root / 'flows'}: run the demo from a checkout of "
-            "flexlock-prefect installed with `pip install -e '.[examples]'`"
-        )
-    return root
-
-
-def load_flow_module(relative_path: str = EXAMPLE_FLOW_FILE) -> ModuleType:
-    """A file of the project's `flows/` as a module, e.g. `flows/train.py` with `train` and
-    `prepare_example_data`."""
-    module_name = "flexlock_example_" + Path(relative_path).stem
-    spec = importlib.util.spec_from_file_location(module_name, project_root() / relative_path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def run_demo(root: str | Path = "flexlock-demo", keep: bool = False, console: Console | None = None) -> DemoResult:
     """Run the example main flow through the served deployments and wait for its diag run."""
     from flexlock_prefect.local import prefect_api, served_deployments
@@ -64,7 +38,6 @@ def run_demo(root: str | Path = "flexlock-demo", keep: bool = False, console: Co
     console = console or Console(stderr=True)
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    project = project_root()
     tracking_uri = os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
     _create_experiment(tracking_uri, DEMO_EXPERIMENT, root / "mlruns")
     with ExitStack() as services:  # Ctrl-C unwinds it: served deployments first, then the server
@@ -72,16 +45,14 @@ def run_demo(root: str | Path = "flexlock-demo", keep: bool = False, console: Co
             api_url = services.enter_context(prefect_api(root / "prefect", keep=keep))
         console.print(f"[green]✓[/green] Prefect API at {api_url}")
         log = root / "serve.log"
-        services.enter_context(served_deployments(project, log, {"MLFLOW_TRACKING_URI": tracking_uri}, keep=keep))
-        with console.status("serving the deployments train, diag and relog-all…"):
+        services.enter_context(served_deployments(log, {"MLFLOW_TRACKING_URI": tracking_uri}, keep=keep))
+        with console.status("serving the example pipeline: train, diag, relog-all, promote…"):
             _wait_for_deployment(DIAG_DEPLOYMENT, log)
-        console.print("[green]✓[/green] deployments served (see deployments/serve.py)")
-        with console.status("running the example main flow (flows/train.py)…"):
-            example = load_flow_module()
-            data = example.prepare_example_data(root / "data" / "breast_cancer.csv")
-            save_dir = example.train(
-                overrides=[f"input_data={data}", f"save_dir={root}/runs/train-${{now:%Y%m%d-%H%M%S-%f}}"]
-            )
+        console.print("[green]✓[/green] deployments served (flexlock_prefect.serving.example_pipeline)")
+        with console.status("running the example main flow (flexlock_prefect.examples.train)…"):
+            from flexlock_prefect.examples.train import train
+
+            save_dir = train(overrides=[f"save_dir={root}/runs/train-${{now:%Y%m%d-%H%M%S-%f}}"])
         console.print(f"[green]✓[/green] main run recorded in {save_dir}/run.lock")
         with console.status("waiting for the diag run that flexlock.run.completed triggers…"):
             run_id = _wait_for_diag(save_dir, log)
@@ -123,15 +94,17 @@ def _wait_for_deployment(name: str, log: Path) -> None:
 def _wait_for_diag(save_dir: str, log: Path) -> str:
     """The MLflow run id once the triggered diag run of `save_dir` has completed."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
     from flexlock_prefect.tracking.supersede import current_active
 
     wait_s = get_settings().demo_timeout_s
     deadline = time.monotonic() + wait_s
+    with get_client(sync_client=True) as client:
+        diag_id = client.read_deployment_by_name(DIAG_DEPLOYMENT).id
     while time.monotonic() < deadline:
         with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["diag"])))
+            runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[diag_id])))
         for run in runs:
             if run.parameters.get("save_dir") != save_dir or not (run.state and run.state.is_final()):
                 continue

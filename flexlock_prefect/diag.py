@@ -12,22 +12,29 @@ other when a Prefect API is configured, from any process.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import mlflow
 from prefect import Flow, flow, get_run_logger, task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.importtools import import_object
 
 from flexlock_prefect import events, tracking
+from flexlock_prefect._user_flow import user_flow
 from flexlock_prefect.artifacts import artifact_key
 from flexlock_prefect.concurrency import run_lock
+from flexlock_prefect.exceptions import FlexlockError
+from flexlock_prefect.lock import RunLock
 from flexlock_prefect.redact import strip_url_credentials
-from flexlock_prefect.tracking.relog import DiagBody, code_version, relog_one
+from flexlock_prefect.tracking.locking import Serializer
+from flexlock_prefect.tracking.relog import DiagBody, RelogOutcome, code_version, relog_one
 from flexlock_prefect.tracking.supersede import Relog
 
 Operation = TypeVar("Operation", bound=Callable[..., Any])
+_SPEC = "flexlock_diag_spec"
 
 
 def _with_run_lock(operation: Operation) -> Operation:
@@ -42,7 +49,6 @@ def _with_run_lock(operation: Operation) -> Operation:
 
 
 mlflowlink = _with_run_lock(tracking.mlflowlink)
-relog = _with_run_lock(tracking.relog)
 reconcile = _with_run_lock(tracking.reconcile)
 
 
@@ -69,28 +75,81 @@ def emit_relogged(relog: Relog) -> None:
     events.emit_relogged(relog.lock, relog.run_id, relog.superseded_run_ids)
 
 
+@dataclass(frozen=True)
+class DiagSpec:
+    """What relogging needs of a diag: its body, its experiment (None: from each run's config)
+    and the version naming its code."""
+
+    body: DiagBody
+    experiment: str | None
+    version: str
+
+
+def diag_spec(diag: Flow[..., Any] | DiagBody | DiagSpec) -> DiagSpec:
+    """The spec of a `diag_flow` (its body and experiment), or of a plain body `(save_dir, run)`."""
+    if isinstance(diag, DiagSpec):
+        return diag
+    spec = getattr(getattr(diag, "fn", None), _SPEC, None)
+    if spec is not None:
+        return spec
+    if isinstance(diag, Flow):
+        raise FlexlockError(
+            f"flow {diag.name!r} is not a diag_flow: give a flow made with `diag_flow`, or a body `(save_dir, run)`"
+        )
+    return DiagSpec(diag, None, code_version(diag))
+
+
+def load_diag(entrypoint: str) -> DiagSpec:
+    """The diag at `path/to/file.py:name` or `package.module.name`: a `diag_flow` or a plain body."""
+    try:
+        found = import_object(entrypoint)
+    except (ImportError, AttributeError, FileNotFoundError, ValueError) as exc:
+        raise FlexlockError(
+            f"cannot load the diag {entrypoint!r} ({type(exc).__name__}: {exc}): give FILE.py:NAME or module.NAME"
+        ) from None
+    if not callable(found):
+        raise FlexlockError(f"{entrypoint!r} is not a diag_flow or a function `(save_dir, run)`")
+    return diag_spec(found)
+
+
 def diag_flow(
-    fn: DiagBody | None = None, /, *, experiment: str | None = None, **flow_kwargs: Any
+    fn: DiagBody | None = None,
+    /,
+    *,
+    experiment: str | None = None,
+    version: str | None = None,
+    **flow_kwargs: Any,
 ) -> Flow[..., str | None] | Callable[[DiagBody], Flow[..., str | None]]:
     """Turn `diag(save_dir, run)` into a Prefect flow that relogs save_dir to MLflow with it.
 
     The flow's parameters are `save_dir` and `force`. It returns the new MLflow run id, or None
     when nothing was logged: the active run already holds this lock digest and this diag code
-    (unless `force`), or the run's config says `mlflow.enabled: false`.
+    (unless `force`), or the run's config says `mlflow.enabled: false`. The body gets `save_dir`
+    as a plain path for a local save_dir and as the `s3://` URL otherwise (`storage` reads both).
+
+    Both forms deploy: the decorator, and a call whose flow is bound to another module-level
+    name (`diag = diag_flow(log_my_run, name="diag")`). The flow is named after the body unless
+    `name=` says otherwise; any other `prefect.flow` keyword passes through.
+
+    Args:
+        experiment: the MLflow experiment (default: each run's config, see README).
+        version: names the diag code (default: `code_version(body)`); relogs skip save_dirs
+            whose active run was logged from the same record by the same version.
 
     Example:
-        >>> @diag_flow  # doctest: +SKIP
+        >>> @diag_flow(experiment="proj")  # doctest: +SKIP
         ... def diag(save_dir: str, run) -> None:
-        ...     mlflow.log_metric("acc", json.load(open(f"{save_dir}/metrics.json"))["acc"])
+        ...     metrics = json.loads(storage.read_text(storage.join(save_dir, "metrics.json")))
+        ...     mlflow.log_metric("acc", metrics["acc"])
     """
 
     def decorate(body: DiagBody) -> Flow[..., str | None]:
-        version = code_version(body)
+        spec = DiagSpec(body, experiment, version or code_version(body))
 
         def run(save_dir: str, force: bool = False) -> str | None:
             logger = get_run_logger()
             outcome, logged = relog_one(
-                save_dir, body, force=force, experiment=experiment, version=version, serialize=run_lock
+                save_dir, spec.body, force=force, experiment=spec.experiment, version=spec.version, serialize=run_lock
             )
             if logged is None:
                 logger.info("%s: %s, nothing logged", outcome.save_dir, outcome.outcome)
@@ -100,8 +159,59 @@ def diag_flow(
             logger.info("%s logged as MLflow run %s", outcome.save_dir, logged.run_id)
             return logged.run_id
 
-        for attribute in ("__name__", "__qualname__", "__module__", "__doc__"):
-            setattr(run, attribute, getattr(body, attribute))
-        return flow(**flow_kwargs)(run)
+        setattr(run, _SPEC, spec)  # on the function: copies made by `with_options` share it
+        return user_flow(body, run, flow_kwargs)
 
     return decorate(fn) if fn is not None else decorate
+
+
+def relog(
+    save_dirs: Sequence[str] = (),
+    *,
+    root: str | None = None,
+    force: bool = False,
+    diag: Flow[..., Any] | DiagBody | DiagSpec | None = None,
+    experiment: str | None = None,
+    workers: int | None = None,
+    serialize: Serializer | None = run_lock,
+) -> list[RelogOutcome]:
+    """Relog save_dirs (and every save_dir under `root`) with `diag`, under their Prefect locks.
+
+    `diag` is a `diag_flow` (its body, experiment and version are used) or a plain body; by
+    default the standard body. See `flexlock_prefect.tracking.relog`.
+
+    Example:
+        >>> relog(root="/runs", diag=my_diag)  # doctest: +SKIP
+    """
+    spec = diag_spec(diag) if diag is not None else None
+    return tracking.relog(
+        save_dirs,
+        root=root,
+        force=force,
+        diag=spec.body if spec else None,
+        experiment=experiment or (spec.experiment if spec else None),
+        version=spec.version if spec else None,
+        workers=workers,
+        serialize=serialize,
+    )
+
+
+@flow(name="relog-all", log_prints=True)
+def relog_all(root: str, force: bool = False, diag: str | None = None) -> dict[str, int]:
+    """Relog every save_dir under `root` with the diag at entrypoint `diag` (the standard body if
+    None); announce each relog and list them in a `relog-all` table artifact.
+
+    A pipeline's relog-all deployment sets `diag` to its diag flow's entrypoint.
+    """
+    outcomes = relog(root=root, force=force, diag=load_diag(diag) if diag else None)
+    for outcome in outcomes:
+        if outcome.outcome == "relogged":
+            events.emit_relogged(RunLock.load(outcome.save_dir), outcome.run_id, outcome.superseded_run_ids)
+    create_table_artifact(
+        table=[{"save_dir": o.save_dir, "outcome": o.outcome, "mlflow_run_id": o.run_id or ""} for o in outcomes],
+        key="relog-all",
+        description=f"relog of every save_dir under {root}",
+    )
+    counts = {kind: sum(o.outcome == kind for o in outcomes) for kind in ("relogged", "skipped", "disabled")}
+    print(f"{root}: {counts}")
+    return counts

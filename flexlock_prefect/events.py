@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect import Flow
 from prefect.events import DeploymentEventTrigger, emit_event
 from prefect.events.worker import EventsWorker
 
@@ -18,15 +19,28 @@ RUN_RELOGGED = "flexlock.run.relogged"
 RELOG_REQUESTED = "flexlock.relog.requested"
 MODEL_PROMOTED = "flexlock.model.promoted"
 MODEL_REJECTED = "flexlock.model.rejected"
+FLOW_LABEL = "flexlock.flow"
+"""The main flow's name, on run events and relog requests: what a pipeline's triggers match on."""
+
+MainFlow = Flow[..., Any] | str | None
 
 
 def run_resource(lock: RunLock) -> dict[str, str]:
-    return {
+    """The resource of a run event; it names the main flow when the run was recorded by one."""
+    resource = {
         "prefect.resource.id": f"flexlock.run.{logical_run_key(lock.logical_run_id)}",
         "prefect.resource.name": lock.logical_run_id,
         "flexlock.logical_run_id": lock.logical_run_id,
         "flexlock.save_dir": lock.logical_run_id,
     }
+    if lock.prefect and lock.prefect.flow_name:
+        resource[FLOW_LABEL] = lock.prefect.flow_name
+    return resource
+
+
+def flow_name(main: MainFlow) -> str | None:
+    """The name a trigger scoped to `main` matches: a flow's name, or the name given."""
+    return main.name if isinstance(main, Flow) else main
 
 
 def run_payload(lock: RunLock) -> dict[str, Any]:
@@ -60,17 +74,21 @@ def emit_relogged(lock: RunLock, mlflow_run_id: str, superseded_run_ids: list[st
     )
 
 
-def emit_relog_requested(root: str, force: bool = False) -> None:
-    """Ask the relog-all deployment to relog every save_dir under `root`.
+def relog_resource(root: str, main: MainFlow = None) -> dict[str, str]:
+    """The resource of a relog request for `root`, addressed to the pipeline of `main` if given."""
+    resource = {"prefect.resource.id": f"flexlock.root.{logical_run_key(root)}", "flexlock.root": root}
+    if name := flow_name(main):
+        resource[FLOW_LABEL] = name
+    return resource
+
+
+def emit_relog_requested(root: str, force: bool = False, main: MainFlow = None) -> None:
+    """Ask the relog-all deployment (of `main`'s pipeline, if given) to relog every save_dir under `root`.
 
     Events are sent by a background worker; it is drained here so that a short-lived caller
     (the CLI) does not exit with the event still queued.
     """
-    emit_event(
-        event=RELOG_REQUESTED,
-        resource={"prefect.resource.id": f"flexlock.root.{logical_run_key(root)}", "flexlock.root": root},
-        payload={"root": root, "force": force},
-    )
+    emit_event(event=RELOG_REQUESTED, resource=relog_resource(root, main), payload={"root": root, "force": force})
     EventsWorker.drain_all(timeout=30)
 
 
@@ -85,6 +103,22 @@ def emit_model_event(
     )
 
 
+def relog_listeners(root: str, main: MainFlow = None) -> tuple[list[str], list[str]]:
+    """Who would act on a relog request for `root` (to `main`'s pipeline, if given): the names
+    of the enabled automations it fires, and the pipelines whose relog-all listen at all."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.schemas.events import Resource
+
+    resource = Resource(root=relog_resource(root, main))
+    with get_client(sync_client=True) as client:
+        automations = [
+            a for a in client.read_automations() if a.enabled and RELOG_REQUESTED in getattr(a.trigger, "expect", ())
+        ]
+    firing = [a.name for a in automations if a.trigger.match.matches(resource)]
+    pipelines = sorted({str(a.trigger.match.model_dump().get(FLOW_LABEL, "any")) for a in automations})
+    return firing, pipelines
+
+
 def _payload_value(field: str) -> dict[str, Any]:
     """A trigger parameter taking a payload field with its JSON type (a bool stays a bool)."""
     return {
@@ -93,23 +127,35 @@ def _payload_value(field: str) -> dict[str, Any]:
     }
 
 
-def diag_trigger() -> DeploymentEventTrigger:
-    """★ The diag deployment's trigger: every completed main run is logged to MLflow."""
+def diag_trigger(main: MainFlow = None) -> DeploymentEventTrigger:
+    """★ A diag deployment's trigger: the completed runs of `main` (a flow or its name).
+
+    Without `main` it matches the completed runs of every main flow: right for a project with
+    one pipeline, wrong beside another one, whose runs it would log too.
+
+    Example:
+        >>> diag.to_deployment(name="diag", triggers=[diag_trigger(train)])  # doctest: +SKIP
+    """
+    name = flow_name(main)
     return DeploymentEventTrigger(
-        name="flexlock-diag-on-run-completed",
+        name=f"flexlock-diag-on-{name}-completed" if name else "flexlock-diag-on-run-completed",
+        description=f"Log each completed run of {name or 'any main flow'} to MLflow.",
         expect={RUN_COMPLETED},
-        match={"prefect.resource.id": "flexlock.run.*"},
+        match={"prefect.resource.id": "flexlock.run.*"} | ({FLOW_LABEL: name} if name else {}),
         for_each={"prefect.resource.id"},
         parameters={"save_dir": "{{ event.payload.save_dir }}"},
     )
 
 
-def relog_trigger() -> DeploymentEventTrigger:
-    """The relog-all deployment's trigger: `flexlock.relog.requested` with payload `{root, force}`."""
+def relog_trigger(main: MainFlow = None) -> DeploymentEventTrigger:
+    """A relog-all deployment's trigger: `flexlock.relog.requested` (payload `{root, force}`)
+    addressed to `main`'s pipeline; without `main`, every request."""
+    name = flow_name(main)
     return DeploymentEventTrigger(
-        name="flexlock-relog-all-on-request",
+        name=f"flexlock-relog-all-{name}-on-request" if name else "flexlock-relog-all-on-request",
+        description=f"Relog every save_dir under a root{f' with the diag of {name}' if name else ''}.",
         expect={RELOG_REQUESTED},
-        match={"prefect.resource.id": "flexlock.root.*"},
+        match={"prefect.resource.id": "flexlock.root.*"} | ({FLOW_LABEL: name} if name else {}),
         for_each={"prefect.resource.id"},
         parameters={"root": "{{ event.payload.root }}", "force": _payload_value("force")},
     )

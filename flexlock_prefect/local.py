@@ -145,13 +145,13 @@ def prefect_api(home: Path, keep: bool = False) -> Iterator[str]:
 
 @contextmanager
 def served_deployments(
-    project_root: Path, log_path: Path, env: Mapping[str, str] | None = None, keep: bool = False
+    log_path: Path, env: Mapping[str, str] | None = None, keep: bool = False
 ) -> Iterator[subprocess.Popen]:
-    """`deployments/serve.py` in a subprocess (polling every second), stopped when the block ends
-    unless `keep`."""
+    """The example pipeline served in a subprocess (`python -m flexlock_prefect.serving`, polling
+    every second), stopped when the block ends unless `keep`."""
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, str(project_root / "deployments" / "serve.py")],
+            [sys.executable, "-m", "flexlock_prefect.serving"],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -17,11 +17,12 @@ from functools import cache
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from prefect import Flow, Task, flow, get_run_logger, task
+from prefect import Flow, Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import deployment, flow_run
 
 from flexlock_prefect import artifacts, events, storage
+from flexlock_prefect._user_flow import user_flow
 from flexlock_prefect.capture import Capture, Facet, FlowRunRef, capture_run
 from flexlock_prefect.capture.config import ConfigSource
 from flexlock_prefect.capture.data import file_digests
@@ -74,10 +75,8 @@ def locked_flow(
             return locked.run(list(overrides or []), dict(config or {}))
 
         # The flow carries the user's names (not `__wrapped__`, whose signature Prefect would
-        # read): deployments then find it at `<user's file>:<function name>`.
-        for attribute in ("__name__", "__qualname__", "__module__", "__doc__"):
-            setattr(run, attribute, getattr(compute, attribute))
-        return flow(**flow_kwargs)(run)
+        # read), and deploys from the name it is bound to (`_user_flow`).
+        return user_flow(compute, run, flow_kwargs)
 
     return decorate(fn) if fn is not None else decorate
 

@@ -1,64 +1,58 @@
-"""The project's deployments in one place: names, entrypoints, schedules and triggers.
+"""The example pipeline's deployments: what `flexlock-prefect demo` and `serve` run.
 
-`deployments/serve.py` serves them from one process; `deployments/prefect.yaml` declares the
-same for `prefect deploy` to a process work pool, and a test checks that the two agree.
+`python -m flexlock_prefect.serving` serves them from one process (the demo starts it so);
+`deployments/prefect.yaml` declares the same for `prefect deploy` to a process work pool and is
+written by `write_project_yaml` (a test checks it is up to date). Both come from
+`example_pipeline()`, a `Pipeline` like any user's.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect import serve
-from prefect.deployments.runner import RunnerDeployment
-from prefect.events import DeploymentEventTrigger
-from prefect.flows import load_flow_from_entrypoint
 
-from flexlock_prefect.events import diag_trigger, relog_trigger
-
-
-@dataclass(frozen=True)
-class DeploymentSpec:
-    name: str
-    entrypoint: str
-    description: str
-    cron: str | None = None
-    triggers: tuple[DeploymentEventTrigger, ...] = field(default_factory=tuple)
-
+from flexlock_prefect.pipeline import Pipeline, write_prefect_yaml
 
 TRAIN_CRON = "0 2 * * *"
-
-DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
-    DeploymentSpec("train", "flows/train.py:train", "Example main flow, nightly.", cron=TRAIN_CRON),
-    DeploymentSpec(
-        "diag",
-        "flows/diag.py:diag",
-        "Log a completed run to MLflow (fired by flexlock.run.completed).",
-        triggers=(diag_trigger(),),
-    ),
-    DeploymentSpec(
-        "relog-all",
-        "flows/diag.py:relog_all",
-        "Relog every run under a root (fired by flexlock.relog.requested).",
-        triggers=(relog_trigger(),),
-    ),
-    DeploymentSpec("promote", "flows/promote.py:promote", "Approval-gated promotion through the registry aliases."),
-)
+WORK_POOL = "flexlock-process"
+PROJECT_YAML_HEADER = """\
+# The example pipeline's deployments, for a `process` work pool. From the project root:
+#   prefect work-pool create flexlock-process --type process
+#   prefect work-queue create diag --pool flexlock-process --priority 1
+#   prefect deploy --prefect-file deployments/prefect.yaml --all
+#   prefect worker start --pool flexlock-process
+# Main runs go to the pool's default queue; diag, relog-all and promote to the `diag` queue,
+# which workers serve first: a finished run is logged before another main run starts, instead
+# of waiting behind a whole burst of main runs.
+# Written by `python -m flexlock_prefect.serving --write-yaml deployments/prefect.yaml` from
+# flexlock_prefect.serving.example_pipeline(); a test checks it is up to date.
+"""
 
 
-def runner_deployments(project_root: Path, specs: Sequence[DeploymentSpec] = DEPLOYMENTS) -> list[RunnerDeployment]:
-    """The specs as deployments served from `project_root` (entrypoints are relative to it)."""
-    os.chdir(project_root)
-    return [
-        load_flow_from_entrypoint(spec.entrypoint).to_deployment(
-            name=spec.name, description=spec.description, cron=spec.cron, triggers=list(spec.triggers)
-        )
-        for spec in specs
-    ]
+def example_pipeline() -> Pipeline:
+    """The bundled example: `examples.train` nightly, `examples.diag` on its completed runs, promotion."""
+    from flexlock_prefect.examples.diag import diag
+    from flexlock_prefect.examples.train import train
+
+    return Pipeline(main=train, diag=diag, promote=True, cron=TRAIN_CRON)
 
 
-def serve_project(project_root: Path) -> None:
-    """Serve every deployment until interrupted (Ctrl-C stops the runner and its flow runs)."""
-    serve(*runner_deployments(project_root), print_starting_message=True)
+def write_project_yaml(path: str | Path, project_root: str | Path) -> Path:
+    return write_prefect_yaml(
+        [example_pipeline()], path, WORK_POOL, project_root, header=PROJECT_YAML_HEADER, name="flexlock-prefect"
+    )
+
+
+def serve_examples() -> None:
+    """Serve the example pipeline until interrupted (Ctrl-C stops the runner and its flow runs)."""
+    serve(*example_pipeline().to_deployments(), print_starting_message=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["--write-yaml"]:
+        print(write_project_yaml(sys.argv[2], Path.cwd()))
+    else:
+        serve_examples()

@@ -1,8 +1,25 @@
-"""save_dir URLs (local paths and `s3://`) over fsspec: canonical names, reads, atomic writes.
+"""save_dirs and data, local or on S3, through one small API over fsspec.
+
+Public, for the user's flows and diag bodies, which get a save_dir as a plain local path or as
+an `s3://` URL and can treat both alike: `join`, `exists`, `ls`, `open`, `read_bytes`,
+`read_text`, `write_atomic`, and `canonical_url` (the one name of a location). Every function
+takes a local path, a `file://` URL or an `s3://` URL.
 
 The S3 endpoint comes from the standard variables (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`,
 then MLflow's `MLFLOW_S3_ENDPOINT_URL`), credentials from the usual AWS chain; none of them is
 ever part of a URL that flexlock-prefect records.
+
+Example:
+    >>> import tempfile
+    >>> save_dir = tempfile.mkdtemp()
+    >>> write_atomic(join(save_dir, "metrics.json"), b'{"acc": 0.9}')
+    >>> exists(join(save_dir, "metrics.json")), ls(save_dir)
+    (True, ['metrics.json'])
+    >>> read_text(join(save_dir, "metrics.json"))
+    '{"acc": 0.9}'
+    >>> with open(join(save_dir, "metrics.json")) as handle:
+    ...     handle.read(8)
+    b'{"acc": '
 """
 
 from __future__ import annotations
@@ -11,6 +28,7 @@ import os
 import posixpath
 import tempfile
 from pathlib import Path
+from typing import IO
 
 import fsspec
 from fsspec import AbstractFileSystem
@@ -59,11 +77,14 @@ def local_path(url: str) -> Path | None:
     return Path(url.removeprefix("file://")) if url.startswith("file://") else None
 
 
-def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
-    """The fsspec filesystem and the path inside it for a canonical URL.
+def filesystem(location: str | os.PathLike[str]) -> tuple[AbstractFileSystem, str]:
+    """The fsspec filesystem and the path inside it for a location (path or URL).
 
     S3 listings are not cached: a capture must see a file written a moment ago.
     """
+    url = os.fspath(location)
+    if not url.startswith(("file://", "s3://")):
+        url = canonical_url(url)
     if url.startswith("file://"):
         return fsspec.filesystem("file"), url.removeprefix("file://")
     if url.startswith("s3://"):
@@ -74,11 +95,12 @@ def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
     raise StorageError(f"not a canonical URL: {url!r}")
 
 
-def join(url: str, *names: str) -> str:
-    return posixpath.join(url, *names)
+def join(url: str | os.PathLike[str], *names: str) -> str:
+    """`url` with `names` appended, `/`-separated (a local path stays a path)."""
+    return posixpath.join(os.fspath(url), *names)
 
 
-def exists(url: str) -> bool:
+def exists(url: str | os.PathLike[str]) -> bool:
     fs, path = filesystem(url)
     try:
         return bool(fs.exists(path))
@@ -86,7 +108,29 @@ def exists(url: str) -> bool:
         raise StorageError(f"cannot reach {url}: {exc}") from exc
 
 
-def read_bytes(url: str) -> bytes:
+def ls(url: str | os.PathLike[str]) -> list[str]:
+    """The names of the entries of a directory, sorted (files and subdirectories)."""
+    fs, path = filesystem(url)
+    try:
+        return sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False))
+    except FileNotFoundError as exc:
+        raise StorageError(f"{url} does not exist") from exc
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"cannot list {url}: {exc}") from exc
+
+
+def open(url: str | os.PathLike[str], mode: str = "rb") -> IO[bytes]:  # noqa: A001 - the storage verb
+    """A file object for reading (`rb`) or writing (`wb`); use it in a `with` block."""
+    fs, path = filesystem(url)
+    try:
+        return fs.open(path, mode)
+    except FileNotFoundError as exc:
+        raise StorageError(f"{url} does not exist") from exc
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"cannot open {url}: {exc}") from exc
+
+
+def read_bytes(url: str | os.PathLike[str]) -> bytes:
     """The content of a file; StorageError naming the URL when it is missing or unreadable."""
     fs, path = filesystem(url)
     try:
@@ -97,13 +141,18 @@ def read_bytes(url: str) -> bytes:
         raise StorageError(f"cannot read {url}: {exc}") from exc
 
 
-def write_atomic(url: str, data: bytes) -> None:
+def read_text(url: str | os.PathLike[str], encoding: str = "utf-8") -> str:
+    return read_bytes(url).decode(encoding)
+
+
+def write_atomic(url: str | os.PathLike[str], data: bytes) -> None:
     """Replace the file at `url` with `data` so that readers see the old or the new, never a part.
 
     Locally: a temporary file in the same directory, fsync, `os.replace`, fsync of the directory.
     On S3 one PUT is atomic by itself: an object is visible only once fully uploaded.
     """
-    target = local_path(url)
+    url = os.fspath(url)
+    target = local_path(url if is_remote(url) else canonical_url(url))
     if target is None:
         fs, path = filesystem(url)
         try:

@@ -18,41 +18,49 @@ from prefect.client.orchestration import get_client
 from prefect.events import DeploymentEventTrigger
 
 from flexlock_prefect import RunLock
-from flexlock_prefect.demo import load_flow_module, project_root
+from flexlock_prefect.examples import train as example_train
 from flexlock_prefect.local import served_deployments
 from flexlock_prefect.lock import logical_run_key
-from flexlock_prefect.serving import DEPLOYMENTS
+from flexlock_prefect.serving import example_pipeline, write_project_yaml
 from flexlock_prefect.tracking.supersede import runs_of
 from flexlock_prefect.tracking.tags import ACTIVE, STATUS
 from tests.helpers.prefect_api import poll, wait_for_flow_run, wait_for_flow_runs
 
-ROOT = project_root()
+ROOT = Path(__file__).resolve().parents[1]
 YAML = ROOT / "deployments" / "prefect.yaml"
 
 
-def _yaml_deployments() -> dict[str, dict]:
-    return {d["name"]: d for d in yaml.safe_load(YAML.read_text())["deployments"]}
+SERVED = {"train/train", "diag/train", "relog-all/train", "promote/train"}
 
 
-def test_prefect_yaml_declares_the_same_deployments_schedules_and_triggers_as_serve() -> None:
-    declared = _yaml_deployments()
-    assert set(declared) == {spec.name for spec in DEPLOYMENTS}
-    for spec in DEPLOYMENTS:
-        deployment = declared[spec.name]
-        assert deployment["entrypoint"] == spec.entrypoint
-        assert [s["cron"] for s in deployment.get("schedules", [])] == ([spec.cron] if spec.cron else [])
-        triggers = [DeploymentEventTrigger(**t).model_dump() for t in deployment.get("triggers", [])]
-        assert triggers == [t.model_dump() for t in spec.triggers]
+def test_prefect_yaml_is_the_one_written_from_the_example_pipeline(tmp_path: Path) -> None:
+    assert write_project_yaml(tmp_path / "prefect.yaml", ROOT).read_text() == YAML.read_text(), (
+        "deployments/prefect.yaml is out of date: run `python -m flexlock_prefect.serving --write-yaml "
+        "deployments/prefect.yaml`"
+    )
+
+
+def test_prefect_yaml_and_serve_declare_the_same_deployments_schedules_and_triggers() -> None:
+    declared = yaml.safe_load(YAML.read_text())["deployments"]
+    served = example_pipeline().to_deployments()
+    assert [d["entrypoint"] for d in declared] == [d.entrypoint for d in served]
+    assert [[s["cron"] for s in d.get("schedules", [])] for d in declared] == [
+        [s.schedule.cron for s in d.schedules] for d in served
+    ]
+    for entry, deployment in zip(declared, served, strict=True):
+        triggers = [DeploymentEventTrigger(**t).model_dump() for t in entry.get("triggers", [])]
+        assert triggers == [t.model_dump() for t in deployment.triggers]
+        assert entry.get("parameters", {}) == deployment.parameters
 
 
 @pytest.fixture(scope="module")
 def served(module_prefect_api: str, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """`deployments/serve.py` in a subprocess polling every second; its deployments and their
-    automations are deleted afterwards, so later tests' runs trigger nothing."""
+    """The example pipeline served in a subprocess polling every second; its deployments and
+    their automations are deleted afterwards, so later tests' runs trigger nothing."""
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with served_deployments(ROOT, log):
+    with served_deployments(log):
         try:
-            _wait_for_deployments({spec.name for spec in DEPLOYMENTS}, log)
+            _wait_for_deployments(SERVED, log)
             yield
         finally:
             with get_client(sync_client=True) as client:
@@ -64,7 +72,7 @@ def served(module_prefect_api: str, mlflow_server: str, tmp_path_factory: pytest
 def _wait_for_deployments(names: set[str], log: Path, timeout_s: float = 90) -> None:
     def served_names() -> set[str]:
         with get_client(sync_client=True) as client:
-            return {d.name for d in client.read_deployments()}
+            return {f"{client.read_flow(d.flow_id).name}/{d.name}" for d in client.read_deployments()}
 
     found, done = poll(served_names, lambda found: names <= found, timeout_s)
     if not done:
@@ -87,11 +95,11 @@ def _active(save_dir: str) -> list:
 def test_a_completed_main_run_is_logged_to_mlflow_by_the_triggered_diag_deployment(
     served: None, prefect_api: str, tmp_path: Path
 ) -> None:
-    example = load_flow_module("flows/train.py")
+    example = example_train
     data = example.prepare_example_data(tmp_path / "data.csv")
     save_dir = example.train(overrides=[f"input_data={data}", f"save_dir={tmp_path}/runs/a", "model_name=''"])
 
-    [diag_run] = wait_for_flow_runs("diag", 1)
+    [diag_run] = wait_for_flow_runs("diag/train", 1)
     assert diag_run.created_by is not None and diag_run.created_by.type == "AUTOMATION"
     assert diag_run.parameters == {"save_dir": save_dir}
     assert diag_run.state.is_completed(), diag_run.state
@@ -103,7 +111,7 @@ def test_a_completed_main_run_is_logged_to_mlflow_by_the_triggered_diag_deployme
 def test_a_relog_request_event_supersedes_every_run_under_the_root_once(
     served: None, prefect_api: str, tmp_path: Path
 ) -> None:
-    example = load_flow_module("flows/train.py")
+    example = example_train
     data = example.prepare_example_data(tmp_path / "data.csv")
     root = tmp_path / "runs"
     save_dirs = [
@@ -114,14 +122,25 @@ def test_a_relog_request_event_supersedes_every_run_under_the_root_once(
         [previous[save_dir]] = _wait_for_active(save_dir)
 
     requested = subprocess.run(
-        [sys.executable, "-m", "flexlock_prefect", "relog", "--root", str(root), "--via-event", "--force"],
+        [
+            sys.executable,
+            "-m",
+            "flexlock_prefect",
+            "relog",
+            "--root",
+            str(root),
+            "--via-event",
+            "--main",
+            "train",
+            "--force",
+        ],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert requested.returncode == 0, requested.stderr
 
-    [relog_run] = wait_for_flow_runs("relog-all", 1)
+    [relog_run] = wait_for_flow_runs("relog-all/train", 1)
     assert relog_run.created_by.type == "AUTOMATION"
     assert relog_run.parameters == {"root": f"file://{root}", "force": True}
     assert relog_run.state.is_completed(), relog_run.state
@@ -137,7 +156,7 @@ def test_the_cli_promotes_through_the_served_deployment_and_approves(
     from flexlock_prefect.registry import LIFECYCLE
 
     model = f"served-{tmp_path.name[-8:].lower().replace('_', '-')}"
-    example = load_flow_module("flows/train.py")
+    example = example_train
     data = example.prepare_example_data(tmp_path / "data.csv")
     save_dir = example.train(overrides=[f"input_data={data}", f"save_dir={tmp_path}/runs/m", f"model_name={model}"])
     assert _wait_for_active(save_dir), "the triggered diag run (it registers version 1) did not log the save_dir"

@@ -8,8 +8,9 @@ import pytest
 from mlflow import MlflowClient
 
 from flexlock_prefect.artifacts import artifact_key
-from flexlock_prefect.demo import load_flow_module
 from flexlock_prefect.events import RUN_RELOGGED
+from flexlock_prefect.examples import diag as example_diag
+from flexlock_prefect.examples import train as example_train
 from flexlock_prefect.lock import logical_run_key
 from flexlock_prefect.tracking.tags import ACTIVE, STATUS
 from tests.helpers.prefect_api import artifacts, wait_for_events
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.integration
 def test_diag_logs_the_example_run_registers_its_model_and_announces_it(
     prefect_api: str, mlflow_server: str, tmp_path: Path
 ) -> None:
-    example, diag = load_flow_module("flows/train.py"), load_flow_module("flows/diag.py")
+    example, diag = example_train, example_diag
     data = example.prepare_example_data(tmp_path / "data.csv")
     save_dir = example.train(overrides=[f"input_data={data}", f"save_dir={tmp_path}/run", "model_name=diag-test-clf"])
 
@@ -45,7 +46,7 @@ def test_diag_logs_the_example_run_registers_its_model_and_announces_it(
 
 
 def test_relog_all_relogs_every_run_under_a_root_once(prefect_api: str, mlflow_server: str, tmp_path: Path) -> None:
-    example, diag = load_flow_module("flows/train.py"), load_flow_module("flows/diag.py")
+    example, diag = example_train, example_diag
     data = example.prepare_example_data(tmp_path / "data.csv")
     save_dirs = [
         example.train(overrides=[f"input_data={data}", f"save_dir={tmp_path}/runs/{name}", "model_name=''"])

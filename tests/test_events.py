@@ -120,11 +120,6 @@ def test_a_run_without_a_result_has_no_status_in_its_payload(tmp_path: Path) -> 
     assert run_payload(make_lock(tmp_path / "run"))["status"] is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DESIGN.md §4: 'The run events' resource also carries flexlock.flow: the main flow's name'; "
-    "run_resource has no flexlock.flow label, and diag_trigger() takes no main flow to match on",
-)
 def test_the_run_resource_names_the_main_flow(tmp_path: Path) -> None:
     prefect = PrefectState(flow_run_id="fr-1", flow_name="train", deployment_name=None, parameters={})
     assert run_resource(make_lock(tmp_path / "run", prefect=prefect))["flexlock.flow"] == "train"
@@ -189,6 +184,34 @@ def test_the_diag_trigger_runs_once_per_logical_run_with_its_save_dir(tmp_path: 
     assert trigger.for_each == {"prefect.resource.id"}
     assert trigger.parameters is not None and set(trigger.parameters) == {"save_dir"}
     assert _render(trigger.parameters["save_dir"], run_payload(lock)) == lock.logical_run_id
+
+
+def test_a_scoped_diag_trigger_matches_only_its_main_flows_runs(tmp_path: Path) -> None:
+    def resource(flow_name: str) -> Resource:
+        prefect = PrefectState(flow_run_id="fr", flow_name=flow_name, deployment_name=None, parameters={})
+        return Resource(root=run_resource(make_lock(tmp_path / flow_name, prefect=prefect)))
+
+    trigger = diag_trigger("train_a")
+    assert trigger.match.matches(resource("train_a"))
+    assert not trigger.match.matches(resource("train_b"))
+    assert trigger.name == "flexlock-diag-on-train_a-completed"
+    assert diag_trigger().match.matches(resource("train_b")), "unscoped: every main flow"
+
+
+def test_a_scoped_diag_trigger_takes_the_main_flow_itself() -> None:
+    from prefect import flow
+
+    @flow(name="train-a")
+    def train_a() -> None: ...
+
+    assert diag_trigger(train_a).match.model_dump()["flexlock.flow"] == "train-a"
+
+
+def test_a_relog_request_to_a_pipeline_reaches_only_its_relog_trigger(sent: Sent) -> None:
+    emit_relog_requested("/data/runs", main="train_a")
+    [event] = sent.events
+    assert relog_trigger("train_a").match.matches(Resource(root=event["resource"]))
+    assert not relog_trigger("train_b").match.matches(Resource(root=event["resource"]))
 
 
 def test_the_relog_trigger_matches_relog_requests_for_any_root(sent: Sent) -> None:

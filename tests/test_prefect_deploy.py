@@ -6,13 +6,14 @@ A module of its own: it deploys under the same names as the served deployments o
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from prefect.client.orchestration import get_client
 
-from flexlock_prefect.demo import project_root
 from tests.helpers.scaleout import deploy_project, priority_queue_name, work_pool_name
 
-ROOT = project_root()
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.integration
@@ -22,23 +23,26 @@ def test_prefect_deploy_of_the_yaml_creates_the_deployments_queues_schedule_and_
         deploy_project(ROOT, {"PREFECT_API_URL": prefect_api})
         with get_client(sync_client=True) as client:
             deployments = {f"{client.read_flow(d.flow_id).name}/{d.name}": d for d in client.read_deployments()}
-            assert {"train/train", "diag/diag", "relog-all/relog-all", "promote/promote"} <= set(deployments)
-            assert deployments["train/train"].entrypoint == "flows/train.py:train"
+            assert {"train/train", "diag/train", "relog-all/train", "promote/train"} <= set(deployments)
+            assert deployments["train/train"].entrypoint == "flexlock_prefect.examples.train.train"
             assert [s.schedule.cron for s in deployments["train/train"].schedules] == ["0 2 * * *"]
             assert {d.work_pool_name for d in deployments.values()} == {pool}
             queues = {
-                name: deployments[name].work_queue_name for name in ("train/train", "diag/diag", "promote/promote")
+                name: deployments[name].work_queue_name for name in ("train/train", "diag/train", "promote/train")
             }
-            assert queues == {"train/train": "default", "diag/diag": diag_queue, "promote/promote": diag_queue}
+            assert queues == {"train/train": "default", "diag/train": diag_queue, "promote/train": diag_queue}
             priorities = {q.name: q.priority for q in client.read_work_queues(work_pool_name=pool)}
             assert priorities[diag_queue] < priorities["default"], "workers must serve diag runs first"
-            [automation] = client.read_resource_related_automations(f"prefect.deployment.{deployments['diag/diag'].id}")
-            assert automation.name == "flexlock-diag-on-run-completed"
+            [automation] = client.read_resource_related_automations(
+                f"prefect.deployment.{deployments['diag/train'].id}"
+            )
+            assert automation.name == "flexlock-diag-on-train-completed"
             assert automation.trigger.expect == {"flexlock.run.completed"}
+            assert automation.trigger.match.model_dump()["flexlock.flow"] == "train"
             [action] = automation.actions
             assert action.parameters == {"save_dir": "{{ event.payload.save_dir }}"}
             [relog_automation] = client.read_resource_related_automations(
-                f"prefect.deployment.{deployments['relog-all/relog-all'].id}"
+                f"prefect.deployment.{deployments['relog-all/train'].id}"
             )
             assert relog_automation.trigger.expect == {"flexlock.relog.requested"}
     finally:

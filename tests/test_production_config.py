@@ -7,15 +7,15 @@ No container engine runs here: the `scale` test drives the same processes starte
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from flexlock_prefect.demo import project_root
 from tests.helpers.scaleout import work_pool_name
 
-ROOT = project_root()
+ROOT = Path(__file__).resolve().parents[1]
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY", re.IGNORECASE)
 ENVIRONMENT_REFERENCE = re.compile(r"^\$\{[A-Z_]+(:[?-][^}]*)?\}$")
 

@@ -29,8 +29,9 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.exceptions import FlowPauseTimeout, NotPausedError
 from prefect.flow_runs import resume_flow_run
 
-from flexlock_prefect.demo import load_flow_module
 from flexlock_prefect.events import MODEL_PROMOTED, MODEL_REJECTED
+from flexlock_prefect.examples import diag as example_diag
+from flexlock_prefect.examples import train as example_train
 from flexlock_prefect.exceptions import LifecycleError
 from flexlock_prefect.promote import PromotionRejected, promote
 from flexlock_prefect.registry import APPROVED_BY, LIFECYCLE, history, move
@@ -43,7 +44,7 @@ pytestmark = pytest.mark.integration
 def model(prefect_api: str, mlflow_server: str, tmp_path: Path) -> str:
     """A model with versions 1 and 2, each registered by the diag flow from a real main run."""
     name = f"promo-{uuid.uuid4().hex[:6]}"
-    example, diag = load_flow_module("flows/train.py"), load_flow_module("flows/diag.py")
+    example, diag = example_train, example_diag
     data = example.prepare_example_data(tmp_path / "data.csv")
     for index, strength in enumerate(("0.5", "1.0")):
         save_dir = example.train(

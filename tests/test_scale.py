@@ -20,7 +20,7 @@ from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flexlock_prefect import RunLock, storage
-from flexlock_prefect.demo import load_flow_module, project_root
+from flexlock_prefect.examples import train as example_train
 from flexlock_prefect.lock import logical_run_key
 from flexlock_prefect.registry import APPROVED_BY, LIFECYCLE
 from flexlock_prefect.tracking.supersede import runs_of
@@ -44,7 +44,7 @@ def stack(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     home = tmp_path_factory.mktemp("scale")
     env = {"MLFLOW_S3_ENDPOINT_URL": s3_endpoint, "FLEXLOCK_CACHE_DIR": str(home / "flexlock-cache")}
     with (
-        scale_stack(home, project_root(), artifacts, env=env) as running,
+        scale_stack(home, Path(__file__).resolve().parents[1], artifacts, env=env) as running,
         pytest.MonkeyPatch.context() as patch,
         temporary_settings({PREFECT_API_URL: running.prefect_api_url}),
     ):
@@ -73,7 +73,7 @@ def approve(flow_run_id: str, comment: str) -> None:
 
 def promote(version: str, to: str, approval: bool = True) -> FlowRun:
     """The `promote` deployment, run by a worker; a paused run is approved through the CLI."""
-    run = wait_until_final(submit("promote/promote", model=MODEL, version=version, to=to, approval=approval).id)
+    run = wait_until_final(submit("promote/train", model=MODEL, version=version, to=to, approval=approval).id)
     if run.state.is_paused():
         approve(str(run.id), f"to {to}")
         run = wait_until_final(str(run.id))
@@ -84,7 +84,7 @@ def test_twenty_s3_main_runs_through_two_workers_are_each_logged_once_and_a_mode
     stack: ScaleStack, s3_bucket: str, tmp_path: Path
 ) -> None:
     data = f"{s3_bucket}/data/breast_cancer.csv"
-    local_data = load_flow_module("flows/train.py").prepare_example_data(tmp_path / "data.csv")
+    local_data = example_train.prepare_example_data(tmp_path / "data.csv")
     storage.write_atomic(data, local_data.read_bytes())
     save_dirs = [f"{s3_bucket}/runs/{index:02d}" for index in range(MAIN_RUNS)]
 
@@ -95,7 +95,7 @@ def test_twenty_s3_main_runs_through_two_workers_are_each_logged_once_and_a_mode
     for run in main_runs:
         assert wait_until_final(str(run.id), timeout_s=600).state.is_completed()
 
-    diag_runs = wait_for_flow_runs("diag", MAIN_RUNS, timeout_s=600)
+    diag_runs = wait_for_flow_runs("diag/train", MAIN_RUNS, timeout_s=600)
     assert sorted(run.parameters["save_dir"] for run in diag_runs) == save_dirs, "a diag run was lost or doubled"
     assert all(run.created_by.type == "AUTOMATION" and run.state.is_completed() for run in diag_runs)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import mlflow
 import requests
 from mlflow import MlflowClient
-from mlflow.entities import Param, RunTag
+from mlflow.entities import Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 
 from flexlock_prefect.exceptions import TrackingError
@@ -112,6 +112,18 @@ def experiment_id(tracking: Tracking, name: str) -> str:
         found = experiment.experiment_id
     _experiment_ids[(tracking.uri, name)] = found
     return found
+
+
+def all_experiment_ids(client: MlflowClient) -> list[str]:
+    """Every live experiment's id: a logical run's runs are searched on the whole server."""
+    ids: list[str] = []
+    token = None
+    while True:
+        page = client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
+        ids += [e.experiment_id for e in page]
+        token = page.token
+        if not token:
+            return ids
 
 
 _QUIET = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"

@@ -19,17 +19,16 @@ from typing import Literal
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import ViewType
 
 from flexlock_prefect import storage
 from flexlock_prefect._version import __version__
 from flexlock_prefect.exceptions import FlexlockError
 from flexlock_prefect.lock import RunLock, find_save_dirs, logical_run_key
 from flexlock_prefect.settings import get_settings
-from flexlock_prefect.tracking.client import connect
+from flexlock_prefect.tracking.client import all_experiment_ids, connect, experiment_id
 from flexlock_prefect.tracking.locking import Serializer, unserialized
 from flexlock_prefect.tracking.outputs import log_outputs, uses_fluent_run
-from flexlock_prefect.tracking.record import mlflow_enabled
+from flexlock_prefect.tracking.record import experiment_name, mlflow_enabled
 from flexlock_prefect.tracking.supersede import (
     Relog,
     Repair,
@@ -54,19 +53,62 @@ class RelogOutcome:
 
 
 def code_version(body: Callable[..., object]) -> str:
-    """16 hex naming the diag code: the source of the module defining `body`, and the
-    flexlock-prefect version.
+    """16 hex naming the diag code: the source of `body`, of the functions and classes of its own
+    module that it uses (directly or through each other), and the flexlock-prefect version.
 
-    The whole module counts, not just the function, because a diag body calls helpers beside
-    it. A save_dir whose active run was logged from the same lock digest by the same diag code
-    is already up to date.
+    A save_dir whose active run was logged from the same lock digest by the same diag code is
+    already up to date. Editing one body of a module therefore relogs only its own save_dirs;
+    code the body imports from other modules of the user's does not count (give
+    `diag_flow(version=...)` to name such a dependency).
+
+    Example:
+        >>> code_version(log_outputs)  # doctest: +SKIP
+        '3f0c9a1e5b7d2c44'
     """
-    module = inspect.getmodule(body)
-    try:
-        source = inspect.getsource(module) if module is not None else inspect.getsource(body)
-    except (OSError, TypeError):
-        source = f"{body.__module__}.{body.__qualname__}"
-    return hashlib.sha256(f"{__version__}\n{source}".encode()).hexdigest()[:16]
+    parts = [__version__]
+    for used in _own_module_code(body):
+        try:
+            parts.append(inspect.getsource(used))
+        except (OSError, TypeError):
+            parts.append(f"{used.__module__}.{used.__qualname__}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _own_module_code(body: Callable[..., object]) -> list[Callable[..., object] | type]:
+    """`body` and what it uses of its own module's functions and classes, in a stable order."""
+    body = inspect.unwrap(body)
+    namespace = getattr(body, "__globals__", {})
+    found: dict[str, Callable[..., object] | type] = {}
+    pending: list[Callable[..., object] | type] = [body]
+    while pending:
+        item = pending.pop()
+        key = f"{item.__module__}.{item.__qualname__}"
+        if key in found:
+            continue
+        found[key] = item
+        for name in _global_names(item):
+            used = namespace.get(name)
+            if (inspect.isfunction(used) or inspect.isclass(used)) and used.__module__ == body.__module__:
+                pending.append(used)
+    return [found[key] for key in sorted(found)]
+
+
+def _global_names(item: Callable[..., object] | type) -> set[str]:
+    """Global names a function's code (nested functions included), or a class's methods, refer to."""
+    functions = [v for v in vars(item).values() if inspect.isfunction(v)] if inspect.isclass(item) else [item]
+    codes = [f.__code__ for f in functions if hasattr(f, "__code__")]
+    names: set[str] = set()
+    while codes:
+        code = codes.pop()
+        names |= set(code.co_names)
+        codes += [const for const in code.co_consts if inspect.iscode(const)]
+    return names
+
+
+def body_save_dir(logical_run_id: str) -> str:
+    """What a diag body gets: a plain path for a local save_dir, the URL for a remote one."""
+    path = storage.local_path(logical_run_id)
+    return str(path) if path is not None else logical_run_id
 
 
 def relog_one(
@@ -88,12 +130,16 @@ def relog_one(
         logger.info("%s: mlflow.enabled is false in its config; nothing logged", lock.logical_run_id)
         return RelogOutcome(lock.logical_run_id, "disabled"), None
     version = version or code_version(diag)
-    if not force and (active := current_active(lock, experiment)) is not None:
+    if not force and (active := current_active(lock)) is not None:
         tags = active.data.tags
         if tags.get(LOCK_DIGEST) == lock.digest and tags.get(DIAG_VERSION) == version:
-            return RelogOutcome(lock.logical_run_id, "skipped", active.info.run_id), None
+            tracking = connect()
+            with tracking.errors():  # up to date only if it is in the experiment asked for
+                target = experiment_id(tracking, experiment_name(lock, experiment))
+            if active.info.experiment_id == target:
+                return RelogOutcome(lock.logical_run_id, "skipped", active.info.run_id), None
     with linked_run(lock, experiment, diag_version=version, serialize=serialize, fluent=uses_fluent_run(diag)) as relog:
-        diag(lock.logical_run_id, relog.run)
+        diag(body_save_dir(lock.logical_run_id), relog.run)
     outcome = RelogOutcome(lock.logical_run_id, "relogged", relog.run_id, relog.superseded_run_ids)
     return outcome, relog
 
@@ -105,12 +151,14 @@ def relog(
     force: bool = False,
     diag: DiagBody | None = None,
     experiment: str | None = None,
+    version: str | None = None,
     workers: int | None = None,
     serialize: Serializer | None = None,
 ) -> list[RelogOutcome]:
     """Relog save_dirs (and every save_dir under `root`) in parallel; unchanged ones are skipped.
 
-    `workers` defaults to `FLEXLOCK_RELOG_WORKERS`.
+    `diag` is the body (default: the standard one), `version` names its code (default:
+    `code_version(diag)`), `workers` defaults to `FLEXLOCK_RELOG_WORKERS`.
 
     Example:
         >>> relog(["/runs/a", "s3://bucket/runs/b"], force=False)  # doctest: +SKIP
@@ -121,7 +169,7 @@ def relog(
         where = f"under {root}" if root else "given"
         raise FlexlockError(f"no save_dir with a run.lock {where}: nothing to relog")
     body = diag or log_outputs
-    version = code_version(body)
+    version = version or code_version(body)
 
     def one(save_dir: str) -> RelogOutcome:
         return relog_one(save_dir, body, force=force, experiment=experiment, version=version, serialize=serialize)[0]
@@ -153,7 +201,7 @@ def reconcile(
     tracking = connect()
     client = tracking.client
     with tracking.errors():
-        experiment_ids = _all_experiment_ids(client)
+        experiment_ids = all_experiment_ids(client)
         keys = (
             [logical_run_key(storage.canonical_url(s)) for s in save_dirs]
             if save_dirs
@@ -165,17 +213,6 @@ def reconcile(
                 runs = runs_of(client, experiment_ids, key)
                 repairs += repair_chain(client, runs, stale_after_s=0 if locked else stale_after_s)
     return repairs
-
-
-def _all_experiment_ids(client: MlflowClient) -> list[str]:
-    ids: list[str] = []
-    token = None
-    while True:
-        page = client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
-        ids += [e.experiment_id for e in page]
-        token = page.token
-        if not token:
-            return ids
 
 
 def _all_logical_run_keys(client: MlflowClient, experiment_ids: list[str]) -> list[str]:

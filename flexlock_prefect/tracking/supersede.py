@@ -30,7 +30,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run, RunStatus, ViewType
 
 from flexlock_prefect.lock import RunLock, logical_run_key
-from flexlock_prefect.tracking.client import connect, experiment_id, log_batch, quiet_run_end
+from flexlock_prefect.tracking.client import all_experiment_ids, connect, experiment_id, log_batch, quiet_run_end
 from flexlock_prefect.tracking.locking import Serializer, unserialized
 from flexlock_prefect.tracking.record import creation_tags, experiment_name, log_record, run_name
 from flexlock_prefect.tracking.tags import (
@@ -90,7 +90,8 @@ def linked_run(
     with (serialize or unserialized)(key) as serialized:
         with tracking.errors():
             experiment = experiment_id(tracking, experiment_name(lock, experiment))
-            previous = active_runs(client, [experiment], key)
+            everywhere = all_experiment_ids(client)  # one active run per logical run on the whole server
+            previous = active_runs(client, everywhere, key)
             inherited = {k: v for k, v in (previous[0].data.tags if previous else {}).items() if is_user_tag(k)}
             resolved_name = run_name(lock, name)
             run = client.create_run(
@@ -118,7 +119,7 @@ def linked_run(
         with tracking.errors():
             relog.superseded_run_ids = _promote(client, relog.run_id, relog.previous_run_ids)
             if not serialized:  # an unserialised writer may have raced us: check the chain
-                repair_chain(client, runs_of(client, [experiment], key), stale_after_s=None)
+                repair_chain(client, runs_of(client, everywhere, key), stale_after_s=None)
 
 
 @contextmanager
@@ -144,13 +145,13 @@ def mlflowlink(
         yield relog.run
 
 
-def current_active(save_dir: str | RunLock, experiment: str | None = None) -> Run | None:
-    """The active run of `save_dir`'s logical id in its experiment, or None (one search request)."""
+def current_active(save_dir: str | RunLock) -> Run | None:
+    """The active run of `save_dir`'s logical id on the whole server, or None (two requests)."""
     lock = save_dir if isinstance(save_dir, RunLock) else RunLock.load(save_dir)
     tracking = connect()
     with tracking.errors():
-        experiment_ids = [experiment_id(tracking, experiment_name(lock, experiment))]
-        active = active_runs(tracking.client, experiment_ids, logical_run_key(lock.logical_run_id))
+        everywhere = all_experiment_ids(tracking.client)
+        active = active_runs(tracking.client, everywhere, logical_run_key(lock.logical_run_id))
     return active[0] if active else None
 
 

@@ -14,7 +14,7 @@ from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterKey,
     DeploymentFilter,
-    DeploymentFilterName,
+    DeploymentFilterId,
     FlowRunFilter,
     FlowRunFilterId,
 )
@@ -90,14 +90,17 @@ def wait_for_events(
 
 
 def wait_for_flow_runs(deployment_name: str, count: int, timeout_s: float = 120) -> list[FlowRun]:
-    """The flow runs of a deployment once at least `count` of them are in a final state; within a
-    test that requests `prefect_api`, only those created during the test (`runs_from_now_on`)."""
+    """The flow runs of the deployment `flow/deployment` once at least `count` of them are in a
+    final state; within a test that requests `prefect_api`, only those created during the test
+    (`runs_from_now_on`)."""
     started = _test_started.get()
+    with get_client(sync_client=True) as client:
+        deployment_id = client.read_deployment_by_name(deployment_name).id
 
     def read() -> list[FlowRun]:
         with get_client(sync_client=True) as client:
             runs = client.read_flow_runs(
-                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name])),
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
                 flow_run_filter=FlowRunFilter(),
             )
         return [r for r in runs if started is None or (r.created is not None and r.created >= started)]

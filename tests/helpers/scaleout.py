@@ -117,18 +117,21 @@ def _accepts_connections(bindir: Path, port: int) -> bool:
     return subprocess.run([str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]).returncode == 0
 
 
-def _pool_definitions(project_root: Path) -> dict[str, dict[str, str]]:
-    return yaml.safe_load((project_root / "deployments" / "prefect.yaml").read_text())["definitions"]
+def _work_pools(project_root: Path) -> list[dict[str, str]]:
+    deployments = yaml.safe_load((project_root / "deployments" / "prefect.yaml").read_text())["deployments"]
+    return [d["work_pool"] for d in deployments]
 
 
 def work_pool_name(project_root: Path) -> str:
     """The work pool the project's deployments name in `deployments/prefect.yaml`."""
-    return _pool_definitions(project_root)["work_pool"]["name"]
+    [pool] = {p["name"] for p in _work_pools(project_root)}
+    return pool
 
 
 def priority_queue_name(project_root: Path) -> str:
     """The work queue of the diag, relog-all and promote deployments, served before the default one."""
-    return _pool_definitions(project_root)["diag_work_pool"]["work_queue_name"]
+    [queue] = {p["work_queue_name"] for p in _work_pools(project_root)} - {"default"}
+    return queue
 
 
 def deploy_project(project_root: Path, env: Mapping[str, str]) -> None:

@@ -1,0 +1,43 @@
+"""A Prefect flow that carries the names of the user's function it wraps, and deploys from them.
+
+`locked_flow` and `diag_flow` run the user's function inside a wrapper with other parameters.
+The flow takes the function's name, module and docstring, so the UI shows the user's names and
+a deployment's entrypoint is the user's file. The entrypoint Prefect computes is
+`<file>:<function qualname>`, which names the user's function itself only in the decorator
+form. In the call form (`diag = diag_flow(log_my_run)`) the function stays bound to its own
+name and the flow to another, so before a deployment is built the flow looks up the name it is
+bound to in its module.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from prefect import Flow, flow
+
+
+def user_flow(function: Callable[..., Any], wrapper: Callable[..., Any], flow_kwargs: dict[str, Any]) -> Flow:
+    """`prefect.flow(**flow_kwargs)(wrapper)`, named after `function`, deployable in either form."""
+    for attribute in ("__name__", "__qualname__", "__module__", "__doc__"):
+        setattr(wrapper, attribute, getattr(function, attribute))
+    made = flow(**flow_kwargs)(wrapper)
+    to_deployment = made.to_deployment
+
+    def to_deployment_from_bound_name(*args: Any, **kwargs: Any) -> Any:
+        made.fn.__qualname__ = bound_name(made)
+        return to_deployment(*args, **kwargs)
+
+    made.to_deployment = to_deployment_from_bound_name  # serve() and deploy() go through it too
+    return made
+
+
+def bound_name(made: Flow) -> str:
+    """The module-level name that holds `made` (or a copy of it from `with_options`); the
+    function's own name when none does, as in the decorator form."""
+    module = sys.modules.get(made.fn.__module__)
+    for name, value in vars(module).items() if module else ():
+        if isinstance(value, Flow) and value.fn is made.fn:
+            return name
+    return made.fn.__name__

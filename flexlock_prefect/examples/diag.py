@@ -1,0 +1,52 @@
+"""Example diag flow: log a run directory of the example main flow to MLflow.
+
+It logs `metrics.json` as metrics and the plots and files a person looks at as artifacts
+(`flexlock_prefect.tracking.outputs.log_outputs`), logs `model.pkl` as an MLflow scikit-learn
+model and, when the run's config names a `model_name`, registers it in the Model Registry, so
+that `models:/<model_name>@<alias>` can serve it once promoted.
+
+Run it by hand with `python -m flexlock_prefect.examples.diag SAVE_DIR`; its deployment runs it
+whenever the example main flow completes a run (`flexlock.run.completed`).
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+
+import mlflow
+
+from flexlock_prefect import RunLock, diag_flow, storage
+from flexlock_prefect.tracking.outputs import log_outputs
+
+MODEL_FILE = "model.pkl"
+
+
+def log_example_run(save_dir: str, run: mlflow.ActiveRun) -> None:
+    """Log the outputs of `save_dir` and its model; register the model when the config names one."""
+    log_outputs(save_dir, run)
+    model_url = storage.join(storage.canonical_url(save_dir), MODEL_FILE)
+    if not storage.exists(model_url):
+        return
+    import sklearn
+
+    model = pickle.loads(storage.read_bytes(model_url))  # the run's own output, written by examples/train.py
+    name = RunLock.load(save_dir).config.get("model_name")
+    info = mlflow.sklearn.log_model(
+        model,
+        name="model",
+        registered_model_name=name or None,
+        pip_requirements=[f"scikit-learn=={sklearn.__version__}"],  # no slow requirement inference
+    )
+    if name:
+        print(f"registered {name} version {info.registered_model_version}")
+
+
+@diag_flow(log_prints=True)
+def diag(save_dir: str, run: mlflow.ActiveRun) -> None:
+    """Log one save_dir of the example main flow to MLflow (see `log_example_run`)."""
+    log_example_run(save_dir, run)
+
+
+if __name__ == "__main__":
+    print(diag(save_dir=sys.argv[1]))

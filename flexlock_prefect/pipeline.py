@@ -1,0 +1,219 @@
+"""`Pipeline`: a user's main flow and its diag, with relog-all and promotion, as deployments.
+
+One pipeline is four deployments, each named after the pipeline (the main flow's name unless
+`name=` says otherwise), so that several pipelines live side by side on one server:
+
+- `<main>/<pipeline>`: the main flow, by hand or on `cron`;
+- `<diag>/<pipeline>`: the diag flow, on each `flexlock.run.completed` of *this* main flow
+  (`diag_trigger(main)`);
+- `relog-all/<pipeline>`: `flexlock_prefect.diag.relog_all` with this diag, on each
+  `flexlock.relog.requested` addressed to this pipeline (`relog_trigger(main)`);
+- `promote/<pipeline>`: `flexlock_prefect.promote.promote`, by hand or `flexlock-prefect
+  promote` (with `promote=True`).
+
+`to_deployments()` gives them for `prefect.serve`, `to_prefect_yaml()` for `prefect deploy`
+(what `flexlock-prefect init` writes); both come from `_specs`, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import Flow, serve
+from prefect.deployments.runner import RunnerDeployment
+from prefect.events import DeploymentEventTrigger
+from prefect.types.entrypoint import EntrypointType
+
+from flexlock_prefect._user_flow import bound_name
+from flexlock_prefect.diag import diag_spec, relog_all
+from flexlock_prefect.events import diag_trigger, relog_trigger
+from flexlock_prefect.exceptions import FlexlockError
+from flexlock_prefect.promote import promote as promote_flow
+
+DIAG_QUEUE = "diag"
+"""The work queue of a pool that diag, relog-all and promote runs go to (served first)."""
+TAGS = ("flexlock",)
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """One deployment of a pipeline, before it is built for `serve` or written for `deploy`."""
+
+    flow: Flow[..., Any]
+    entrypoint: str
+    description: str
+    queue: str | None
+    cron: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    triggers: tuple[DeploymentEventTrigger, ...] = ()
+
+    @property
+    def module_path(self) -> bool:
+        return ":" not in self.entrypoint
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A main flow and its diag flow (and optionally promotion) deployed as one.
+
+    Args:
+        main: a `locked_flow`.
+        diag: a `diag_flow`: its trigger fires on `main`'s completed runs only.
+        promote: also deploy the approval-gated promotion flow for this pipeline.
+        cron: a schedule for the main flow.
+        name: the deployments' name (default: the main flow's name).
+
+    Example:
+        >>> Pipeline(main=train, diag=diag, promote=True).serve()  # doctest: +SKIP
+        >>> prefect.serve(*Pipeline(train, diag).to_deployments(), *Pipeline(train_b, diag_b).to_deployments())
+        ... # doctest: +SKIP
+    """
+
+    main: Flow[..., Any]
+    diag: Flow[..., Any]
+    promote: bool = False
+    cron: str | None = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.main, Flow):
+            raise FlexlockError(f"Pipeline main must be a locked_flow, got {self.main!r}")
+        if not isinstance(self.diag, Flow):
+            raise FlexlockError(f"Pipeline diag must be a diag_flow, got {self.diag!r}")
+        diag_spec(self.diag)  # refuses a flow that is not a diag_flow
+
+    @property
+    def deployment_name(self) -> str:
+        return self.name or self.main.name
+
+    def to_deployments(self) -> list[RunnerDeployment]:
+        """The deployments, for `prefect.serve(*pipeline.to_deployments(), …)`."""
+        built = []
+        for spec in self._specs(Path.cwd()):
+            deployment = spec.flow.to_deployment(
+                name=self.deployment_name,
+                description=spec.description,
+                cron=spec.cron,
+                parameters=spec.parameters or None,
+                triggers=list(spec.triggers),
+                tags=list(TAGS),
+                entrypoint_type=EntrypointType.MODULE_PATH if spec.module_path else EntrypointType.FILE_PATH,
+            )
+            built.append(deployment)
+        return built
+
+    def serve(self, **serve_kwargs: Any) -> None:
+        """Serve this pipeline's deployments until interrupted (`prefect.serve` keywords pass on)."""
+        serve(*self.to_deployments(), **serve_kwargs)
+
+    def to_prefect_yaml(self, project_root: str | os.PathLike[str], pool: str) -> list[dict[str, Any]]:
+        """The `deployments:` entries of a prefect.yaml run from `project_root` with work pool `pool`:
+        main runs on the pool's default queue, the rest on its `diag` queue."""
+        entries = []
+        for spec in self._specs(Path(project_root)):
+            entry: dict[str, Any] = {
+                "name": self.deployment_name,
+                "entrypoint": spec.entrypoint,
+                "description": spec.description,
+                "tags": list(TAGS),
+                "work_pool": {"name": pool, "work_queue_name": spec.queue or "default"},
+            }
+            if spec.parameters:
+                entry["parameters"] = spec.parameters
+            if spec.cron:
+                entry["schedules"] = [{"cron": spec.cron}]
+            if spec.triggers:
+                entry["triggers"] = [trigger_yaml(t) for t in spec.triggers]
+            entries.append(entry)
+        return entries
+
+    def _specs(self, root: Path) -> list[_Spec]:
+        diag_entrypoint = entrypoint(self.diag, root)
+        name = self.deployment_name
+        specs = [
+            _Spec(self.main, entrypoint(self.main, root), f"Main flow of the {name} pipeline.", None, self.cron),
+            _Spec(
+                self.diag,
+                diag_entrypoint,
+                f"Log each completed run of {self.main.name} to MLflow.",
+                DIAG_QUEUE,
+                triggers=(diag_trigger(self.main),),
+            ),
+            _Spec(
+                relog_all,
+                module_entrypoint(relog_all),
+                f"Relog every save_dir under a root with {self.diag.name} (flexlock.relog.requested for {name}).",
+                DIAG_QUEUE,
+                parameters={"diag": diag_entrypoint},
+                triggers=(relog_trigger(self.main),),
+            ),
+        ]
+        if self.promote:
+            specs.append(
+                _Spec(
+                    promote_flow,
+                    module_entrypoint(promote_flow),
+                    f"Approval-gated promotion of the {name} pipeline's models.",
+                    DIAG_QUEUE,
+                )
+            )
+        return specs
+
+
+def entrypoint(flow: Flow[..., Any], root: Path) -> str:
+    """Where a deployment finds `flow`: `<file relative to root>:<name>` for the user's flows, as
+    Prefect writes entrypoints; the module path for flexlock-prefect's own (found wherever it is
+    installed, a wheel included)."""
+    if flow.fn.__module__.split(".")[0] == __name__.split(".")[0]:
+        return module_entrypoint(flow)
+    module = sys.modules.get(flow.fn.__module__)
+    path = getattr(module, "__file__", None)
+    if not path:
+        raise FlexlockError(f"flow {flow.name!r} is not defined in a file: define it in a module to deploy it")
+    relative = os.path.relpath(Path(path).resolve(), root.resolve())
+    return f"{Path(relative).as_posix()}:{bound_name(flow)}"
+
+
+def module_entrypoint(flow: Flow[..., Any]) -> str:
+    """`package.module.name` of one of flexlock-prefect's own flows: found wherever it is installed."""
+    return f"{flow.fn.__module__}.{bound_name(flow)}"
+
+
+def trigger_yaml(trigger: DeploymentEventTrigger) -> dict[str, Any]:
+    """A trigger as a prefect.yaml `triggers:` entry."""
+    return {
+        "type": "event",
+        "name": trigger.name,
+        "description": trigger.description,
+        "match": trigger.match.model_dump(mode="json"),
+        "expect": sorted(trigger.expect),
+        "for_each": sorted(trigger.for_each),
+        "parameters": trigger.parameters,
+    }
+
+
+def write_prefect_yaml(
+    pipelines: list[Pipeline],
+    path: str | os.PathLike[str],
+    pool: str,
+    project_root: str | os.PathLike[str] | None = None,
+    header: str = "",
+    name: str | None = None,
+) -> Path:
+    """Write a prefect.yaml for `prefect deploy --all`, run from `project_root` (default: the
+    file's directory), with the pipelines' deployments; `name` is the project's (default: the
+    root directory's name)."""
+    target = Path(path)
+    root = Path(project_root or target.resolve().parent).resolve()
+    document = {
+        "name": name or root.name,
+        "deployments": [entry for p in pipelines for entry in p.to_prefect_yaml(root, pool)],
+    }
+    text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
+    target.write_text(header + text)
+    return target
