@@ -142,7 +142,11 @@ def test_a_relog_request_event_supersedes_every_run_under_the_root_once(
 
     [relog_run] = wait_for_flow_runs("relog-all/train", 1)
     assert relog_run.created_by.type == "AUTOMATION"
-    assert relog_run.parameters == {"root": f"file://{root}", "force": True}
+    assert relog_run.parameters == {
+        "root": f"file://{root}",
+        "force": True,
+        "diag": "flexlock_prefect.examples.diag.diag",
+    }
     assert relog_run.state.is_completed(), relog_run.state
     for save_dir in save_dirs:
         [active] = _active(save_dir)

@@ -8,6 +8,7 @@ import pytest
 from mlflow import MlflowClient
 
 from flexlock_prefect.artifacts import artifact_key
+from flexlock_prefect.diag import relog_all
 from flexlock_prefect.events import RUN_RELOGGED
 from flexlock_prefect.examples import diag as example_diag
 from flexlock_prefect.examples import train as example_train
@@ -46,13 +47,14 @@ def test_diag_logs_the_example_run_registers_its_model_and_announces_it(
 
 
 def test_relog_all_relogs_every_run_under_a_root_once(prefect_api: str, mlflow_server: str, tmp_path: Path) -> None:
-    example, diag = example_train, example_diag
+    example = example_train
     data = example.prepare_example_data(tmp_path / "data.csv")
     save_dirs = [
         example.train(overrides=[f"input_data={data}", f"save_dir={tmp_path}/runs/{name}", "model_name=''"])
         for name in ("a", "b")
     ]
-    assert diag.relog_all(root=str(tmp_path / "runs")) == {"relogged": 2, "skipped": 0, "disabled": 0}
-    assert diag.relog_all(root=str(tmp_path / "runs")) == {"relogged": 0, "skipped": 2, "disabled": 0}
+    entrypoint = "flexlock_prefect.examples.diag.diag"
+    assert relog_all(root=str(tmp_path / "runs"), diag=entrypoint) == {"relogged": 2, "skipped": 0, "disabled": 0}
+    assert relog_all(root=str(tmp_path / "runs"), diag=entrypoint) == {"relogged": 0, "skipped": 2, "disabled": 0}
     for save_dir in save_dirs:
         wait_for_events(RUN_RELOGGED, f"flexlock.run.{logical_run_key(save_dir)}")
