@@ -16,6 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 from prefect import Flow, flow
+from prefect.utilities.importtools import import_object
+
+from flexlock_prefect.exceptions import FlexlockError
 
 
 def user_flow(function: Callable[..., Any], wrapper: Callable[..., Any], flow_kwargs: dict[str, Any]) -> Flow:
@@ -31,6 +34,17 @@ def user_flow(function: Callable[..., Any], wrapper: Callable[..., Any], flow_kw
 
     made.to_deployment = to_deployment_from_bound_name  # serve() and deploy() go through it too
     return made
+
+
+def load_entrypoint(entrypoint: str, what: str) -> Any:
+    """The object at `path/to/file.py:NAME` or `package.module.NAME`, or one error saying which
+    `what` (e.g. "the diag") could not be loaded and why."""
+    try:
+        return import_object(entrypoint)
+    except (ImportError, AttributeError, FileNotFoundError, ValueError) as exc:
+        raise FlexlockError(
+            f"cannot load {what} {entrypoint!r} ({type(exc).__name__}: {exc}): give FILE.py:NAME or module.NAME"
+        ) from None
 
 
 def bound_name(made: Flow) -> str:

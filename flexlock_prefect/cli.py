@@ -266,8 +266,8 @@ def init(
     from pathlib import Path
 
     from prefect import Flow
-    from prefect.utilities.importtools import import_object
 
+    from flexlock_prefect._user_flow import load_entrypoint
     from flexlock_prefect.pipeline import DIAG_QUEUE, Pipeline, write_prefect_yaml
 
     target = Path(output)
@@ -275,10 +275,7 @@ def init(
         raise FlexlockError(f"{target} exists: pass --force to overwrite it, or --output another path")
     flows = {}
     for option, entrypoint in (("--main", main), ("--diag", diag)):
-        try:
-            flows[option] = import_object(entrypoint)
-        except (ImportError, AttributeError, FileNotFoundError, ValueError) as exc:
-            raise FlexlockError(f"{option} {entrypoint}: cannot load it ({type(exc).__name__}: {exc})") from None
+        flows[option] = load_entrypoint(entrypoint, option)
         if not isinstance(flows[option], Flow):
             raise FlexlockError(
                 f"{option} {entrypoint} is not a Prefect flow: decorate it with locked_flow / diag_flow"

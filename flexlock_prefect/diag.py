@@ -20,10 +20,9 @@ import mlflow
 from prefect import Flow, flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.utilities.importtools import import_object
 
 from flexlock_prefect import events, tracking
-from flexlock_prefect._user_flow import user_flow
+from flexlock_prefect._user_flow import load_entrypoint, user_flow
 from flexlock_prefect.artifacts import artifact_key
 from flexlock_prefect.concurrency import run_lock
 from flexlock_prefect.exceptions import FlexlockError
@@ -101,12 +100,7 @@ def diag_spec(diag: Flow[..., Any] | DiagBody | DiagSpec) -> DiagSpec:
 
 def load_diag(entrypoint: str) -> DiagSpec:
     """The diag at `path/to/file.py:name` or `package.module.name`: a `diag_flow` or a plain body."""
-    try:
-        found = import_object(entrypoint)
-    except (ImportError, AttributeError, FileNotFoundError, ValueError) as exc:
-        raise FlexlockError(
-            f"cannot load the diag {entrypoint!r} ({type(exc).__name__}: {exc}): give FILE.py:NAME or module.NAME"
-        ) from None
+    found = load_entrypoint(entrypoint, "the diag")
     if not callable(found):
         raise FlexlockError(f"{entrypoint!r} is not a diag_flow or a function `(save_dir, run)`")
     return diag_spec(found)
