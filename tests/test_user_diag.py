@@ -85,3 +85,15 @@ def test_a_body_is_given_a_plain_path_for_a_local_save_dir(mlflow_server: str, t
     save_dir = save_dir_of(tmp_path, "d")
     [outcome] = relog([save_dir], diag=two_pipelines.diag_a)  # opens f"{save_dir}/metrics.json" with open()
     assert MlflowClient().get_run(outcome.run_id).data.metrics["score_a"] == 0.7
+
+
+def test_a_relog_request_nobody_listens_for_is_refused_in_one_line(prefect_api: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "flexlock_prefect", "relog", "--root", str(tmp_path), "--via-event", "--main", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: no relog-all deployment of the pipeline 'nope' listens")
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
