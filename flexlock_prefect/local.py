@@ -115,6 +115,8 @@ def start_prefect_server(
             "PREFECT_HOME": str(home),
             "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url or f"sqlite+aiosqlite:///{home}/prefect.db",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # `--port` does not move the UI: without this it talks to the API on port 4200.
+            "PREFECT_UI_API_URL": url,
             **(env or {}),
         },
         timeout_s=timeout_s,
