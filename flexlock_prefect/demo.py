@@ -70,9 +70,13 @@ def _create_experiment(tracking_uri: str, name: str, artifacts: Path) -> None:
     otherwise put them in `./mlruns` of whichever process creates the experiment first."""
     from mlflow import MlflowClient
 
+    from flexlock_prefect.tracking.tags import CLASSIC_RUNS_VIEW, MLFLOW_EXPERIMENT_KIND
+
     client = MlflowClient(tracking_uri)
     if client.get_experiment_by_name(name) is None:
-        client.create_experiment(name, artifact_location=artifacts.as_uri())
+        client.create_experiment(
+            name, artifact_location=artifacts.as_uri(), tags={MLFLOW_EXPERIMENT_KIND: CLASSIC_RUNS_VIEW}
+        )
 
 
 def _wait_for_deployment(name: str, log: Path) -> None:

@@ -56,6 +56,8 @@ def test_the_cli_relogs_with_the_users_diag_into_its_experiment(mlflow_server: s
     [active] = active_runs(save_dir)
     assert experiment_of(active) == "pipeline-b"
     assert active.data.metrics["score_b"] == 0.7
+    experiment = MlflowClient().get_experiment(active.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the runs view
 
 
 def test_a_relog_into_another_experiment_supersedes_the_active_run_wherever_it_is(

@@ -24,6 +24,7 @@ from mlflow.exceptions import MlflowException
 from flexlock_prefect.exceptions import TrackingError
 from flexlock_prefect.redact import Redactor, strip_url_credentials
 from flexlock_prefect.settings import get_settings
+from flexlock_prefect.tracking.tags import CLASSIC_RUNS_VIEW, MLFLOW_EXPERIMENT_KIND
 
 BATCH_LIMIT = 100
 """Params or tags per `log_batch` request: MLflow's limit."""
@@ -97,7 +98,8 @@ def log_batch(
 
 
 def experiment_id(tracking: Tracking, name: str) -> str:
-    """The id of experiment `name`, created if missing; cached per server for this process."""
+    """The id of experiment `name`, created if missing (opening in MLflow's runs view, not its
+    GenAI traces view); cached per server for this process."""
     cached = _experiment_ids.get((tracking.uri, name))
     if cached:
         return cached
@@ -105,7 +107,7 @@ def experiment_id(tracking: Tracking, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            found = client.create_experiment(name)
+            found = client.create_experiment(name, tags={MLFLOW_EXPERIMENT_KIND: CLASSIC_RUNS_VIEW})
         except MlflowException:  # created meanwhile by a concurrent relog
             found = client.get_experiment_by_name(name).experiment_id
     else:

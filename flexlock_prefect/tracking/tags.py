@@ -48,6 +48,9 @@ MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
 MLFLOW_GIT_BRANCH = "mlflow.source.git.branch"
 MLFLOW_GIT_REPO_URL = "mlflow.source.git.repoURL"
 MLFLOW_DATA_CONTEXT = "mlflow.data.context"
+MLFLOW_EXPERIMENT_KIND = "mlflow.experimentKind"
+CLASSIC_RUNS_VIEW = "custom_model_development"
+"""The experiment kind that MLflow's UI opens in its runs view (without it: the GenAI view)."""
 
 
 def is_user_tag(key: str) -> bool:
