@@ -224,10 +224,29 @@ def approve(
     import getpass
     from uuid import UUID
 
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
     from prefect.flow_runs import resume_flow_run
 
+    try:
+        run_id = UUID(flow_run_id)
+    except ValueError:
+        raise FlexlockError(
+            f"{flow_run_id!r} is not a flow run id: give the id `flexlock-prefect promote` printed"
+        ) from None
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(run_id).state
+    except ObjectNotFound:
+        raise FlexlockError(f"no flow run {flow_run_id} on this Prefect server (PREFECT_API_URL)") from None
+    if state is None or not state.is_paused():
+        now = state.type.value if state else "not started"
+        raise FlexlockError(
+            f"flow run {flow_run_id} is {now}, not paused for approval: approve it once it has paused "
+            "(its checks run first), or see it in the Prefect UI"
+        )
     answer = {"approved": not reject, "reviewer": reviewer or getpass.getuser(), "comment": comment}
-    resume_flow_run(UUID(flow_run_id), run_input=answer)
+    resume_flow_run(run_id, run_input=answer)
     out.print(f"{'rejected' if reject else 'approved'} flow run {flow_run_id} as {answer['reviewer']}")
 
 

@@ -162,3 +162,22 @@ def test_show_and_verify_an_s3_save_dir(tmp_path: Path, s3_bucket: str) -> None:
     lock.save()
     assert cli("show", f"{s3_bucket}/runs/x").returncode == 0
     assert cli("verify", f"{s3_bucket}/runs/x").returncode == 0
+
+
+@pytest.mark.integration
+def test_approve_errors_are_one_line_and_exit_2(prefect_api: str) -> None:
+    from prefect import flow
+
+    @flow(name="not-a-promotion")
+    def finished() -> None: ...
+
+    state = finished(return_state=True)
+    cases = {
+        "not-a-uuid": "is not a flow run id",
+        "00000000-0000-4000-8000-000000000000": "no flow run 00000000-0000-4000-8000-000000000000",
+        str(state.state_details.flow_run_id): "is COMPLETED, not paused for approval",
+    }
+    for flow_run_id, message in cases.items():
+        result = cli("approve", flow_run_id)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr

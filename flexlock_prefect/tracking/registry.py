@@ -131,7 +131,7 @@ def history(model: str, client: MlflowClient | None = None) -> list[Move]:
             moves.append(
                 Move(
                     model,
-                    version.version,
+                    str(version.version),  # MLflow gives an int here, a str elsewhere
                     entry["from"],
                     entry["to"],
                     entry["at"],
