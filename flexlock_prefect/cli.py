@@ -108,7 +108,10 @@ def relog(
         bool, typer.Option(help="Emit flexlock.relog.requested for --root; a relog-all deployment does the work.")
     ] = False,
     main_flow: Annotated[
-        str | None, typer.Option("--main", help="With --via-event: the pipeline (main flow name) to ask.")
+        str | None,
+        typer.Option(
+            "--main", help="Only the save_dirs this main flow recorded; with --via-event, the pipeline to ask."
+        ),
     ] = None,
 ) -> None:
     """Log save_dirs to MLflow as new runs that supersede their active runs."""
@@ -125,7 +128,9 @@ def relog(
         _request_relog(root, force, main_flow)
         return
     spec = load_diag(diag) if diag else None
-    outcomes = relog_save_dirs(save_dirs or [], root=root, force=force, diag=spec, experiment=experiment)
+    outcomes = relog_save_dirs(
+        save_dirs or [], root=root, force=force, diag=spec, experiment=experiment, recorded_by=main_flow
+    )
     table = RichTable("save_dir", "outcome", "MLflow run", "supersedes", title=f"{len(outcomes)} save_dirs")
     for outcome in outcomes:
         table.add_row(outcome.save_dir, outcome.outcome, outcome.run_id or "", ", ".join(outcome.superseded_run_ids))

@@ -168,6 +168,7 @@ def relog(
     experiment: str | None = None,
     workers: int | None = None,
     serialize: Serializer | None = run_lock,
+    recorded_by: str | None = None,
 ) -> list[RelogOutcome]:
     """Relog save_dirs (and every save_dir under `root`) with `diag`, under their Prefect locks.
 
@@ -187,17 +188,20 @@ def relog(
         version=spec.version if spec else None,
         workers=workers,
         serialize=serialize,
+        recorded_by=recorded_by,
     )
 
 
 @flow(name="relog-all", log_prints=True)
-def relog_all(root: str, force: bool = False, diag: str | None = None) -> dict[str, int]:
+def relog_all(root: str, force: bool = False, diag: str | None = None, main: str | None = None) -> dict[str, int]:
     """Relog every save_dir under `root` with the diag at entrypoint `diag` (the standard body if
-    None); announce each relog and list them in a `relog-all` table artifact.
+    None), only those recorded by the main flow named `main` if given; announce each relog and
+    list them in a `relog-all` table artifact.
 
-    A pipeline's relog-all deployment sets `diag` to its diag flow's entrypoint.
+    A pipeline's relog-all deployment sets `diag` to its diag flow's entrypoint and `main` to its
+    main flow's name, so a root shared by several pipelines is relogged pipeline by pipeline.
     """
-    outcomes = relog(root=root, force=force, diag=load_diag(diag) if diag else None)
+    outcomes = relog(root=root, force=force, diag=load_diag(diag) if diag else None, recorded_by=main)
     for outcome in outcomes:
         if outcome.outcome == "relogged":
             events.emit_relogged(RunLock.load(outcome.save_dir), outcome.run_id, outcome.superseded_run_ids)

@@ -149,7 +149,7 @@ class Pipeline:
                 module_entrypoint(relog_all),
                 f"Relog every save_dir under a root with {self.diag.name} (flexlock.relog.requested for {name}).",
                 DIAG_QUEUE,
-                parameters={"diag": diag_entrypoint},
+                parameters={"diag": diag_entrypoint, "main": self.main.name},
                 triggers=(relog_trigger(self.main),),
             ),
         ]

@@ -146,6 +146,7 @@ def test_a_relog_request_event_supersedes_every_run_under_the_root_once(
         "root": f"file://{root}",
         "force": True,
         "diag": "flexlock_prefect.examples.diag.diag",
+        "main": "train",
     }
     assert relog_run.state.is_completed(), relog_run.state
     for save_dir in save_dirs:

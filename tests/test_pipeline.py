@@ -43,7 +43,7 @@ def test_a_pipeline_is_main_diag_and_relog_all_named_after_the_main_flow() -> No
     assert [s.schedule.cron for s in deployments["train-a"].schedules] == ["0 3 * * *"]
     assert deployments["diag-a"].entrypoint == f"{MODULE}:diag_a"
     assert deployments["relog-all"].entrypoint == "flexlock_prefect.diag.relog_all"
-    assert deployments["relog-all"].parameters == {"diag": f"{MODULE}:diag_a"}
+    assert deployments["relog-all"].parameters == {"diag": f"{MODULE}:diag_a", "main": "train-a"}
 
 
 def test_promote_is_deployed_when_asked() -> None:

@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from flexlock_prefect import reconcile, relog
-from flexlock_prefect.capture import capture_run
+from flexlock_prefect.capture import FlowRunRef, capture_run
 from flexlock_prefect.lock import logical_run_key
 from flexlock_prefect.tracking.supersede import runs_of
 from flexlock_prefect.tracking.tags import ACTIVE, STATUS
@@ -24,8 +24,9 @@ pytestmark = pytest.mark.integration
 MODULE = os.path.relpath(two_pipelines.__file__, Path.cwd())
 
 
-def save_dir_of(tmp_path: Path, name: str) -> str:
-    _, lock = capture_run({"project": "user-diag-tests", "save_dir": str(tmp_path / name)})
+def save_dir_of(tmp_path: Path, name: str, recorded_by: str | None = None) -> str:
+    flow_run = FlowRunRef(None, recorded_by, None) if recorded_by else None
+    _, lock = capture_run({"project": "user-diag-tests", "save_dir": str(tmp_path / name)}, flow_run=flow_run)
     lock.save()
     (tmp_path / name / "metrics.json").write_text(json.dumps({"score": 0.7, "acc": 0.9}))
     return lock.logical_run_id
@@ -99,3 +100,11 @@ def test_a_relog_request_nobody_listens_for_is_refused_in_one_line(prefect_api: 
     assert result.returncode == 2
     assert result.stderr.startswith("error: no relog-all deployment of the pipeline 'nope' listens")
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_a_root_shared_by_two_pipelines_is_relogged_pipeline_by_pipeline(mlflow_server: str, tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    mine, theirs = save_dir_of(root, "mine", "train-b"), save_dir_of(root, "theirs", "train-a")
+    outcomes = relog(root=str(root), diag=two_pipelines.diag_for_b, recorded_by="train-b")
+    assert [o.save_dir for o in outcomes] == [mine]
+    assert not runs_everywhere(theirs)

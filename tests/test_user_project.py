@@ -284,12 +284,8 @@ def test_a_relog_request_to_one_pipeline_leaves_the_other_pipelines_runs_alone(
     """Both pipelines keep their runs under one root, as `runs/${now:...}` in the README's (and
     this project's) config has them. `relog --via-event --main train-b` asks pipeline B's
     relog-all to relog its runs with diag B: pipeline A's runs under the same root must keep
-    their active run in proj-a, as the scoped triggers promise for the diag deployments.
-
-    Fails today: `relog_all` (flexlock_prefect/diag.py) relogs every save_dir under the root
-    with the pipeline's diag, and the server-wide supersession then moves pipeline A's active
-    run to proj-b. Fix: the pipeline's relog-all deployment passes its main flow's name
-    (pipeline.py `_specs`) and `relog_all` keeps the save_dirs whose run.lock that flow recorded."""
+    their active run in proj-a, as the scoped triggers promise for the diag deployments (the
+    pipeline's relog-all relogs only the save_dirs its main flow recorded)."""
     root = tmp_path / "runs"
     env = venv.env(PREFECT_API_URL=prefect_api, MLFLOW_TRACKING_URI=mlflow_server, PREFECT_RUNNER_POLL_FREQUENCY="1")
     client = MlflowClient(mlflow_server)

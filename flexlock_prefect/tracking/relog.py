@@ -154,20 +154,26 @@ def relog(
     version: str | None = None,
     workers: int | None = None,
     serialize: Serializer | None = None,
+    recorded_by: str | None = None,
 ) -> list[RelogOutcome]:
     """Relog save_dirs (and every save_dir under `root`) in parallel; unchanged ones are skipped.
 
     `diag` is the body (default: the standard one), `version` names its code (default:
-    `code_version(diag)`), `workers` defaults to `FLEXLOCK_RELOG_WORKERS`.
+    `code_version(diag)`), `workers` defaults to `FLEXLOCK_RELOG_WORKERS`. With `recorded_by`,
+    only the save_dirs whose run.lock was recorded by the main flow of that name are relogged:
+    a root that several pipelines share is relogged pipeline by pipeline, each with its diag.
 
     Example:
         >>> relog(["/runs/a", "s3://bucket/runs/b"], force=False)  # doctest: +SKIP
         >>> relog(root="/runs")  # doctest: +SKIP
     """
     targets = list(dict.fromkeys([*map(storage.canonical_url, save_dirs), *(find_save_dirs(root) if root else [])]))
+    if recorded_by is not None:
+        targets = [t for t in targets if _flow_name(RunLock.load(t)) == recorded_by]
     if not targets:
         where = f"under {root}" if root else "given"
-        raise FlexlockError(f"no save_dir with a run.lock {where}: nothing to relog")
+        by = f" recorded by {recorded_by!r}" if recorded_by is not None else ""
+        raise FlexlockError(f"no save_dir with a run.lock{by} {where}: nothing to relog")
     body = diag or log_outputs
     version = version or code_version(body)
 
@@ -178,6 +184,10 @@ def relog(
     # and flow run live in context variables, which pool threads do not inherit.
     with ThreadPoolExecutor(max(1, min(workers or get_settings().relog_workers, len(targets)))) as pool:
         return [f.result() for f in [pool.submit(copy_context().run, one, save_dir) for save_dir in targets]]
+
+
+def _flow_name(lock: RunLock) -> str | None:
+    return lock.prefect.flow_name if lock.prefect else None
 
 
 def reconcile(
