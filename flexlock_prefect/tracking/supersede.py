@@ -138,8 +138,17 @@ def mlflowlink(
     same save_dir then wait for each other when a Prefect API is configured.
 
     Example:
-        >>> with mlflowlink("runs/2026-11-22", experiment="proj") as run:  # doctest: +SKIP
+        >>> import tempfile, mlflow
+        >>> from flexlock_prefect.capture import capture_run
+        >>> root = tempfile.mkdtemp()
+        >>> mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
+        >>> _, lock = capture_run({"lr": 0.1, "save_dir": f"{root}/run"})
+        >>> _ = lock.save()
+        >>> with mlflowlink(f"{root}/run", experiment="proj") as run:
         ...     mlflow.log_metric("acc", 0.9)
+        >>> logged = mlflow.get_run(run.info.run_id)
+        >>> logged.data.tags["flexlock.status"], logged.data.metrics["acc"], logged.data.params["lr"]
+        ('active', 0.9, '0.1')
     """
     with linked_run(save_dir, experiment, run_name, tags, serialize=serialize) as relog:
         yield relog.run
