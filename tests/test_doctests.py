@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import doctest
+from pathlib import Path
 
-import mlflow
 import pytest
 
 from flexlock_prefect.tracking import supersede
 
 
-@pytest.fixture
-def own_tracking_uri():
-    """The examples point MLflow at a store of their own; the process's URI is put back after."""
-    previous = mlflow.get_tracking_uri()
-    yield
-    mlflow.set_tracking_uri(previous)
-
-
-def test_the_mlflowlink_example_logs_a_superseding_run(own_tracking_uri: None) -> None:
+def test_the_mlflowlink_example_logs_a_superseding_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     finder = doctest.DocTestFinder()
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     for test in finder.find(supersede.mlflowlink, "mlflowlink", globs={"mlflowlink": supersede.mlflowlink}):
         runner.run(test)
-    assert runner.summarize(verbose=False).failed == 0
-    assert runner.summarize(verbose=False).attempted > 0
+    results = runner.summarize(verbose=False)
+    assert results.attempted > 0 and results.failed == 0

@@ -137,11 +137,10 @@ def mlflowlink(
     `flexlock_prefect.mlflowlink` is this with the Prefect lock of the logical run: relogs of the
     same save_dir then wait for each other when a Prefect API is configured.
 
-    Example:
+    Example (the tracking store is MLflow's, e.g. `MLFLOW_TRACKING_URI=sqlite:///mlflow.db`):
         >>> import tempfile, mlflow
         >>> from flexlock_prefect.capture import capture_run
         >>> root = tempfile.mkdtemp()
-        >>> mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
         >>> _, lock = capture_run({"lr": 0.1, "save_dir": f"{root}/run"})
         >>> _ = lock.save()
         >>> with mlflowlink(f"{root}/run", experiment="proj") as run:
