@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import signal
+import site
 import subprocess
 import sys
 import time
@@ -118,6 +119,14 @@ def venv(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReques
     root = work / "venv"
     run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", root], work, outside_the_checkout())
     env = Venv(root, root / "bin" / "python", root / "bin")
+    if sys.prefix != sys.base_prefix:
+        # This process runs in a virtualenv itself (CI's second run): `--system-site-packages`
+        # would see the base interpreter's packages, not the dependencies installed here. Add
+        # this environment's site directories the way `--system-site-packages` adds its own.
+        probe_site = "import sysconfig; print(sysconfig.get_path('purelib'))"
+        [own] = run([env.python, "-c", probe_site], work, outside_the_checkout()).stdout.split()
+        lines = [f"import site; site.addsitedir({path!r})\n" for path in site.getsitepackages()]
+        Path(own, "zz-this-test-environment.pth").write_text("".join(lines))
     # The venv sees the system's pip; --ignore-installed leaves the system's copy of the package
     # (an editable install, for this test process) alone and installs the wheel into the venv.
     run([env.python, "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed", wheel], work, env.env())
