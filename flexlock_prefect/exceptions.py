@@ -45,3 +45,7 @@ class SupersessionError(FlexlockError):
 
 class LifecycleError(FlexlockError):
     """A registry move is illegal, or names an unknown model, version or state."""
+
+
+class LockTimeout(FlexlockError):
+    """A lock on a save_dir or model stayed taken for longer than `FLEXLOCK_LOCK_TIMEOUT_S`."""

@@ -139,11 +139,18 @@ class FlexlockSettings(BaseSettings):
     )
     lock_lease_s: float = Field(
         default=60.0,
-        ge=60,
+        ge=5,
         description=(
-            "Lease of a held lock, renewed while its holder lives: a killed holder's lock is freed about "
-            "this long after its death, on a server that runs the lease service. Prefect's minimum is 60 s."
+            "A lock's holder renews its lease every third of this period; a waiter frees the lock of a "
+            "holder silent for a whole period, so a killed holder delays others by about this long on "
+            "any Prefect server. Prefect's own lease is renewed with it (never under Prefect's 60 s)."
         ),
+    )
+    lock_poll_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=30,
+        description="A process waiting for a lock asks again at least this often (sooner when the server says so).",
     )
     approval_timeout_s: int = Field(
         default=3600,

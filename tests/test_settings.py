@@ -34,7 +34,8 @@ FIELDS: dict[str, dict[str, object]] = {
     "artifact_suffixes": {"min_length": 1},
     "max_artifact_bytes": {"ge": 0},
     "lock_timeout_s": {"gt": 0},
-    "lock_lease_s": {"ge": 60},
+    "lock_lease_s": {"ge": 5},
+    "lock_poll_s": {"gt": 0, "le": 30},
     "approval_timeout_s": {"ge": 1},
     "approval_poll_interval_s": {"ge": 1, "le": 600},
     "demo_timeout_s": {"gt": 0},
@@ -42,6 +43,7 @@ FIELDS: dict[str, dict[str, object]] = {
 
 NOT_KNOBS = {
     "artifacts.py:PROGRESS_INTERVAL_S": "a rate limit of progress updates to the Prefect API, not a behaviour",
+    "concurrency.py:PREFECT_MIN_LEASE_S": "Prefect's API refuses shorter leases",
     "capture/data.py:SMALL_FILE_LIMIT": "how files are read; the digest is the same either way",
     "capture/data.py:RACY_WINDOW_NS": "file timestamps' granularity: a correctness bound of the stat cache",
     "capture/git.py:_MAX_SKIPPED_NESTED_REPOS": "a bound on a loop over git's errors",
@@ -89,7 +91,7 @@ def test_settings_come_from_flexlock_variables(monkeypatch: pytest.MonkeyPatch) 
     ("variable", "value", "says"),
     [
         ("FLEXLOCK_RELOG_WORKERS", "0", "FLEXLOCK_RELOG_WORKERS: Input should be greater than or equal to 1"),
-        ("FLEXLOCK_LOCK_LEASE_S", "5", "FLEXLOCK_LOCK_LEASE_S: Input should be greater than or equal to 60"),
+        ("FLEXLOCK_LOCK_LEASE_S", "1", "FLEXLOCK_LOCK_LEASE_S: Input should be greater than or equal to 5"),
         ("FLEXLOCK_APPROVAL_TIMEOUT_S", "soon", "FLEXLOCK_APPROVAL_TIMEOUT_S: Input should be a valid integer"),
     ],
 )

@@ -145,8 +145,8 @@ def test_a_relog_killed_mid_way_then_reconcile_leaves_exactly_one_active(
 ) -> None:
     """Unserialised on purpose (`no_prefect_api`): the killed relog takes no Prefect lock, and
     reconcile ends its RUNNING run because `stale_after_s=0` makes every running run stale. With a
-    Prefect API the killed holder's lock slot would stay taken until its lease ran out (up to
-    `concurrency.LEASE_S`), and reconcile would end the run at once under the lock instead."""
+    Prefect API reconcile would first free the killed holder's lock (tests/test_prefect_lock.py),
+    then end the run at once under the lock."""
     save_dir = make_save_dir(tmp_path, "run-e")
     good = relog([save_dir])[0]
     proc = subprocess.Popen([sys.executable, "-c", KILLED_RELOG, save_dir], stdout=subprocess.PIPE, text=True)
