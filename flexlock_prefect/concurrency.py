@@ -269,3 +269,10 @@ def run_lock(logical_run_key: str) -> AbstractContextManager[bool]:
 def model_lock(model: str) -> AbstractContextManager[bool]:
     """The lock of one registered model: its lifecycle moves wait for each other."""
     return exclusive(f"flexlock-model-{model}")
+
+
+def inputs_lock(runs_root: str, fingerprint: str) -> AbstractContextManager[bool]:
+    """The lock of one set of inputs under a runs root: `skip_if_identical` checks and computes
+    under it, so of identical runs started together exactly one computes."""
+    key = sha256(f"{runs_root}\n{fingerprint}".encode()).hexdigest()[:16]
+    return exclusive(f"flexlock-inputs-{key}")

@@ -26,6 +26,7 @@ from flexlock_prefect._user_flow import user_flow
 from flexlock_prefect.capture import Capture, Facet, FlowRunRef, capture_run
 from flexlock_prefect.capture.config import ConfigSource
 from flexlock_prefect.capture.data import file_digests
+from flexlock_prefect.concurrency import inputs_lock
 from flexlock_prefect.exceptions import RunLockError
 from flexlock_prefect.lock import LOCK_FILENAME, RunLock, RunResult, find_save_dirs, utc_now
 from flexlock_prefect.redact import Redactor
@@ -58,7 +59,9 @@ def locked_flow(
         repos: name → path of git repositories whose state is recorded.
         save_dir: a save_dir template that replaces the config's, e.g. `runs/${now:%Y%m%d-%H%M%S}`.
         skip_if_identical: return an existing completed run with the same fingerprint instead
-            of computing again.
+            of computing again. The check and the compute hold one lock per inputs (with a
+            Prefect API), so identical runs started together wait for the one that computes,
+            up to `FLEXLOCK_LOCK_TIMEOUT_S`, and return its save_dir.
         runs_root: where identical runs are looked for (default: the save_dir's parent).
 
     Example:
@@ -165,14 +168,24 @@ class _LockedRun:
             progress=artifacts.progress_artifact,
             step=run_facet_as_task,
         )
-        if self.skip_if_identical and (previous := self._identical_run(lock)):
-            logger.info(
-                "inputs identical to the completed run %s (fingerprint %s): not recomputing",
-                previous,
-                lock.fingerprint[:12],
-            )
-            artifacts.publish_skipped(previous, lock.fingerprint)
-            return previous
+        if not self.skip_if_identical:
+            return self._compute(cfg, lock, started_at, started)
+        # Check and compute under one lock, so of identical runs started together one computes
+        # and the others wait for it, then return its save_dir.
+        with inputs_lock(self._runs_root(lock), lock.fingerprint):
+            if previous := self._identical_run(lock):
+                logger.info(
+                    "inputs identical to the completed run %s (fingerprint %s): not recomputing",
+                    previous,
+                    lock.fingerprint[:12],
+                )
+                artifacts.publish_skipped(previous, lock.fingerprint)
+                return previous
+            return self._compute(cfg, lock, started_at, started)
+
+    def _compute(self, cfg: DictConfig, lock: RunLock, started_at: str, started: float) -> str:
+        """Write run.lock, run the user's compute, record its result."""
+        logger = get_run_logger()
         write_lock(lock)
         logger.info("run.lock written to %s (fingerprint %s)", lock.logical_run_id, lock.fingerprint[:12])
         redactor = Redactor.from_settings()
@@ -192,10 +205,12 @@ class _LockedRun:
         publish_artifacts(finished)
         emit_event(finished)
 
+    def _runs_root(self, lock: RunLock) -> str:
+        return self.runs_root or lock.logical_run_id.rsplit("/", 1)[0]
+
     def _identical_run(self, lock: RunLock) -> str | None:
         """A completed run under the runs root whose inputs had the same fingerprint."""
-        root = self.runs_root or lock.logical_run_id.rsplit("/", 1)[0]
-        for save_dir in find_save_dirs(root):
+        for save_dir in find_save_dirs(self._runs_root(lock)):
             if save_dir == lock.logical_run_id:
                 continue
             try:

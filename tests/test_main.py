@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -160,3 +163,47 @@ def test_identical_inputs_are_not_recomputed_but_any_change_is(prefect_api: str,
     inputs.write_text("x,y\n1,3\n")
     assert run("d") not in (first,) and len(skip_computed) == 3
     assert artifacts(artifact_key(first, "run-skipped"))
+
+
+IDENTICAL_RUN = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+    from flexlock_prefect import locked_flow
+
+    inputs, save_dir, computed, started, n = sys.argv[1:]
+    CONFIG = {"seed": 0, "input_data": "???", "save_dir": "???"}
+
+    @locked_flow(config=CONFIG, data=["input_data"], skip_if_identical=True)
+    def cached_train(cfg) -> None:
+        with open(computed, "a") as out:
+            out.write(cfg.save_dir + os.linesep)
+        time.sleep(5)  # the work: long enough for every other run to reach its check meanwhile
+
+    # Start together: every process has imported everything before any run begins.
+    Path(started, save_dir.replace("/", "_")).touch()
+    while len(os.listdir(started)) < int(n):
+        time.sleep(0.05)
+    print(cached_train(overrides=[f"input_data={inputs}", f"save_dir={save_dir}"]))
+    """
+)
+
+
+def test_of_ten_identical_runs_started_together_exactly_one_computes(
+    prefect_api: str, inputs: Path, tmp_path: Path
+) -> None:
+    computed, started = tmp_path / "computed.txt", tmp_path / "started"
+    started.mkdir()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", IDENTICAL_RUN, str(inputs), str(tmp_path / "runs" / f"r{i}"), str(computed)]
+            + [str(started), "10"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(10)
+    ]
+    returned = [proc.communicate(timeout=600)[0].strip().splitlines()[-1] for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs)
+    [the_one] = computed.read_text().splitlines()
+    assert set(returned) == {storage.canonical_url(the_one)}  # the others waited, then returned it
