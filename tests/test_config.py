@@ -77,8 +77,10 @@ def test_bad_config_gives_a_config_error_naming_the_problem(source, overrides, m
 
 
 def test_unknown_keys_are_refused_unless_added_with_plus() -> None:
-    with pytest.raises(ConfigError, match=r"lr_rate.*`\+key=value`"):
+    with pytest.raises(ConfigError, match=r"no key 'lr_rate' \(did you mean 'lr'\?\).*`\+lr_rate=value`"):
         load_config({"lr": 0.1, "save_dir": "x"}, ["lr_rate=0.2"])
+    with pytest.raises(ConfigError, match=r"no key 'model.CC' \(did you mean 'model.C'"):
+        load_config({"model": {"C": 1.0}, "save_dir": "x"}, ["model.CC=0.2"])
     with pytest.raises(ConfigError, match="extra"):
         load_config({"lr": 0.1, "save_dir": "x"}, partial={"extra": 1})
     cfg = load_config({"lr": 0.1, "save_dir": "x"}, ["+model.depth=3", "+tags=[a,b]"])

@@ -13,6 +13,7 @@ flexlock then resolves with that one, and warns once that its instants are not p
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import json
 import logging
@@ -26,7 +27,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from flexlock_prefect.capture.facet import Capture, Facet
 from flexlock_prefect.exceptions import ConfigError
@@ -101,9 +102,10 @@ def load_config(
             OmegaConf.set_struct(merged, True)
         if changes:
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(changes))
+    except ConfigKeyError as exc:
+        raise ConfigError(_unknown_key(exc, merged, changes)) from exc
     except OmegaConfBaseException as exc:
-        hint = " (to add a new key, write it as `+key=value`)" if "not in struct" in str(exc) else ""
-        raise ConfigError(f"cannot apply config overrides {list(overrides)}: {_first_line(exc)}{hint}") from exc
+        raise ConfigError(f"cannot apply config overrides {list(overrides)}: {_first_line(exc)}") from exc
     if not isinstance(merged, DictConfig):
         raise ConfigError("the config must be a mapping at the top level")
     token = _resolution_instant.set(datetime.now())
@@ -171,6 +173,23 @@ def _plain(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return value.name
     return value
+
+
+def _unknown_key(exc: ConfigKeyError, config: DictConfig, overrides: Sequence[str]) -> str:
+    """The key an override (or the partial config) invented, with the closest existing keys."""
+    key = str(exc.full_key)
+    keys = flatten(OmegaConf.to_container(config, resolve=False))
+    known = sorted({".".join(k.split(".")[: i + 1]) for k in keys for i in range(k.count(".") + 1)})
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.4)
+    suggestion = f" (did you mean {' or '.join(repr(k) for k in close)}?)" if close else ""
+    written = next((o.split("=", 1)[0] for o in overrides if o.split("=", 1)[0].startswith(key)), None)
+    if written is None:
+        where = "set by the partial config: fix the key, or add it to the defaults"
+        return f"the config has no key {key!r}{suggestion}, {where}"
+    return (
+        f"the config has no key {key!r}{suggestion}, set by the override {written!r}: "
+        f"fix the key, or add it on purpose as `+{written}=value`"
+    )
 
 
 def _first_line(exc: BaseException) -> str:
