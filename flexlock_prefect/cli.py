@@ -10,6 +10,7 @@ import json
 import sys
 from typing import Annotated
 
+import httpx
 import typer
 from rich.console import Console
 from rich.table import Table as RichTable
@@ -225,34 +226,13 @@ def approve(
     comment: Annotated[str, typer.Option(help="Why; recorded in the model version's history.")] = "",
     reviewer: Annotated[str | None, typer.Option(help="Who decides (default: the login name).")] = None,
 ) -> None:
-    """Answer a paused promotion: approve it (default) or reject it."""
-    import getpass
-    from uuid import UUID
+    """Answer a paused promotion: approve it (default) or reject it.
 
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-    from prefect.flow_runs import resume_flow_run
+    A promotion still running its checks is waited for, up to FLEXLOCK_APPROVE_WAIT_S."""
+    from flexlock_prefect.approval import answer
 
-    try:
-        run_id = UUID(flow_run_id)
-    except ValueError:
-        raise FlexlockError(
-            f"{flow_run_id!r} is not a flow run id: give the id `flexlock-prefect promote` printed"
-        ) from None
-    try:
-        with get_client(sync_client=True) as client:
-            state = client.read_flow_run(run_id).state
-    except ObjectNotFound:
-        raise FlexlockError(f"no flow run {flow_run_id} on this Prefect server (PREFECT_API_URL)") from None
-    if state is None or not state.is_paused():
-        now = state.type.value if state else "not started"
-        raise FlexlockError(
-            f"flow run {flow_run_id} is {now}, not paused for approval: approve it once it has paused "
-            "(its checks run first), or see it in the Prefect UI"
-        )
-    answer = {"approved": not reject, "reviewer": reviewer or getpass.getuser(), "comment": comment}
-    resume_flow_run(run_id, run_input=answer)
-    out.print(f"{'rejected' if reject else 'approved'} flow run {flow_run_id} as {answer['reviewer']}")
+    by = answer(flow_run_id, approved=not reject, reviewer=reviewer, comment=comment)
+    out.print(f"{'rejected' if reject else 'approved'} flow run {flow_run_id} as {by}")
 
 
 @app.command()
@@ -380,12 +360,22 @@ def _rich_table(table: Table) -> RichTable:
 
 
 def main() -> None:
-    """Console entry point: a FlexlockError becomes one line on stderr and exit code 2."""
+    """Console entry point: a FlexlockError, or a Prefect API request that failed, becomes one
+    line on stderr and exit code 2."""
     try:
         app()
     except FlexlockError as exc:
-        err.print(f"error: {exc}", markup=False, soft_wrap=True)
-        sys.exit(2)
+        _fail(exc)
+    except (httpx.TransportError, httpx.HTTPStatusError) as exc:  # Prefect's client, outside any named operation
+        from flexlock_prefect.prefect_errors import as_prefect_api_error
+
+        command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), "")
+        _fail(as_prefect_api_error(exc, f"run `flexlock-prefect {command}`"))
+
+
+def _fail(exc: FlexlockError) -> None:
+    err.print(f"error: {exc}", markup=False, soft_wrap=True)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.settings import PREFECT_API_URL
 
 from flexlock_prefect.exceptions import LockTimeout
+from flexlock_prefect.prefect_errors import prefect_api_errors
 from flexlock_prefect.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -90,15 +91,21 @@ def exclusive(name: str) -> Iterator[bool]:
         yield False
         return
     with get_client(sync_client=True) as client:
-        _ensure_limit(client, name)
-        lease_id = _acquire(client, name)
-        heartbeat = _Heartbeat(name, _record(lease_id))
+        with prefect_api_errors(f"take the lock {name}"):
+            _ensure_limit(client, name)
+            lease_id = _acquire(client, name)
+            heartbeat = _Heartbeat(name, _record(lease_id))
+            try:
+                heartbeat.start(client)
+            except BaseException:
+                client.release_concurrency_slots_with_lease(lease_id)
+                raise
         try:
-            heartbeat.start(client)
             yield True
         finally:
             heartbeat.stop()
-            _release(client, name, lease_id)
+            with prefect_api_errors(f"release the lock {name}"):
+                _release(client, name, lease_id)
 
 
 def _ensure_limit(client: SyncPrefectClient, name: str) -> None:
@@ -128,7 +135,7 @@ def _acquire(client: SyncPrefectClient, name: str) -> UUID:
         except httpx.HTTPStatusError as exc:
             if exc.response.status_code != httpx.codes.LOCKED:
                 raise
-            retry_after = float(exc.response.headers.get("Retry-After", settings.lock_poll_s))
+            retry_after = float(exc.response.headers.get("Retry-After", settings.api_poll_s))
         holder = read_holder(client, name)
         now = time.monotonic()
         if holder is not None and watch.silent_for(holder, now) >= settings.lock_lease_s:
@@ -140,7 +147,7 @@ def _acquire(client: SyncPrefectClient, name: str) -> UUID:
             logger.warning("lock %s: waiting for %s", name, holder.describe() if holder else "a holder with no record")
         if now >= deadline:
             raise LockTimeout(_timeout_message(name, holder, settings.lock_timeout_s))
-        time.sleep(max(0.0, min(retry_after, settings.lock_poll_s, deadline - now)))
+        time.sleep(max(0.0, min(retry_after, settings.api_poll_s, deadline - now)))
 
 
 class _SilenceWatch:

@@ -49,3 +49,7 @@ class LifecycleError(FlexlockError):
 
 class LockTimeout(FlexlockError):
     """A lock on a save_dir or model stayed taken for longer than `FLEXLOCK_LOCK_TIMEOUT_S`."""
+
+
+class PrefectApiError(FlexlockError):
+    """The Prefect API is unreachable, refused the credentials, or refused a request."""

@@ -146,11 +146,19 @@ class FlexlockSettings(BaseSettings):
             "any Prefect server. Prefect's own lease is renewed with it (never under Prefect's 60 s)."
         ),
     )
-    lock_poll_s: float = Field(
+    api_poll_s: float = Field(
         default=1.0,
         gt=0,
         le=30,
-        description="A process waiting for a lock asks again at least this often (sooner when the server says so).",
+        description=(
+            "How often a process waiting on the Prefect API asks again: for a taken lock (sooner when the "
+            "server says so), or `approve` for a promotion about to pause."
+        ),
+    )
+    approve_wait_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="How long `flexlock-prefect approve` waits for a promotion still running its checks to pause.",
     )
     approval_timeout_s: int = Field(
         default=3600,
