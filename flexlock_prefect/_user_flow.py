@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from prefect import Flow, flow
+from prefect.exceptions import ScriptError
 from prefect.utilities.importtools import import_object
 
 from flexlock_prefect.exceptions import FlexlockError
@@ -41,6 +42,12 @@ def load_entrypoint(entrypoint: str, what: str) -> Any:
     `what` (e.g. "the diag") could not be loaded and why."""
     try:
         return import_object(entrypoint)
+    except ScriptError as exc:  # the file is missing, or raised while it was imported
+        cause = exc.user_exc
+        raise FlexlockError(
+            f"cannot load {what} {entrypoint!r}: its file failed to load ({type(cause).__name__}: {cause}); "
+            "give an existing FILE.py:NAME or module.NAME"
+        ) from None
     except (ImportError, AttributeError, FileNotFoundError, ValueError) as exc:
         raise FlexlockError(
             f"cannot load {what} {entrypoint!r} ({type(exc).__name__}: {exc}): give FILE.py:NAME or module.NAME"

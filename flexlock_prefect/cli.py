@@ -140,9 +140,12 @@ def relog(
 
 def _request_relog(root: str, force: bool, main_flow: str | None) -> None:
     """Emit the relog request, once an automation is there to act on it."""
+    from flexlock_prefect.concurrency import prefect_api_configured
     from flexlock_prefect.events import emit_relog_requested, relog_listeners
     from flexlock_prefect.storage import canonical_url
 
+    if not prefect_api_configured():
+        raise FlexlockError("--via-event needs a Prefect API: set PREFECT_API_URL, or relog without --via-event")
     url = canonical_url(root)
     listeners, pipelines = relog_listeners(url, main_flow)
     if not listeners:
@@ -374,7 +377,8 @@ def main() -> None:
 
 
 def _fail(exc: FlexlockError) -> None:
-    err.print(f"error: {exc}", markup=False, soft_wrap=True)
+    one_line = " ".join(str(exc).split())  # a message quoting a library's multi-line error stays one line
+    err.print(f"error: {one_line}", markup=False, soft_wrap=True)
     sys.exit(2)
 
 

@@ -31,6 +31,10 @@ class StorageError(FlexlockError):
     """A save_dir or file URL cannot be read or written."""
 
 
+class StorageNotFound(StorageError):
+    """A file or directory does not exist (as opposed to a store that cannot be reached)."""
+
+
 class RunLockError(FlexlockError):
     """A run.lock is missing, corrupt, of an unknown schema version or inconsistent."""
 

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from flexlock_prefect import storage
-from flexlock_prefect.exceptions import RunLockError, StorageError
+from flexlock_prefect.exceptions import RunLockError, StorageError, StorageNotFound
 
 SCHEMA_VERSION = 1
 LOCK_FILENAME = "run.lock"
@@ -208,8 +208,10 @@ class RunLock(_Section):
         url = storage.join(storage.canonical_url(save_dir), LOCK_FILENAME)
         try:
             text = storage.read_bytes(url)
-        except StorageError as exc:
+        except StorageNotFound as exc:
             raise RunLockError(f"no run.lock in {save_dir}: {exc}") from exc
+        except StorageError as exc:
+            raise RunLockError(f"cannot read the run.lock of {save_dir}: {exc}") from exc
         return cls.from_text(text, where=url)
 
     @classmethod
@@ -217,7 +219,8 @@ class RunLock(_Section):
         try:
             data = yaml.load(text, Loader=_YAML_LOADER)
         except yaml.YAMLError as exc:
-            raise RunLockError(f"{where} is not valid YAML (truncated or corrupt?): {exc}") from exc
+            problem = " ".join(str(exc).split())
+            raise RunLockError(f"{where} is not valid YAML (truncated or corrupt?): {problem}") from exc
         return cls.from_dict(data, where)
 
     @classmethod

@@ -11,6 +11,7 @@ ever part of a URL that flexlock-prefect records.
 
 Example:
     >>> import tempfile
+from functools import cache
     >>> save_dir = tempfile.mkdtemp()
     >>> write_atomic(join(save_dir, "metrics.json"), b'{"acc": 0.9}')
     >>> exists(join(save_dir, "metrics.json")), ls(save_dir)
@@ -27,13 +28,14 @@ from __future__ import annotations
 import os
 import posixpath
 import tempfile
+from functools import cache
 from pathlib import Path
 from typing import IO
 
 import fsspec
 from fsspec import AbstractFileSystem
 
-from flexlock_prefect.exceptions import StorageError
+from flexlock_prefect.exceptions import StorageError, StorageNotFound
 from flexlock_prefect.redact import strip_url_credentials
 
 _ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL")
@@ -77,6 +79,17 @@ def local_path(url: str) -> Path | None:
     return Path(url.removeprefix("file://")) if url.startswith("file://") else None
 
 
+@cache
+def unreadable() -> tuple[type[Exception], ...]:
+    """What a filesystem raises when it cannot reach or read a location: OSError and ValueError,
+    and botocore's errors (an unreachable endpoint, bad credentials), which s3fs passes through."""
+    try:
+        from botocore.exceptions import BotoCoreError
+    except ImportError:
+        return (OSError, ValueError)
+    return (OSError, ValueError, BotoCoreError)
+
+
 def filesystem(location: str | os.PathLike[str]) -> tuple[AbstractFileSystem, str]:
     """The fsspec filesystem and the path inside it for a location (path or URL).
 
@@ -104,7 +117,7 @@ def exists(url: str | os.PathLike[str]) -> bool:
     fs, path = filesystem(url)
     try:
         return bool(fs.exists(path))
-    except (OSError, ValueError) as exc:
+    except unreadable() as exc:
         raise StorageError(f"cannot reach {url}: {exc}") from exc
 
 
@@ -114,8 +127,8 @@ def ls(url: str | os.PathLike[str]) -> list[str]:
     try:
         return sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False))
     except FileNotFoundError as exc:
-        raise StorageError(f"{url} does not exist") from exc
-    except (OSError, ValueError) as exc:
+        raise StorageNotFound(f"{url} does not exist") from exc
+    except unreadable() as exc:
         raise StorageError(f"cannot list {url}: {exc}") from exc
 
 
@@ -125,8 +138,8 @@ def open(url: str | os.PathLike[str], mode: str = "rb") -> IO[bytes]:  # noqa: A
     try:
         return fs.open(path, mode)
     except FileNotFoundError as exc:
-        raise StorageError(f"{url} does not exist") from exc
-    except (OSError, ValueError) as exc:
+        raise StorageNotFound(f"{url} does not exist") from exc
+    except unreadable() as exc:
         raise StorageError(f"cannot open {url}: {exc}") from exc
 
 
@@ -136,8 +149,8 @@ def read_bytes(url: str | os.PathLike[str]) -> bytes:
     try:
         return fs.cat_file(path)
     except FileNotFoundError as exc:
-        raise StorageError(f"{url} does not exist") from exc
-    except (OSError, ValueError) as exc:
+        raise StorageNotFound(f"{url} does not exist") from exc
+    except unreadable() as exc:
         raise StorageError(f"cannot read {url}: {exc}") from exc
 
 
@@ -157,7 +170,7 @@ def write_atomic(url: str | os.PathLike[str], data: bytes) -> None:
         fs, path = filesystem(url)
         try:
             fs.pipe_file(path, data)
-        except (OSError, ValueError) as exc:
+        except unreadable() as exc:
             raise StorageError(f"cannot write {url}: {exc}") from exc
         return
     try:

@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path, PurePath
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
@@ -104,8 +105,9 @@ def load_config(
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(changes))
     except ConfigKeyError as exc:
         raise ConfigError(_unknown_key(exc, merged, changes)) from exc
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"cannot apply config overrides {list(overrides)}: {_first_line(exc)}") from exc
+    except (OmegaConfBaseException, yaml.YAMLError) as exc:  # a value OmegaConf's YAML parser cannot read
+        problem = " ".join(str(exc).split())
+        raise ConfigError(f"cannot apply config overrides {list(overrides)}: {problem}") from exc
     if not isinstance(merged, DictConfig):
         raise ConfigError("the config must be a mapping at the top level")
     token = _resolution_instant.set(datetime.now())

@@ -78,6 +78,8 @@ class _LocalSource:
         settled_before = time.time_ns() - RACY_WINDOW_NS
         try:
             root_stat = os.stat(self.root)
+        except FileNotFoundError as exc:
+            raise DataCaptureError(f"data path {self.root} does not exist: check the path in the config") from exc
         except OSError as exc:
             raise DataCaptureError(f"data path {self.root} cannot be read: {exc.strerror}") from exc
         if not stat.S_ISDIR(root_stat.st_mode):
@@ -128,7 +130,7 @@ class _S3Source:
             found = self.fs.find(self.root, detail=True)
         except FileNotFoundError as exc:
             raise DataCaptureError(f"data path {self.url} does not exist") from exc
-        except (OSError, ValueError) as exc:
+        except storage.unreadable() as exc:
             raise DataCaptureError(f"cannot list data path {self.url}: {exc}") from exc
         prefix = self.root.rstrip("/") + "/"
         files = [
