@@ -1,5 +1,6 @@
-"""The approval wait of a promotion, with Prefect's pause replaced by fakes: only Prefect's pause
-timeout reads as "nobody answered". The real pause, resume and timeout are in tests/test_promote.py."""
+"""promote.py's pieces without servers: the approval wait with Prefect's pause replaced by fakes
+(only Prefect's pause timeout reads as "nobody answered"), and the evidence report. The real
+flow, pause, resume and timeout are in tests/test_promote.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import httpx
 import pytest
 from prefect.exceptions import FlowPauseTimeout
 
-from flexlock_prefect.promote import Approval, wait_for_approval
+from flexlock_prefect.promote import Approval, evidence_markdown, wait_for_approval
+from flexlock_prefect.rules import Candidate
 
 promote_module = importlib.import_module("flexlock_prefect.promote")
 
@@ -55,3 +57,21 @@ def test_any_other_error_of_the_wait_is_raised_as_it_is(monkeypatch: pytest.Monk
     with pytest.raises(type(error)) as caught:
         wait_for_approval(30, 2)
     assert caught.value is error
+
+
+def test_the_evidence_notes_a_target_holder_whose_record_is_gone_without_failing_it() -> None:
+    candidate = Candidate("churn", "3", "run-3", {"accuracy": 0.91}, None, "its save_dir file:///runs/3 is gone")
+    holder = Candidate("churn", "1", "run-1", {"accuracy": 0.9}, None, "its save_dir file:///runs/1 is gone")
+    report = evidence_markdown(candidate, holder, "archived", [])
+    assert "- ✅ active flexlock run, run.lock verifies, metric rules hold" in report
+    assert (
+        "- ⚠️ the archived holder, version 1: its save_dir file:///runs/1 is gone (not checked; no input diff)" in report
+    )
+    assert "| accuracy | 0.91 | 0.9 | +0.01 |" in report and "Inputs that differ" not in report
+
+
+def test_the_evidence_lists_every_failed_check() -> None:
+    candidate = Candidate("churn", "3", "run-3", {}, None, "its run run-3 has no flexlock run record")
+    report = evidence_markdown(candidate, None, "staging", ["version 3: its run run-3 has no flexlock run record"])
+    assert "- ❌ version 3: its run run-3 has no flexlock run record" in report and "✅" not in report
+    assert "candidate vs staging holder (none)" in report
