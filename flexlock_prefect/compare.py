@@ -8,7 +8,7 @@ from typing import Any
 
 from flexlock_prefect.capture.config import flatten, value_text
 from flexlock_prefect.capture.git import changed_files
-from flexlock_prefect.lock import RunLock
+from flexlock_prefect.lock import RunLock, canonical_json
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,12 @@ def diff_locks(a: RunLock, b: RunLock) -> list[Change]:
 
 
 def _mapping_changes(section: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> list[Change]:
+    """Keys whose values differ as the fingerprint sees them: by their JSON, so 10 and 10.0 (or
+    1 and true) differ, though Python's `==` calls them equal."""
     return [
         Change(section, key, value_text(a[key]) if key in a else None, value_text(b[key]) if key in b else None)
         for key in sorted(a.keys() | b.keys(), key=str)
-        if key not in a or key not in b or a[key] != b[key]
+        if key not in a or key not in b or canonical_json(a[key]) != canonical_json(b[key])
     ]
 
 

@@ -4,42 +4,48 @@
 1. the move must be legal (`registry.check_move`);
 2. automatic checks: the version's MLflow run is the `active` run of its save_dir, its run.lock
    still verifies against the digest MLflow recorded, and every metric rule holds
-   (`accuracy >= 0.9`, `accuracy >= prod.accuracy - 0.01`);
+   (`accuracy >= 0.9`, `accuracy >= prod.accuracy - 0.01`, see `flexlock_prefect.rules`). Only
+   the candidate and the holders its rules name must be readable: a record that is gone is a
+   failed check with its reason, never a crash;
 3. an evidence report (markdown artifact): candidate vs the current holder of the target alias,
    metric by metric, and their config, code and data differences;
 4. a person approves or rejects through Prefect's pause/resume with the `Approval` input (UI, or
    `flexlock-prefect approve`); moves to `dev` and `archived` may skip it, moves to `prod` never;
 5. on approval the move (serialised per model), audit tags and `flexlock.model.promoted`; on
    rejection, a failed check or a timeout nothing in the registry changes and
-   `flexlock.model.rejected` says why.
+   `flexlock.model.rejected` says why. An error while waiting (the Prefect API failing) fails the
+   flow with that error, not as a timeout, and moves nothing either.
 """
 
 from __future__ import annotations
 
-import operator
 import re
-from dataclasses import dataclass
 
 from mlflow import MlflowClient
+from mlflow.entities import Run
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run
 
+from flexlock_prefect import storage
 from flexlock_prefect.compare import diff_locks
 from flexlock_prefect.concurrency import model_lock
 from flexlock_prefect.events import MODEL_PROMOTED, MODEL_REJECTED, emit_model_event
 from flexlock_prefect.exceptions import FlexlockError, LifecycleError
 from flexlock_prefect.lock import RunLock
+from flexlock_prefect.rules import Candidate, Rule, check_rules, parse_rules
 from flexlock_prefect.settings import get_settings
 from flexlock_prefect.tracking import registry
+from flexlock_prefect.tracking.client import Tracking, check_tracking_server
 from flexlock_prefect.tracking.tags import ACTIVE, LOCK_DIGEST, LOGICAL_RUN_ID, STATUS
 from flexlock_prefect.verify import verify_lock
 
+__all__ = ["Approval", "Candidate", "PromotionRejected", "check_rules", "evidence_markdown", "promote"]
+
 NEVER_UNAPPROVED = ("staging", "prod")
-_RULE = re.compile(r"^\s*([\w.\-/]+)\s*(>=|<=|>|<|==)\s*(?:(\w+)\.([\w.\-/]+)\s*([+-])\s*)?([-+]?\d+(?:\.\d+)?)\s*$")
-_OPERATORS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
 
 
 class Approval(RunInput):
@@ -54,62 +60,58 @@ class PromotionRejected(FlexlockError):
     """A promotion was refused: a failed check, a reviewer's rejection or an approval timeout."""
 
 
-@dataclass(frozen=True)
-class Candidate:
-    model: str
-    version: str
-    run_id: str
-    metrics: dict[str, float]
-    lock: RunLock | None
+def load_version(tracking: Tracking, model: str, version: str) -> tuple[Candidate, Run | None]:
+    """A version's metrics and run record, and its MLflow run.
 
-
-def check_rules(rules: list[str], candidate: Candidate, holders: dict[str, Candidate]) -> list[str]:
-    """The rules that do not hold, each as a sentence; `prod.accuracy` means the prod holder's metric."""
-    failures = []
-    for rule in rules:
-        match = _RULE.match(rule)
-        if not match:
-            raise LifecycleError(
-                f"cannot read the check {rule!r}: write `metric >= 0.9` or `metric >= prod.metric - 0.01`"
-            )
-        metric, op, alias, other, sign, number = match.groups()
-        if metric not in candidate.metrics:
-            failures.append(f"{rule}: version {candidate.version} has no metric {metric!r}")
-            continue
-        bound = float(number)
-        if alias:
-            holder = holders.get(alias)
-            if holder is None:
-                continue  # nothing in that state yet: the relative rule has nothing to compare with
-            if other not in holder.metrics:
-                failures.append(f"{rule}: the {alias} version {holder.version} has no metric {other!r}")
-                continue
-            bound = holder.metrics[other] + (bound if sign == "+" else -bound)
-        if not _OPERATORS[op](candidate.metrics[metric], bound):
-            failures.append(f"{rule}: {metric} is {candidate.metrics[metric]:g}, needs {op} {bound:g}")
-    return failures
-
-
-def _candidate(client: MlflowClient, model: str, version: str) -> Candidate:
-    model_version = client.get_model_version(model, version)
-    run = client.get_run(model_version.run_id)
+    What cannot be read (the run deleted, no flexlock record, the save_dir gone, run.lock
+    unreadable) is the candidate's `problem`, never an exception; an unreachable or refusing
+    server still raises, since it says nothing about the version.
+    """
+    try:
+        run_id = registry.model_version(tracking, model, version).run_id
+        if not run_id:
+            return Candidate(model, version, "", {}, None, "it was registered without an MLflow run"), None
+        runs = Tracking(tracking.client.tracking_uri, tracking.client)  # runs are on the tracking server
+        with registry.mlflow_errors(runs, f"MLflow run {run_id}", missing=f"its MLflow run {run_id} is gone"):
+            run = tracking.client.get_run(run_id)
+    except LifecycleError as exc:
+        return Candidate(model, version, "", {}, None, str(exc)), None
+    metrics = dict(run.data.metrics)
     save_dir = run.data.tags.get(LOGICAL_RUN_ID)
-    lock = RunLock.load(save_dir) if save_dir else None
-    return Candidate(model, version, run.info.run_id, dict(run.data.metrics), lock)
+    if run.info.lifecycle_stage == "deleted":
+        return Candidate(model, version, run_id, metrics, None, f"its MLflow run {run_id} is deleted"), run
+    if not save_dir:
+        return Candidate(model, version, run_id, metrics, None, f"its run {run_id} has no flexlock run record"), run
+    try:
+        return Candidate(model, version, run_id, metrics, RunLock.load(save_dir)), run
+    except FlexlockError as exc:
+        gone = not _exists(save_dir)
+        problem = f"its save_dir {save_dir} is gone" if gone else f"its run.lock cannot be read: {exc}"
+        return Candidate(model, version, run_id, metrics, None, problem), run
 
 
-def _automatic_checks(
-    client: MlflowClient, candidate: Candidate, rules: list[str], holders: dict[str, Candidate]
+def _exists(url: str) -> bool:
+    try:
+        return storage.exists(url)
+    except FlexlockError:
+        return True  # cannot tell: the run.lock's own error says more
+
+
+def automatic_checks(
+    candidate: Candidate, run: Run | None, rules: list[Rule], holders: dict[str, Candidate]
 ) -> list[str]:
-    run = client.get_run(candidate.run_id)
+    """What stops the promotion: the candidate's run and record, the records of the holders the
+    rules compare with, and the rules themselves."""
     failures = []
-    if run.data.tags.get(STATUS) != ACTIVE:
+    if run is not None and run.data.tags.get(STATUS) != ACTIVE:
         failures.append(f"run {candidate.run_id} is not the active flexlock run of its save_dir (relogged since?)")
     if candidate.lock is None:
-        failures.append(f"run {candidate.run_id} was not logged from a flexlock run record")
-    else:
-        expected = run.data.tags.get(LOCK_DIGEST)
-        failures += [str(m) for m in verify_lock(candidate.lock, expected_digest=expected)]
+        failures.append(f"version {candidate.version}: {candidate.problem}")
+    elif run is not None:
+        failures += [str(m) for m in verify_lock(candidate.lock, expected_digest=run.data.tags.get(LOCK_DIGEST))]
+    for alias, holder in sorted(holders.items()):
+        if holder.problem:
+            failures.append(f"the {alias} version {holder.version}, which the checks compare with: {holder.problem}")
     return failures + check_rules(rules, candidate, holders)
 
 
@@ -117,6 +119,8 @@ def evidence_markdown(candidate: Candidate, holder: Candidate | None, to: str, f
     title = f"# Promotion of {candidate.model} version {candidate.version} to `{to}`"
     lines = [title, "", "## Automatic checks", ""]
     lines += [f"- ❌ {f}" for f in failures] or ["- ✅ active flexlock run, run.lock verifies, metric rules hold"]
+    if holder and holder.problem:
+        lines.append(f"- ⚠️ the {to} holder, version {holder.version}: {holder.problem} (not checked; no input diff)")
     lines += ["", f"## Metrics: candidate vs {to} holder ({f'version {holder.version}' if holder else 'none'})", ""]
     lines += ["| metric | candidate | holder | delta |", "|---|---|---|---|"]
     for name in sorted(candidate.metrics | (holder.metrics if holder else {})):
@@ -143,6 +147,22 @@ def _num(value: float | None) -> str:
     return "" if value is None else f"{value:.4g}"
 
 
+def _named(rules: list[Rule]) -> list[str]:
+    return sorted({rule.alias for rule in rules if rule.alias})
+
+
+def wait_for_approval(timeout: int, poll_interval: int) -> Approval | None:
+    """The reviewer's answer, or None when nobody answered within `timeout` seconds.
+
+    Only Prefect's pause timeout (`FlowPauseTimeout`) means that; any other error of the wait
+    (the Prefect API failing, a pause refused) is raised as it is.
+    """
+    try:
+        return pause_flow_run(wait_for_input=Approval, timeout=timeout, poll_interval=poll_interval)
+    except FlowPauseTimeout:
+        return None
+
+
 @flow(name="promote", log_prints=True)
 def promote(
     model: str,
@@ -162,18 +182,20 @@ def promote(
     timeout = timeout or settings.approval_timeout_s
     poll_interval = poll_interval or settings.approval_poll_interval_s
     logger = get_run_logger()
-    client = MlflowClient()
+    rules = parse_rules(checks or [])  # a rule that cannot be read is refused before anything happens
+    models = registry.connect(MlflowClient())
+    check_tracking_server(models.client.tracking_uri)  # the versions' runs are read from there
+    client = models.client
     version = str(version)
     origin = registry.check_move(model, version, to, client)
-    candidate = _candidate(client, model, version)
-    holders = {}
-    for alias in registry.STATES:
-        holder_version = registry.alias_holder(client, model, alias)
-        if holder_version and holder_version != version:
-            holders[alias] = _candidate(client, model, holder_version)
-    failures = _automatic_checks(client, candidate, list(checks or []), holders)
+    candidate, run = load_version(models, model, version)
+    holding = {alias: v for alias, v in registry.aliases(model, client).items() if v != version}
+    # only what the checks need: the holders the rules compare with (and the target's, for the evidence)
+    holders = {alias: load_version(models, model, holding[alias])[0] for alias in _named(rules) if alias in holding}
+    target = holders.get(to) or (load_version(models, model, holding[to])[0] if to in holding else None)
+    failures = automatic_checks(candidate, run, rules, holders)
     create_markdown_artifact(
-        markdown=evidence_markdown(candidate, holders.get(to), to, failures),
+        markdown=evidence_markdown(candidate, target, to, failures),
         key=f"promotion-{re.sub(r'[^a-z0-9-]+', '-', model.lower())}-{version}",
         description=f"evidence for {model} v{version} → {to}",
     )
@@ -192,10 +214,9 @@ def promote(
             to,
             flow_run.id,
         )
-        try:
-            answer = pause_flow_run(wait_for_input=Approval, timeout=timeout, poll_interval=poll_interval)
-        except Exception as exc:  # FlowPauseTimeout: nobody answered in time
-            raise reject(f"no approval within {timeout} s") from exc
+        answer = wait_for_approval(timeout, poll_interval)
+        if answer is None:
+            raise reject(f"no approval within {timeout} s")
         if not answer.approved:
             raise reject(answer.comment or "rejected", answer.reviewer)
         by, comment, approved = answer.reviewer, answer.comment, True

@@ -173,15 +173,19 @@ def test_a_difference_in_fingerprint_inputs_is_always_a_difference(tmp_path: Pat
     assert a.fingerprint != b.fingerprint and diff_locks(a, b) != []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: values are compared with Python `==`, so 10 and 10.0 (or 1 and true) are 'no difference' "
-    "while the fingerprint, which hashes their JSON, differs: `diff` prints no differences for two runs "
-    "whose inputs the fingerprint calls different",
+@pytest.mark.parametrize(
+    ("before", "after", "texts"),
+    [(10, 10.0, ("10", "10.0")), (1, True, ("1", "true"))],
+    ids=["int-float", "int-bool"],
 )
-@pytest.mark.parametrize(("before", "after"), [(10, 10.0), (1, True)], ids=["int-float", "int-bool"])
-def test_values_equal_in_python_but_of_another_type_are_a_difference(tmp_path: Path, before, after) -> None:
+def test_values_equal_in_python_but_of_another_type_are_a_difference(tmp_path: Path, before, after, texts) -> None:
     a = make_lock(tmp_path / "a", {"epochs": before})
     b = make_lock(tmp_path / "b", {"epochs": after})
     assert a.fingerprint != b.fingerprint
-    assert diff_locks(a, b) != []
+    assert [(c.section, c.name, c.before, c.after) for c in diff_locks(a, b)] == [("config", "epochs", *texts)]
+
+
+def test_mappings_equal_but_for_key_order_are_no_difference(tmp_path: Path) -> None:
+    a = make_lock(tmp_path / "a", {"opt": {"kind": "adam", "betas": [0.9, 0.99]}, "tags": {}})
+    b = make_lock(tmp_path / "b", {"tags": {}, "opt": {"betas": [0.9, 0.99], "kind": "adam"}})
+    assert a.fingerprint == b.fingerprint and diff_locks(a, b) == []

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from flexlock_prefect import rules
 from flexlock_prefect.tracking import supersede
 
 
@@ -17,4 +18,9 @@ def test_the_mlflowlink_example_logs_a_superseding_run(tmp_path: Path, monkeypat
     for test in finder.find(supersede.mlflowlink, "mlflowlink", globs={"mlflowlink": supersede.mlflowlink}):
         runner.run(test)
     results = runner.summarize(verbose=False)
+    assert results.attempted > 0 and results.failed == 0
+
+
+def test_the_promotion_rules_examples_parse_and_check() -> None:
+    results = doctest.testmod(rules, optionflags=doctest.ELLIPSIS)
     assert results.attempted > 0 and results.failed == 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -13,6 +15,7 @@ from contextlib import suppress
 from contextvars import copy_context
 from pathlib import Path
 
+import httpx
 import mlflow
 import pytest
 from mlflow import MlflowClient
@@ -29,13 +32,15 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.exceptions import FlowPauseTimeout, NotPausedError
 from prefect.flow_runs import resume_flow_run
 
+from flexlock_prefect import promote as promote_module
 from flexlock_prefect.events import MODEL_PROMOTED, MODEL_REJECTED
 from flexlock_prefect.examples import diag as example_diag
 from flexlock_prefect.examples import train as example_train
-from flexlock_prefect.exceptions import LifecycleError
+from flexlock_prefect.exceptions import LifecycleError, TrackingError
+from flexlock_prefect.local import free_port
 from flexlock_prefect.promote import PromotionRejected, promote
 from flexlock_prefect.registry import APPROVED_BY, LIFECYCLE, history, move
-from tests.helpers.prefect_api import wait_for_events
+from tests.helpers.prefect_api import artifacts, wait_for_events
 
 pytestmark = pytest.mark.integration
 
@@ -276,3 +281,67 @@ def test_two_concurrent_promotions_to_prod_end_with_one_holder_and_consistent_ta
     in_prod = [version for version, (lifecycle, _) in tags.items() if lifecycle == "prod"]
     assert in_prod == [aliases["prod"]]
     assert sorted(lifecycle or "new" for lifecycle, _ in tags.values()) == ["archived", "prod"]
+
+
+def evidence(model: str, version: str) -> str:
+    """The newest evidence artifact of a promotion of `model` `version`."""
+    return artifacts(f"promotion-{model}-{version}")[0].data
+
+
+def test_an_archived_version_whose_save_dir_is_gone_does_not_stop_a_promotion(
+    model: str, promotions: Promotions, tmp_path: Path
+) -> None:
+    move(model, "1", "archived", by="ana")
+    shutil.rmtree(tmp_path / "runs" / "0")  # an old version's outputs cleaned up
+    promote(model=model, version="2", to="dev", approval=False)
+    future, run_id = start(promotions, model=model, version="2", to="staging", checks=["accuracy >= 0.5"])
+    report = evidence(model, "2")
+    assert "to `staging`" in report and "✅ active flexlock run, run.lock verifies, metric rules hold" in report
+    approve_with_client(run_id)
+    assert future.result(timeout=120) == f"models:/{model}@staging"
+    assert state(model)[0] == {"staging": "2", "archived": "1"}
+
+
+def test_a_record_that_is_gone_is_a_failed_check_in_the_evidence_not_a_crash(model: str, tmp_path: Path) -> None:
+    for step in ("dev", "staging", "prod"):
+        move(model, "1", step, by="ana")
+    promote(model=model, version="2", to="dev", approval=False)
+    before = state(model)
+
+    shutil.rmtree(tmp_path / "runs" / "0")  # the prod version the rule compares with
+    holder_gone = f"the prod version 1, which the checks compare with: its save_dir file://{tmp_path}/runs/0 is gone"
+    with pytest.raises(PromotionRejected, match=re.escape(holder_gone)):
+        promote(model=model, version="2", to="staging", checks=["accuracy >= prod.accuracy - 0.5"])
+    assert f"❌ {holder_gone}" in evidence(model, "2")
+
+    shutil.rmtree(tmp_path / "runs" / "1")  # the candidate's own
+    candidate_gone = f"version 2: its save_dir file://{tmp_path}/runs/1 is gone"
+    with pytest.raises(PromotionRejected, match=re.escape(candidate_gone)):
+        promote(model=model, version="2", to="staging")
+    assert f"❌ {candidate_gone}" in evidence(model, "2")
+
+    assert state(model) == before
+    rejected = wait_for_events(MODEL_REJECTED, f"flexlock.model.{model}.2", count=2, to="staging")
+    assert sorted(holder_gone in e.payload["comment"] for e in rejected) == [False, True]
+
+
+def test_an_api_error_while_waiting_for_approval_is_no_timeout(model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def api_down(**_: object) -> None:
+        raise httpx.ConnectError("All connection attempts failed")
+
+    monkeypatch.setattr(promote_module, "pause_flow_run", api_down)
+    before = state(model)
+    with pytest.raises(httpx.ConnectError, match="All connection attempts failed"):
+        promote(model=model, version="1", to="dev", timeout=5)
+    assert state(model) == before
+
+
+def test_a_promotion_against_an_unreachable_mlflow_says_so_within_seconds(
+    prefect_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    started = time.monotonic()
+    with pytest.raises(TrackingError, match=f"^MLflow tracking server {url} is unreachable"):
+        promote(model="churn", version="1", to="dev", approval=False)
+    assert time.monotonic() - started < 20

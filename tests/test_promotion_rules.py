@@ -1,12 +1,13 @@
-"""Promotion metric rules: `metric OP number` or `metric OP alias.metric ± number`, each failure a
-sentence that names the rule, the value found and the bound it needed."""
+"""Promotion metric rules: `metric OP number` or `metric OP alias.metric [± number]`, each failure a
+sentence that names the rule, the value found and the bound it needed; a rule that cannot be
+meant as written is a LifecycleError naming it."""
 
 from __future__ import annotations
 
 import pytest
 
 from flexlock_prefect.exceptions import LifecycleError
-from flexlock_prefect.promote import Candidate, check_rules
+from flexlock_prefect.rules import Candidate, check_rules, parse_rules
 
 HINT = "write `metric >= 0.9` or `metric >= prod.metric - 0.01`"
 
@@ -185,22 +186,11 @@ def test_no_rules_means_no_failures() -> None:
     assert check_rules([], _version(), {}) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the bound `holder ± margin` is computed in binary floating point, so a candidate exactly "
-    "on the bound can fail, with the self-contradictory sentence 'loss is 0.8, needs <= 0.8' "
-    "(0.85 - 0.05 == 0.7999999999999999)",
-)
 def test_a_candidate_exactly_on_a_relative_bound_passes() -> None:
     rule = "loss <= prod.loss - 0.05"
     assert check_rules([rule], _version(loss=0.8), {"prod": _version("1", loss=0.85)}) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="limitation: a relative rule without a margin (`accuracy >= prod.accuracy`) is refused as "
-    "unreadable; one has to write `prod.accuracy - 0`",
-)
 def test_a_relative_rule_without_a_margin_compares_with_the_holder_as_is() -> None:
     prod = _version("1", accuracy=0.9)
     assert check_rules(["accuracy >= prod.accuracy"], _version(accuracy=0.9), {"prod": prod}) == []
@@ -214,20 +204,59 @@ def _stops_the_promotion(rule: str, candidate: Candidate, holders: dict[str, Can
         return True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a misspelt alias (`prdo.accuracy`) reads as an alias without a holder, so the rule is "
-    "skipped and the gate to prod passes a candidate far below the prod version",
-)
 def test_a_relative_rule_naming_an_alias_that_does_not_exist_stops_the_promotion() -> None:
     holders = {"prod": _version("1", accuracy=0.92)}
     assert _stops_the_promotion("accuracy >= prdo.accuracy - 0.01", _version(accuracy=0.1), holders)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: `x >= 0.5 - 0.1` matches the relative form with alias '0' and metric '5'; no version "
-    "holds alias '0', so the rule is skipped instead of being checked or refused as unreadable",
-)
 def test_arithmetic_on_plain_numbers_is_never_silently_skipped() -> None:
     assert _stops_the_promotion("accuracy >= 0.5 - 0.1", _version(accuracy=0.0), {})
+
+
+def test_a_relative_rule_without_a_margin_fails_below_the_holder() -> None:
+    rule = "loss <= staging.loss"
+    assert check_rules([rule], _version(loss=0.31), {"staging": _version("2", loss=0.3)}) == [
+        f"{rule}: loss is 0.31, needs <= 0.3"
+    ]
+
+
+def test_bounds_are_exact_decimals_for_plus_margins_too() -> None:
+    rule = "accuracy >= prod.accuracy + 0.2"
+    assert check_rules([rule], _version(accuracy=0.3), {"prod": _version("1", accuracy=0.1)}) == []  # 0.1 + 0.2
+
+
+@pytest.mark.parametrize(
+    ("alias", "guess"),
+    [("prdo", " (did you mean 'prod'?)"), ("Staging", " (did you mean 'staging'?)"), ("champion", "")],
+)
+def test_a_rule_naming_an_unknown_alias_is_refused_with_a_guess(alias: str, guess: str) -> None:
+    rule = f"accuracy >= {alias}.accuracy - 0.01"
+    with pytest.raises(LifecycleError) as caught:
+        check_rules([rule], _version(accuracy=0.95), {"prod": _version("1", accuracy=0.9)})
+    assert str(caught.value) == (
+        f"the check {rule!r} compares with {alias!r}, which is no lifecycle alias{guess}: "
+        "use one of dev, staging, prod, archived"
+    )
+
+
+@pytest.mark.parametrize("rule", ["accuracy >= 0.5 - 0.1", "accuracy >= 0.5 + 1", "accuracy >= 1.x - 0.1"])
+def test_arithmetic_on_plain_numbers_is_unreadable(rule: str) -> None:
+    with pytest.raises(LifecycleError) as caught:
+        check_rules([rule], _version(accuracy=0.95), {})
+    assert str(caught.value) == f"cannot read the check {rule!r}: {HINT}"
+
+
+def test_every_rule_is_read_before_any_is_checked() -> None:
+    with pytest.raises(LifecycleError, match="prdo"):
+        parse_rules(["accuracy >= 0.9", "accuracy >= prdo.accuracy"])
+
+
+def test_a_nan_metric_never_passes() -> None:
+    nan = float("nan")
+    assert check_rules(["accuracy >= 0.9"], _version(accuracy=nan), {}) == [
+        "accuracy >= 0.9: accuracy is nan, needs >= 0.9"
+    ]
+    rule = "accuracy >= prod.accuracy - 0.01"
+    assert check_rules([rule], _version(accuracy=0.9), {"prod": _version("1", accuracy=nan)}) == [
+        f"{rule}: the prod version 1 has accuracy nan"
+    ]

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
+from pathlib import Path
 
 import pytest
+import requests
 from mlflow import MlflowClient
 
 from flexlock_prefect.concurrency import exclusive
-from flexlock_prefect.exceptions import LifecycleError
-from flexlock_prefect.registry import APPROVED_BY, LIFECYCLE, history, move, resolve
+from flexlock_prefect.exceptions import LifecycleError, TrackingError
+from flexlock_prefect.registry import APPROVED_BY, LIFECYCLE, alias_holder, check_move, history, move, resolve
+from tests.helpers.servers import start_mlflow_server
 
 pytestmark = pytest.mark.integration
 
@@ -119,3 +124,114 @@ def test_concurrent_promotions_to_prod_end_with_one_holder(model: str, prefect_a
     in_prod = [v for v, tags in versions.items() if tags[LIFECYCLE] == "prod"]
     assert in_prod == [aliases["prod"]]
     assert sorted(tags[LIFECYCLE] for tags in versions.values()) == ["archived", "archived", "prod"]
+
+
+def test_a_version_that_is_no_number_is_refused_as_invalid(model: str) -> None:
+    before = snapshot(model)
+    with pytest.raises(LifecycleError, match=f"refused '{model}' version 'v1' as invalid: .*must be an integer"):
+        move(model, "v1", "dev", by="ana")
+    assert snapshot(model) == before
+
+
+def test_an_alias_nobody_holds_resolves_to_a_clear_error(model: str) -> None:
+    with pytest.raises(LifecycleError, match=f"^{model} has no version in prod$"):
+        resolve(model, "prod")
+
+
+def registry_calls(name: str) -> dict[str, object]:
+    return {
+        "move": lambda: move(name, "1", "dev", by="ana"),
+        "history": lambda: history(name),
+        "resolve": lambda: resolve(name, "prod"),
+        "check_move": lambda: check_move(name, "1", "dev"),
+        "alias_holder": lambda: alias_holder(None, name, "prod"),
+    }
+
+
+def test_registry_calls_to_a_server_stopped_since_say_it_is_unreachable_within_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, url = start_mlflow_server(tmp_path / "mlflow", artifacts_destination=(tmp_path / "artifacts").as_uri())
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        MlflowClient().create_registered_model("churn")
+        assert history("churn") == []  # the server answered just now
+    finally:
+        server.stop()
+    for call, run in registry_calls("churn").items():
+        started = time.monotonic()
+        with pytest.raises(TrackingError, match=f"^MLflow tracking server {url} is unreachable after 3 attempts"):
+            run()
+        assert time.monotonic() - started < 10, call  # not MLflow's minutes of retries
+
+
+AUTH_CONFIG = """[mlflow]
+default_permission = READ
+database_uri = sqlite:///{home}/auth.db
+admin_username = admin
+admin_password = {password}
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+"""
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """MLflow's basic-auth app on loopback with a model `churn` (version 1) that the user `reader`
+    may only read (the default permission); yields the URL and the reader's password."""
+    home = tmp_path_factory.mktemp("mlflow-auth")
+    admin, reader = uuid.uuid4().hex, uuid.uuid4().hex
+    (home / "auth.ini").write_text(AUTH_CONFIG.format(home=home, password=admin))
+    server, url = start_mlflow_server(
+        home,
+        artifacts_destination=(home / "artifacts").as_uri(),
+        app_name="basic-auth",
+        env={"MLFLOW_AUTH_CONFIG_PATH": str(home / "auth.ini"), "MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex},
+    )
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+            patch.setenv("MLFLOW_TRACKING_PASSWORD", admin)
+            created = requests.post(
+                f"{url}/api/2.0/mlflow/users/create",
+                json={"username": "reader", "password": reader},
+                auth=("admin", admin),
+                timeout=30,
+            )
+            created.raise_for_status()
+            client = MlflowClient(url)
+            client.create_registered_model("churn")
+            run = client.create_run(client.create_experiment("churn"))
+            client.create_model_version("churn", source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+        yield url, reader
+    finally:
+        server.stop()
+
+
+def as_user(monkeypatch: pytest.MonkeyPatch, url: str, user: str, password: str) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+
+
+def test_a_move_without_the_permission_says_so_and_changes_nothing(
+    auth_server: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, password = auth_server
+    as_user(monkeypatch, url, "reader", password)
+    assert history("churn") == []  # reading is allowed
+    with pytest.raises(TrackingError) as caught:
+        move("churn", "1", "dev", by="reader")
+    assert str(caught.value).startswith(f"MLflow at {url} denied this user access to 'churn' version '1' (HTTP 403")
+    assert "needs EDIT on the model" in str(caught.value)
+    assert MlflowClient().get_model_version("churn", "1").tags.get(LIFECYCLE) is None
+
+
+def test_refused_credentials_are_no_missing_model(
+    auth_server: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, _ = auth_server
+    as_user(monkeypatch, url, "reader", "not-the-password")
+    for call, run in registry_calls("churn").items():
+        with pytest.raises(TrackingError, match=f"^MLflow at {url} did not accept the credentials") as caught:
+            run()
+        assert "no registered model" not in str(caught.value) and "not-the-password" not in str(caught.value), call

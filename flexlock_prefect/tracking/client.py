@@ -57,20 +57,21 @@ def connect() -> Tracking:
     return Tracking(uri, MlflowClient(uri))
 
 
-def check_tracking_server(uri: str) -> None:
+def check_tracking_server(uri: str, healthy_for_s: float | None = None) -> None:
     """Fail fast, with the URI's credentials stripped, when an HTTP tracking server does not answer.
 
     A few tries within seconds (`FLEXLOCK_TRACKING_HEALTH_ATTEMPTS`); a server that answered is
-    not probed again for `FLEXLOCK_TRACKING_HEALTHY_FOR_S`.
+    not probed again for `healthy_for_s` (default `FLEXLOCK_TRACKING_HEALTHY_FOR_S`; 0 probes it
+    every time, for rare calls that must not wait out MLflow's retries on a server gone since).
     """
     settings = get_settings()
-    if (
-        not uri.startswith(("http://", "https://"))
-        or time.monotonic() - _healthy_at.get(uri, -settings.tracking_healthy_for_s) < settings.tracking_healthy_for_s
-    ):
+    fresh_for = settings.tracking_healthy_for_s if healthy_for_s is None else healthy_for_s
+    if not uri.startswith(("http://", "https://")) or time.monotonic() - _healthy_at.get(uri, -fresh_for) < fresh_for:
         return
     problem = ""
     for attempt in range(settings.tracking_health_attempts):
+        if attempt:
+            time.sleep(0.5 * 2 ** (attempt - 1))
         try:
             if requests.get(uri.rstrip("/") + "/health", timeout=5).ok:
                 _healthy_at[uri] = time.monotonic()
@@ -78,7 +79,6 @@ def check_tracking_server(uri: str) -> None:
             problem = "it answered but is not healthy"
         except requests.RequestException as exc:
             problem = type(exc).__name__
-        time.sleep(0.5 * 2**attempt)
     raise TrackingError(
         f"MLflow tracking server {strip_url_credentials(uri)} is unreachable after "
         f"{settings.tracking_health_attempts} attempts ({problem}): start it, or point MLFLOW_TRACKING_URI at a "

@@ -12,20 +12,34 @@ nothing and says why.
 Moves of one model serialise on the lock the caller passes (a Prefect global concurrency limit
 keyed by the model name, from `promote.py`); outside it, a compare-after-write check makes a
 losing concurrent move fail instead of leaving two versions claiming prod.
+
+Every call first checks the registry's server with the fast health check of
+`tracking.client` (a server that is down is one TrackingError within seconds, not MLflow's
+minutes of retries), and MLflow's errors are told by their error code: a missing model or
+version (`RESOURCE_DOES_NOT_EXIST`) or a refused value is a LifecycleError; missing
+credentials or permissions, an overloaded or unreachable server are a TrackingError; anything
+else keeps MLflow's message, credentials stripped.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import mlflow
+import requests
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from flexlock_prefect.exceptions import LifecycleError
+from flexlock_prefect.exceptions import FlexlockError, LifecycleError, TrackingError
 from flexlock_prefect.lock import utc_now
+from flexlock_prefect.redact import Redactor, strip_url_credentials
+from flexlock_prefect.tracking.client import Tracking, check_tracking_server
 from flexlock_prefect.tracking.locking import Serializer, unserialized
 from flexlock_prefect.tracking.tags import APPROVED_AT, APPROVED_BY, HISTORY, LIFECYCLE
 
@@ -37,6 +51,9 @@ ALLOWED: dict[str | None, tuple[str, ...]] = {
     "prod": ("archived",),
     "archived": (),
 }
+NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
+"""MLflow's error codes for a model, version, alias or run that does not exist."""
+_HTTP_ANSWER = re.compile(r"failed with error code (\d+) != \d+\. Response body: '([^']{0,200})")
 
 
 @dataclass(frozen=True)
@@ -61,12 +78,70 @@ class Move:
         }
 
 
+def connect(client: MlflowClient | None = None) -> Tracking:
+    """The model registry `client` talks to (default: the configured one), its server checked.
+
+    Checked afresh on every call: registry calls are rare, and a server gone since the last check
+    would otherwise cost MLflow's minutes of retries.
+    """
+    client = client or MlflowClient()
+    uri = getattr(client, "_registry_uri", None) or mlflow.get_registry_uri()  # MLflow has no public getter
+    check_tracking_server(uri, healthy_for_s=0)
+    return Tracking(uri, client)
+
+
+@contextmanager
+def mlflow_errors(tracking: Tracking, subject: str, missing: str | None = None) -> Iterator[None]:
+    """MLflow errors inside the block become what their error code means (see `meaning`)."""
+    try:
+        yield
+    except (MlflowException, requests.RequestException) as exc:
+        raise meaning(tracking, exc, subject, missing) from None  # MLflow's text may hold the URI's credentials
+
+
+def meaning(
+    tracking: Tracking, exc: MlflowException | requests.RequestException, subject: str, missing: str | None = None
+) -> FlexlockError:
+    """The error an MLflow error means, about `subject` (`'churn' version 3`); `missing` is the
+    message for one that does not exist (default: MLflow at <uri> has no <subject>)."""
+    where = f"MLflow at {strip_url_credentials(tracking.uri)}"
+    code = getattr(exc, "error_code", None)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    detail = Redactor.from_settings().scrub(
+        text.removeprefix(f"{code}: ").replace(tracking.uri, strip_url_credentials(tracking.uri))
+    )
+    if answer := _HTTP_ANSWER.search(detail):  # a proxy's or auth app's non-JSON answer
+        detail = f"HTTP {answer[1]}: {answer[2]}"
+    if code in NOT_FOUND:
+        return LifecycleError(missing or f"{where} has no {subject}")
+    if code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST"):
+        return LifecycleError(f"{where} refused {subject} as invalid: {detail}")
+    if code in ("UNAUTHENTICATED", "CUSTOMER_UNAUTHORIZED"):
+        return TrackingError(
+            f"{where} did not accept the credentials for {subject}: set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN"
+        )
+    if code == "PERMISSION_DENIED":
+        return TrackingError(
+            f"{where} denied this user access to {subject} ({detail}): setting tags and aliases needs EDIT "
+            "on the model, deleting an alias MANAGE"
+        )
+    if code in ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"):
+        return TrackingError(f"{where} is overloaded or unavailable ({code}) for {subject}: try again later")
+    if code == "ENDPOINT_NOT_FOUND":
+        return TrackingError(f"{where} has no such endpoint for {subject} (is it an MLflow server?): {detail}")
+    return TrackingError(f"{where} failed on {subject}: {detail}")
+
+
 def check_move(model: str, version: str, to: str, client: MlflowClient | None = None) -> str | None:
     """The version's current state, if `to` is a legal next state; else a LifecycleError saying why."""
-    client = client or MlflowClient()
-    if to not in STATES:
-        raise LifecycleError(f"unknown lifecycle state {to!r}: use one of {', '.join(STATES)}")
-    current = _version(client, model, version).tags.get(LIFECYCLE)
+    _known_state(to)
+    return _check_move(connect(client), model, str(version), to)
+
+
+def _check_move(tracking: Tracking, model: str, version: str, to: str) -> str | None:
+    _known_state(to)
+    current = model_version(tracking, model, version).tags.get(LIFECYCLE)
     if to not in ALLOWED[current]:
         allowed = ", ".join(ALLOWED[current]) or "nothing"
         raise LifecycleError(
@@ -94,15 +169,15 @@ def move(
         >>> move("churn", "3", "staging", by="ana", comment="beats v2 on recall")  # doctest: +SKIP
         [Move(model='churn', version='3', from_state='dev', to_state='staging', ...)]
     """
-    client = client or MlflowClient()
+    tracking = connect(client)
     version = str(version)
     with (serialize or unserialized)(model):
-        current = check_move(model, version, to, client)
+        current = _check_move(tracking, model, version, to)
         moves = []
-        if to == "prod" and (holder := alias_holder(client, model, "prod")) not in (None, version):
+        if to == "prod" and (holder := _aliases(tracking, model).get("prod")) not in (None, version):
             moves.append(
                 _apply(
-                    client,
+                    tracking,
                     Move(
                         model,
                         holder,
@@ -115,18 +190,20 @@ def move(
                     ),
                 )
             )
-        moves.append(_apply(client, Move(model, version, current, to, utc_now(), by, comment, flow_run_id), approved))
-        if alias_holder(client, model, to) != version:  # compare after write: a concurrent move won
+        moves.append(_apply(tracking, Move(model, version, current, to, utc_now(), by, comment, flow_run_id), approved))
+        if _aliases(tracking, model).get(to) != version:  # compare after write: a concurrent move won
             raise LifecycleError(f"{model}: a concurrent move took alias {to!r}; version {version} was not moved")
     return moves
 
 
 def history(model: str, client: MlflowClient | None = None) -> list[Move]:
     """Every move of every version of `model`, oldest first."""
-    client = client or MlflowClient()
-    _registered(client, model)
+    tracking = connect(client)
+    _registered(tracking, model)
+    with mlflow_errors(tracking, f"the versions of registered model {model!r}"):
+        versions = tracking.client.search_model_versions(f"name='{_quoted(model)}'")
     moves = []
-    for version in client.search_model_versions(f"name='{_quoted(model)}'"):
+    for version in versions:
         for entry in json.loads(version.tags.get(HISTORY, "[]")):
             moves.append(
                 Move(
@@ -145,48 +222,66 @@ def history(model: str, client: MlflowClient | None = None) -> list[Move]:
 
 def resolve(model: str, alias: str, client: MlflowClient | None = None) -> ModelVersion:
     """The version an alias names: what `models:/<model>@<alias>` loads."""
-    client = client or MlflowClient()
-    if alias not in STATES:
-        raise LifecycleError(f"unknown lifecycle state {alias!r}: use one of {', '.join(STATES)}")
-    _registered(client, model)
+    _known_state(alias)
+    tracking = connect(client)
+    if alias not in _registered(tracking, model).aliases:
+        raise LifecycleError(f"{model} has no version in {alias}")
+    with mlflow_errors(tracking, f"alias {alias!r} of {model!r}", missing=f"{model} has no version in {alias}"):
+        return tracking.client.get_model_version_by_alias(model, alias)
+
+
+def alias_holder(client: MlflowClient | None, model: str, alias: str) -> str | None:
+    """The version the alias names, or None."""
+    return _aliases(connect(client), model).get(alias)
+
+
+def aliases(model: str, client: MlflowClient | None = None) -> dict[str, str]:
+    """Alias → version for every alias of `model`, in one request."""
+    return _aliases(connect(client), model)
+
+
+def _aliases(tracking: Tracking, model: str) -> dict[str, str]:
+    # search_model_versions does not fill aliases, the registered model does
+    return {alias: str(version) for alias, version in _registered(tracking, model).aliases.items()}
+
+
+def model_version(tracking: Tracking, model: str, version: str) -> ModelVersion:
+    """One version of a registered model; a LifecycleError says whether the model or the version is missing."""
     try:
-        return client.get_model_version_by_alias(model, alias)
-    except MlflowException as exc:
-        raise LifecycleError(f"{model} has no version in {alias}") from exc
+        return tracking.client.get_model_version(model, str(version))
+    except (MlflowException, requests.RequestException) as exc:
+        if getattr(exc, "error_code", None) in NOT_FOUND:
+            _registered(tracking, model)  # says so if the model itself is missing
+            raise LifecycleError(f"registered model {model!r} has no version {version}") from None
+        raise meaning(tracking, exc, f"{model!r} version {version!r}") from None
 
 
-def _apply(client: MlflowClient, step: Move, approved: bool = False) -> Move:
+def _apply(tracking: Tracking, step: Move, approved: bool = False) -> Move:
     """Tags first (the truth), then the aliases: the new state's, and the old state's removal."""
-    record = json.loads(_version(client, step.model, step.version).tags.get(HISTORY, "[]"))
-    client.set_model_version_tag(step.model, step.version, LIFECYCLE, step.to_state)
-    client.set_model_version_tag(step.model, step.version, HISTORY, json.dumps([*record, step.to_entry()]))
-    if approved:
-        client.set_model_version_tag(step.model, step.version, APPROVED_BY, step.by)
-        client.set_model_version_tag(step.model, step.version, APPROVED_AT, step.at)
-    client.set_registered_model_alias(step.model, step.to_state, step.version)
-    if step.from_state and alias_holder(client, step.model, step.from_state) == step.version:
-        client.delete_registered_model_alias(step.model, step.from_state)
+    client = tracking.client
+    record = json.loads(model_version(tracking, step.model, step.version).tags.get(HISTORY, "[]"))
+    with mlflow_errors(tracking, f"{step.model!r} version {step.version!r}"):
+        client.set_model_version_tag(step.model, step.version, LIFECYCLE, step.to_state)
+        client.set_model_version_tag(step.model, step.version, HISTORY, json.dumps([*record, step.to_entry()]))
+        if approved:
+            client.set_model_version_tag(step.model, step.version, APPROVED_BY, step.by)
+            client.set_model_version_tag(step.model, step.version, APPROVED_AT, step.at)
+        client.set_registered_model_alias(step.model, step.to_state, step.version)
+    if step.from_state and _aliases(tracking, step.model).get(step.from_state) == step.version:
+        with mlflow_errors(tracking, f"alias {step.from_state!r} of {step.model!r}"):
+            client.delete_registered_model_alias(step.model, step.from_state)
     return step
 
 
-def alias_holder(client: MlflowClient, model: str, alias: str) -> str | None:
-    aliases = _registered(client, model).aliases  # search_model_versions does not fill aliases
-    return str(aliases[alias]) if alias in aliases else None
+def _known_state(name: str) -> None:
+    if name not in STATES:
+        raise LifecycleError(f"unknown lifecycle state {name!r}: use one of {', '.join(STATES)}")
 
 
-def _registered(client: MlflowClient, model: str):
-    try:
-        return client.get_registered_model(model)
-    except MlflowException as exc:
-        raise LifecycleError(f"no registered model named {model!r}: check the name, or register it first") from exc
-
-
-def _version(client: MlflowClient, model: str, version: str) -> ModelVersion:
-    _registered(client, model)
-    try:
-        return client.get_model_version(model, str(version))
-    except MlflowException as exc:
-        raise LifecycleError(f"registered model {model!r} has no version {version}") from exc
+def _registered(tracking: Tracking, model: str):
+    missing = f"no registered model named {model!r}: check the name, or register it first"
+    with mlflow_errors(tracking, f"registered model {model!r}", missing=missing):
+        return tracking.client.get_registered_model(model)
 
 
 def _quoted(name: str) -> str:

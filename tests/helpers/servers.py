@@ -105,6 +105,7 @@ def start_mlflow_server(
     workers: int = 1,
     env: Mapping[str, str] | None = None,
     timeout_s: float = 120,
+    app_name: str | None = None,
 ) -> tuple[ServerProcess, str]:
     """`mlflow server` on a free loopback port, proxying artifacts to `artifacts_destination`;
     returns its tracking URI.
@@ -112,13 +113,15 @@ def start_mlflow_server(
     The backend is SQLite under `home` unless `backend_store_uri` names another; it is passed as
     `MLFLOW_BACKEND_STORE_URI` so that nothing secret shows on the command line. Job execution is
     off: it needs an extra service and costs start-up time (~7 s instead of ~13 s with one worker).
+    `app_name="basic-auth"` starts MLflow's authentication app (its config from
+    `MLFLOW_AUTH_CONFIG_PATH` in `env`; it needs Flask-WTF, from the `mlflow[auth]` extra).
     """
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
     server = ServerProcess(
-        [*command, "--workers", str(workers)],
+        [*command, "--workers", str(workers), *(["--app-name", app_name] if app_name else [])],
         health_url=f"{url}/health",
         log_path=home / "mlflow.log",
         env={
