@@ -11,7 +11,6 @@ ever part of a URL that flexlock-prefect records.
 
 Example:
     >>> import tempfile
-from functools import cache
     >>> save_dir = tempfile.mkdtemp()
     >>> write_atomic(join(save_dir, "metrics.json"), b'{"acc": 0.9}')
     >>> exists(join(save_dir, "metrics.json")), ls(save_dir)

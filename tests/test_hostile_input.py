@@ -20,6 +20,7 @@ import pytest
 
 from flexlock_prefect import exceptions
 from flexlock_prefect.local import free_port
+from flexlock_prefect.promote import PromotionRejected
 
 SECRET = "s3cret-pw-7f2e"
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -97,11 +98,22 @@ class Api:
 
 
 @dataclass(frozen=True)
+class Elsewhere:
+    """A case that needs a whole served promotion: the named test drives it, and must exist."""
+
+    test: str  # tests/FILE.py::NAME
+    error: type[exceptions.FlexlockError]
+
+    def outcome(self) -> str:
+        return self.error.__name__
+
+
+@dataclass(frozen=True)
 class Case:
     id: str
     given: str  # the input, as the README shows it
     says: str  # what the message says (a part of it)
-    act: Cli | Api
+    act: Cli | Api | Elsewhere
 
 
 def _unreachable_mlflow(bench: Bench) -> dict[str, str]:
@@ -146,6 +158,12 @@ def _capture(bench: Bench, overrides: list[str], config: dict | None = None) -> 
     return capture_run(config or base, overrides=overrides)
 
 
+def _rules(rules: list[str]) -> object:
+    from flexlock_prefect.rules import parse_rules
+
+    return parse_rules(rules)
+
+
 def _relog(bench: Bench, save_dirs: list[str]) -> object:
     from flexlock_prefect import relog
 
@@ -154,6 +172,7 @@ def _relog(bench: Bench, save_dirs: list[str]) -> object:
 
 
 CORRUPT = "flexlock: 1\nconfig: ["
+REJECTION_TEST = "tests/test_promote.py::test_rejection_and_timeout_leave_the_registry_exactly_as_it_was"
 FUTURE = "flexlock: 99\n"
 
 CASES = [
@@ -307,7 +326,37 @@ CASES = [
         "it may move to dev, archived, not to staging",
         Api(lambda b: _move(b, "1", "staging"), exceptions.LifecycleError),
     ),
+    Case(
+        "rule-misspelt-alias",
+        "check `accuracy >= prd.accuracy - 0.01`",
+        "compares with 'prd', which is no lifecycle alias (did you mean 'prod'?)",
+        Api(lambda b: _rules(["accuracy >= prd.accuracy - 0.01"]), exceptions.LifecycleError),
+    ),
+    Case(
+        "rule-unreadable",
+        "check `accuracy => 0.9`",
+        "cannot read the check 'accuracy => 0.9': write `metric >= 0.9`",
+        Api(lambda b: _rules(["accuracy => 0.9"]), exceptions.LifecycleError),
+    ),
+    Case(
+        "rule-arithmetic",
+        "check `accuracy >= 0.5 - 0.1`",
+        "cannot read the check 'accuracy >= 0.5 - 0.1'",
+        Api(lambda b: _rules(["accuracy >= 0.5 - 0.1"]), exceptions.LifecycleError),
+    ),
     # approvals
+    Case(
+        "approval-rejected",
+        "the reviewer rejects, comment `not convinced`",
+        "not convinced",
+        Elsewhere(REJECTION_TEST, PromotionRejected),
+    ),
+    Case(
+        "approval-timed-out",
+        "nobody answers a promotion with `--timeout 2`",
+        "no approval within 2 s",
+        Elsewhere(REJECTION_TEST, PromotionRejected),
+    ),
     Case(
         "approve-not-an-id",
         "`approve not-a-uuid`",
@@ -417,6 +466,10 @@ def test_hostile_input_is_one_clear_line(case: Case, bench: Bench) -> None:
         message = result.stderr
         assert result.returncode == case.act.exit, message
         assert "Traceback" not in message and message.count("\n") == 1 and message.startswith("error: "), message
+    elif isinstance(case.act, Elsewhere):
+        path, name = case.act.test.split("::")
+        assert f"def {name}(" in (README.parent / path).read_text()
+        return
     else:
         with pytest.raises(case.act.error) as raised:
             case.act.call(bench)
