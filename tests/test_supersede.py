@@ -7,7 +7,6 @@ is active; a failed or killed relog never demotes the active run; links form one
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -25,23 +24,9 @@ from flexlock_prefect.exceptions import TrackingError
 from flexlock_prefect.lock import logical_run_key
 from flexlock_prefect.tracking.supersede import runs_of
 from flexlock_prefect.tracking.tags import ACTIVE, DEPRECATED, STATUS, SUPERSEDED_BY, SUPERSEDES
+from tests.helpers.runs import cli, make_save_dir
 
 pytestmark = pytest.mark.integration
-
-
-def make_save_dir(root: Path, name: str, **config) -> str:
-    """A finished run directory: run.lock, metrics.json and a plot, as a main flow leaves them."""
-    save_dir = root / name
-    root.mkdir(parents=True, exist_ok=True)
-    data = root / "data.csv"
-    if not data.exists():
-        data.write_text("x,y\n1,2\n")
-    base = {"project": "supersede-tests", "lr": 0.1, "input_data": str(data), "save_dir": str(save_dir)}
-    _, lock = capture_run(base | config, data=["input_data"])
-    lock.save()
-    (save_dir / "metrics.json").write_text(json.dumps({"acc": 0.9, "loss": {"train": 0.2}}))
-    (save_dir / "plot.png").write_bytes(b"\x89PNG fake")
-    return lock.logical_run_id
 
 
 def chain(save_dir: str) -> list:
@@ -284,16 +269,6 @@ def test_no_secret_reaches_mlflow_params_tags_artifacts_or_logs(
 
 def test_the_cli_relogs_a_root_and_reconciles(mlflow_server: str, tmp_path: Path) -> None:
     save_dirs = [make_save_dir(tmp_path / "runs", f"cli-{i}") for i in range(2)]
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "flexlock_prefect", *args],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env={**os.environ, "COLUMNS": "250"},
-        )
-
     relogged = cli("relog", "--root", str(tmp_path / "runs"))
     assert relogged.returncode == 0, relogged.stderr
     assert relogged.stdout.count("relogged") == 2
