@@ -141,11 +141,12 @@ def test_a_relog_killed_mid_way_then_reconcile_leaves_exactly_one_active(
     assert MlflowClient().get_run(killed_run_id).info.status == "RUNNING"
     assert MlflowClient().get_run(good.run_id).data.tags[STATUS] == ACTIVE
 
-    repairs = reconcile([save_dir], stale_after_s=0)
-    assert [(r.run_id, r.change) for r in repairs] == [(killed_run_id, "ended FAILED: its relog died")]
+    [outcome] = reconcile([save_dir], stale_after_s=0)
+    assert (outcome.save_dir, outcome.outcome) == (save_dir, "repaired")
+    assert [(r.run_id, r.change) for r in outcome.repairs] == [(killed_run_id, "ended FAILED: its relog died")]
     assert MlflowClient().get_run(killed_run_id).info.status == "FAILED"
     assert_one_chain(save_dir, finished=1)
-    assert reconcile([save_dir], stale_after_s=0) == []  # idempotent
+    assert [o.outcome for o in reconcile([save_dir], stale_after_s=0)] == ["sound"]  # idempotent
 
 
 def test_reconcile_repairs_two_active_runs_and_a_finished_run_never_promoted(
@@ -159,11 +160,11 @@ def test_reconcile_repairs_two_active_runs_and_a_finished_run_never_promoted(
     client.set_tag(a, STATUS, ACTIVE)  # a crash between "new active" and "old deprecated"
     client.delete_tag(c, STATUS)  # a crash after FINISHED, before tagging
     client.delete_tag(c, SUPERSEDES)
-    repairs = reconcile([save_dir])
-    assert {r.run_id for r in repairs} == {a, c}  # b was already deprecated and linked both ways
+    [outcome] = reconcile([save_dir])
+    assert {r.run_id for r in outcome.repairs} == {a, c}  # b was already deprecated and linked both ways
     assert_one_chain(save_dir, finished=3)
     assert client.get_run(c).data.tags[STATUS] == ACTIVE
-    assert reconcile([save_dir]) == []
+    assert [o.outcome for o in reconcile([save_dir])] == ["sound"]
 
 
 CONCURRENT_RELOG = textwrap.dedent(
@@ -271,9 +272,9 @@ def test_the_cli_relogs_a_root_and_reconciles(mlflow_server: str, tmp_path: Path
     save_dirs = [make_save_dir(tmp_path / "runs", f"cli-{i}") for i in range(2)]
     relogged = cli("relog", "--root", str(tmp_path / "runs"))
     assert relogged.returncode == 0, relogged.stderr
-    assert relogged.stdout.count("relogged") == 2
-    assert cli("relog", *save_dirs).stdout.count("skipped") == 2
-    assert cli("relog", "--force", save_dirs[0]).stdout.count("relogged") == 1
+    assert relogged.stdout.count("│ relogged ") == 2 and "2 save_dirs: 2 relogged, 0 failed" in relogged.stdout
+    assert cli("relog", *save_dirs).stdout.count("│ skipped ") == 2
+    assert cli("relog", "--force", save_dirs[0]).stdout.count("│ relogged ") == 1
     assert_one_chain(save_dirs[0], finished=2)
     reconciled = cli("reconcile", *save_dirs)
     assert reconciled.returncode == 0 and "nothing to repair" in reconciled.stdout
