@@ -1,4 +1,5 @@
-"""Prefect artifacts of a run: the run.lock for people (markdown), data digests (table), progress.
+"""Prefect artifacts of a run: the run.lock for people (markdown), data digests (table), progress;
+and any `report.Table` (a batch's outcomes) as a table artifact.
 
 Artifacts are keyed `run-lock-<logical run key>`, so the Prefect UI keeps one history per
 logical run: every run of the same save_dir adds a version under the same key.
@@ -46,6 +47,15 @@ def publish_lock(lock: RunLock) -> None:
         ],
         key=artifact_key(lock.logical_run_id, "run-data"),
         description=f"data digests of {lock.logical_run_id}",
+    )
+
+
+def publish_table(table: Table, key: str, description: str | None = None) -> None:
+    """A `report.Table` as a table artifact: one row per row, keyed by the column names."""
+    create_table_artifact(
+        table=[dict(zip(table.columns, row, strict=True)) for row in table.rows],
+        key=key,
+        description=description or table.title,
     )
 
 

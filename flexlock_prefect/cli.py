@@ -1,7 +1,8 @@
 """The `flexlock-prefect` command (DESIGN.md §7).
 
-Exit codes: 0 success; 1 a difference or mismatch was found (`diff`, `verify`); 2 bad usage or
-bad input, reported as one line on stderr.
+Exit codes: 0 success; 1 a difference or mismatch was found (`diff`, `verify`), or some items of
+a batch failed (`relog`, `reconcile`: the others are done, the table says why each failed);
+2 bad usage, bad input or an unreachable service, reported as one line on stderr.
 """
 
 from __future__ import annotations
@@ -14,9 +15,17 @@ import httpx
 import typer
 from rich.console import Console
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from flexlock_prefect.exceptions import FlexlockError
-from flexlock_prefect.report import Table, lock_tables
+from flexlock_prefect.report import (
+    Table,
+    lock_tables,
+    reconcile_failures,
+    reconcile_table,
+    relog_failures,
+    relog_table,
+)
 
 app = typer.Typer(
     name="flexlock-prefect",
@@ -115,7 +124,7 @@ def relog(
         ),
     ] = None,
 ) -> None:
-    """Log save_dirs to MLflow as new runs that supersede their active runs."""
+    """Log save_dirs to MLflow as new runs that supersede their active runs; exit 1 if any failed."""
     from flexlock_prefect.diag import load_diag
     from flexlock_prefect.diag import relog as relog_save_dirs
 
@@ -132,10 +141,8 @@ def relog(
     outcomes = relog_save_dirs(
         save_dirs or [], root=root, force=force, diag=spec, experiment=experiment, recorded_by=main_flow
     )
-    table = RichTable("save_dir", "outcome", "MLflow run", "supersedes", title=f"{len(outcomes)} save_dirs")
-    for outcome in outcomes:
-        table.add_row(outcome.save_dir, outcome.outcome, outcome.run_id or "", ", ".join(outcome.superseded_run_ids))
-    out.print(table)
+    out.print(_rich_table(relog_table(outcomes)))
+    _exit_1_on(relog_failures(outcomes))
 
 
 def _request_relog(root: str, force: bool, main_flow: str | None) -> None:
@@ -174,17 +181,24 @@ def reconcile(
         ),
     ] = None,
 ) -> None:
-    """Repair supersession chains left by crashed relogs; changes nothing when all is sound."""
+    """Repair supersession chains left by crashed relogs; changes nothing when all is sound; exit 1
+    if any logical run could not be repaired."""
     from flexlock_prefect.diag import reconcile as reconcile_chains
 
-    repairs = reconcile_chains(save_dirs or [], stale_after_s=stale_after)
-    if not repairs:
-        out.print("every supersession chain is sound: nothing to repair")
-        return
-    table = RichTable("logical run", "MLflow run", "change", title=f"{len(repairs)} repairs")
-    for repair in repairs:
-        table.add_row(repair.logical_run_key, repair.run_id, repair.change)
-    out.print(table)
+    outcomes = reconcile_chains(save_dirs or [], stale_after_s=stale_after)
+    table = reconcile_table(outcomes)
+    if table.rows:
+        out.print(_rich_table(table))
+    else:
+        out.print(f"every supersession chain is sound ({len(outcomes)} logical runs): nothing to repair")
+    _exit_1_on(reconcile_failures(outcomes))
+
+
+def _exit_1_on(failures: str | None) -> None:
+    """Some items of a batch failed: say which on stderr, in one line, and exit 1."""
+    if failures:
+        err.print(f"error: {failures}", markup=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -358,7 +372,7 @@ def _rich_table(table: Table) -> RichTable:
     for column in table.columns:
         rich.add_column(column, overflow="fold")
     for row in table.rows:
-        rich.add_row(*row)
+        rich.add_row(*map(Text, row))  # as text: a reason or a config value may hold [brackets]
     return rich
 
 

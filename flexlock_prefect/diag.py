@@ -6,7 +6,8 @@ to the run as an artifact and announces it with `flexlock.run.relogged`.
 
 `mlflowlink`, `relog` and `reconcile` are those of `flexlock_prefect.tracking` with the logical
 run's Prefect lock (`concurrency.run_lock`): relogs and repairs of one save_dir wait for each
-other when a Prefect API is configured, from any process.
+other when a Prefect API is configured, from any process. `relog_all` is the flow that relogs a
+root and reports every save_dir's outcome in a table artifact.
 """
 
 from __future__ import annotations
@@ -18,18 +19,20 @@ from typing import Any, TypeVar
 
 import mlflow
 from prefect import Flow, flow, get_run_logger, task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flexlock_prefect import events, tracking
 from flexlock_prefect._user_flow import load_entrypoint, user_flow
-from flexlock_prefect.artifacts import artifact_key
+from flexlock_prefect.artifacts import artifact_key, publish_table
 from flexlock_prefect.concurrency import run_lock
 from flexlock_prefect.exceptions import FlexlockError
 from flexlock_prefect.lock import RunLock
 from flexlock_prefect.redact import strip_url_credentials
+from flexlock_prefect.report import relog_failures, relog_table
 from flexlock_prefect.tracking.locking import Serializer
-from flexlock_prefect.tracking.relog import DiagBody, RelogOutcome, code_version, relog_one
+from flexlock_prefect.tracking.outcomes import RELOG_KINDS, RelogOutcome
+from flexlock_prefect.tracking.relog import DiagBody, code_version, relog_one
 from flexlock_prefect.tracking.supersede import Relog
 
 Operation = TypeVar("Operation", bound=Callable[..., Any])
@@ -173,10 +176,13 @@ def relog(
     """Relog save_dirs (and every save_dir under `root`) with `diag`, under their Prefect locks.
 
     `diag` is a `diag_flow` (its body, experiment and version are used) or a plain body; by
-    default the standard body. See `flexlock_prefect.tracking.relog`.
+    default the standard body. Returns one `RelogOutcome` per save_dir: one that fails is a
+    `failed` outcome with its reason and never stops the others; errors of the whole batch are
+    raised. `flexlock_prefect.tracking.relog` says which errors are which.
 
     Example:
-        >>> relog(root="/runs", diag=my_diag)  # doctest: +SKIP
+        >>> outcomes = relog(root="/runs", diag=my_diag)  # doctest: +SKIP
+        >>> [(o.save_dir, o.reason) for o in outcomes if o.outcome == "failed"]  # doctest: +SKIP
     """
     spec = diag_spec(diag) if diag is not None else None
     return tracking.relog(
@@ -195,21 +201,28 @@ def relog(
 @flow(name="relog-all", log_prints=True)
 def relog_all(root: str, force: bool = False, diag: str | None = None, main: str | None = None) -> dict[str, int]:
     """Relog every save_dir under `root` with the diag at entrypoint `diag` (the standard body if
-    None), only those recorded by the main flow named `main` if given; announce each relog and
-    list them in a `relog-all` table artifact.
+    None), only those recorded by the main flow named `main` if given; announce each relog, list
+    every save_dir's outcome in a `relog-all` table artifact and return the count of each outcome.
+
+    A save_dir that fails does not stop the others: once all are done and the table is
+    published, the flow ends Failed with a message naming the failed save_dirs. Errors of the
+    whole batch (no save_dir under `root`, tracking server unreachable) fail it at once.
 
     A pipeline's relog-all deployment sets `diag` to its diag flow's entrypoint and `main` to its
     main flow's name, so a root shared by several pipelines is relogged pipeline by pipeline.
     """
+    logger = get_run_logger()
     outcomes = relog(root=root, force=force, diag=load_diag(diag) if diag else None, recorded_by=main)
+    table = relog_table(outcomes)
+    publish_table(table, "relog-all", f"relog of every save_dir under {root}: {table.title}")
     for outcome in outcomes:
-        if outcome.outcome == "relogged":
-            events.emit_relogged(RunLock.load(outcome.save_dir), outcome.run_id, outcome.superseded_run_ids)
-    create_table_artifact(
-        table=[{"save_dir": o.save_dir, "outcome": o.outcome, "mlflow_run_id": o.run_id or ""} for o in outcomes],
-        key="relog-all",
-        description=f"relog of every save_dir under {root}",
-    )
-    counts = {kind: sum(o.outcome == kind for o in outcomes) for kind in ("relogged", "skipped", "disabled")}
+        if outcome.outcome == "relogged" and outcome.run_id:
+            try:
+                events.emit_relogged(RunLock.load(outcome.save_dir), outcome.run_id, outcome.superseded_run_ids)
+            except FlexlockError as exc:  # its run.lock changed since: the relog stands, the event is lost
+                logger.warning("%s: no relogged event: %s", outcome.save_dir, exc)
+    counts = {kind: sum(o.outcome == kind for o in outcomes) for kind in RELOG_KINDS}
     print(f"{root}: {counts}")
+    if message := relog_failures(outcomes):
+        raise FlexlockError(message)
     return counts

@@ -1,11 +1,22 @@
-"""A run.lock as titled tables of text: rendered by the CLI with rich, as markdown by artifacts."""
+"""Titled tables of text, rendered by the CLI with rich and by artifacts for Prefect: a run.lock,
+and the outcomes of a relog or reconcile batch.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flexlock_prefect.capture.config import flatten, value_text
 from flexlock_prefect.lock import RunLock, logical_run_key
+
+if TYPE_CHECKING:  # the MLflow side is imported only by those that produce outcomes
+    from flexlock_prefect.tracking.outcomes import ReconcileOutcome, RelogOutcome
+
+MAX_NAMED = 10
+"""Failed items named in a failure message at most; the table names them all."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,58 @@ def lock_tables(lock: RunLock) -> list[Table]:
             )
         )
     return tables
+
+
+def relog_table(outcomes: Sequence[RelogOutcome]) -> Table:
+    """Every save_dir of a relog with its outcome, MLflow run, superseded runs and reason."""
+    return Table(
+        _title(len(outcomes), "save_dirs", Counter(o.outcome for o in outcomes), ("relogged", "skipped", "disabled")),
+        ("save_dir", "outcome", "MLflow run", "supersedes", "reason"),
+        [(o.save_dir, o.outcome, o.run_id or "", ", ".join(o.superseded_run_ids), o.reason or "") for o in outcomes],
+    )
+
+
+def reconcile_table(outcomes: Sequence[ReconcileOutcome]) -> Table:
+    """A row per repair of each repaired logical run and per failed logical run; sound ones are
+    only counted in the title (a whole server's reconcile checks every logical run)."""
+    rows: list[tuple[str, ...]] = []
+    for o in outcomes:
+        name = o.save_dir or o.logical_run_key
+        rows += [(name, o.outcome, r.run_id, r.change) for r in o.repairs]
+        if o.outcome == "failed":
+            rows.append((name, o.outcome, "", o.reason or ""))
+    counts = Counter(o.outcome for o in outcomes)
+    return Table(
+        _title(len(outcomes), "logical runs", counts, ("repaired", "sound")),
+        ("logical run", "outcome", "MLflow run", "change or reason"),
+        rows,
+    )
+
+
+def relog_failures(outcomes: Sequence[RelogOutcome]) -> str | None:
+    """The message naming the failed save_dirs, or None when none failed."""
+    return _failures([o.save_dir for o in outcomes if o.outcome == "failed"], len(outcomes), "save_dirs", "relog")
+
+
+def reconcile_failures(outcomes: Sequence[ReconcileOutcome]) -> str | None:
+    """The message naming the logical runs reconcile could not repair, or None."""
+    failed = [o.save_dir or o.logical_run_key for o in outcomes if o.outcome == "failed"]
+    return _failures(failed, len(outcomes), "logical runs", "reconcile")
+
+
+def _title(total: int, items: str, counts: Counter[str], kinds: tuple[str, ...]) -> str:
+    parts = [f"{counts[kind]} {kind}" for kind in (*kinds, "failed") if counts[kind] or kind == "failed"]
+    return f"{total} {items}: {', '.join(parts)}"
+
+
+def _failures(failed: list[str], total: int, items: str, verb: str) -> str | None:
+    if not failed:
+        return None
+    named = ", ".join(failed[:MAX_NAMED]) + (f" and {len(failed) - MAX_NAMED} more" if len(failed) > MAX_NAMED else "")
+    return (
+        f"{len(failed)} of {total} {items} failed to {verb}: {named}; each one's reason is in the outcome table, "
+        f"and {verb} them again once fixed"
+    )
 
 
 def human_size(size: int) -> str:

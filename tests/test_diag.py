@@ -1,7 +1,9 @@
-"""The default diag flow end to end: example main run → diag → MLflow run, model, link, event."""
+"""The default diag flow end to end: example main run → diag → MLflow run, model, link, event;
+and the relog-all flow, which reports every save_dir of a root."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from flexlock_prefect.examples import train as example_train
 from flexlock_prefect.lock import logical_run_key
 from flexlock_prefect.tracking.tags import ACTIVE, STATUS
 from tests.helpers.prefect_api import artifacts, wait_for_events
+from tests.helpers.runs import make_save_dir
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +57,33 @@ def test_relog_all_relogs_every_run_under_a_root_once(prefect_api: str, mlflow_s
         for name in ("a", "b")
     ]
     entrypoint = "flexlock_prefect.examples.diag.diag"
-    assert relog_all(root=str(tmp_path / "runs"), diag=entrypoint) == {"relogged": 2, "skipped": 0, "disabled": 0}
-    assert relog_all(root=str(tmp_path / "runs"), diag=entrypoint) == {"relogged": 0, "skipped": 2, "disabled": 0}
+    counts = {"relogged": 2, "skipped": 0, "disabled": 0, "failed": 0}
+    assert relog_all(root=str(tmp_path / "runs"), diag=entrypoint) == counts
+    assert relog_all(root=str(tmp_path / "runs"), diag=entrypoint) == counts | {"relogged": 0, "skipped": 2}
     for save_dir in save_dirs:
         wait_for_events(RUN_RELOGGED, f"flexlock.run.{logical_run_key(save_dir)}")
+
+
+def test_relog_all_reports_every_save_dir_then_fails_naming_the_corrupt_one(
+    prefect_api: str, mlflow_server: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "runs"
+    good = [make_save_dir(root, "a"), make_save_dir(root, "c")]
+    (root / "b").mkdir()
+    (root / "b" / "run.lock").write_text("flexlock: 1\nconfig: [")
+    bad = f"file://{root / 'b'}"
+
+    state = relog_all(root=str(root), return_state=True)
+
+    assert state.is_failed()
+    assert f"1 of 3 save_dirs failed to relog: {bad};" in state.message
+    [artifact] = [a for a in artifacts("relog-all") if a.flow_run_id == state.state_details.flow_run_id]
+    rows = {row["save_dir"]: row for row in json.loads(artifact.data)}
+    assert artifact.description.endswith("3 save_dirs: 2 relogged, 1 failed")
+    assert rows[bad]["outcome"] == "failed" and "run.lock is not valid YAML" in rows[bad]["reason"]
+    for save_dir in good:
+        assert rows[save_dir]["outcome"] == "relogged" and rows[save_dir]["reason"] == ""
+        run = MlflowClient().get_run(rows[save_dir]["MLflow run"])
+        assert run.data.tags[STATUS] == ACTIVE
+        [event] = wait_for_events(RUN_RELOGGED, f"flexlock.run.{logical_run_key(save_dir)}")
+        assert event.payload["mlflow_run_id"] == run.info.run_id

@@ -1,4 +1,4 @@
-"""The public API's docstring examples run as written, against a real MLflow store (SQLite)."""
+"""The public API's docstring examples run as written, against a real MLflow store (SQLite) where they log."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from flexlock_prefect import rules
-from flexlock_prefect.tracking import supersede
+from flexlock_prefect.tracking import outcomes, supersede
 
 
 def test_the_mlflowlink_example_logs_a_superseding_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -23,4 +23,14 @@ def test_the_mlflowlink_example_logs_a_superseding_run(tmp_path: Path, monkeypat
 
 def test_the_promotion_rules_examples_parse_and_check() -> None:
     results = doctest.testmod(rules, optionflags=doctest.ELLIPSIS)
+    assert results.attempted > 0 and results.failed == 0
+
+
+def test_the_failure_reason_example_holds() -> None:
+    finder = doctest.DocTestFinder()
+    runner = doctest.DocTestRunner()
+    reason = outcomes.failure_reason
+    for test in finder.find(reason, "failure_reason", globs={"failure_reason": reason}):
+        runner.run(test)
+    results = runner.summarize(verbose=False)
     assert results.attempted > 0 and results.failed == 0

@@ -53,6 +53,8 @@ NOT_KNOBS = {
     "capture/lineage.py:MAX_DEPTH": "how far up an input's path a save_dir is looked for",
     "capture/statcache.py:_BATCH": "SQLite's limit of variables per statement",
     "lock.py:SCHEMA_VERSION": "the run.lock format",
+    "report.py:MAX_NAMED": "how many failed items a one-line message names; the outcome table names them all",
+    "tracking/outcomes.py:MAX_REASON": "keeps a failed item's reason to one table cell, not a behaviour",
     "tracking/client.py:BATCH_LIMIT": "MLflow's limit of params or tags per request",
     "tracking/outputs.py:METRIC_BATCH": "MLflow's limit of metrics per request",
     "tracking/record.py:PARAM_VALUE_LIMIT": "MLflow's limit",

@@ -7,7 +7,6 @@ is active; a failed or killed relog never demotes the active run; links form one
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -25,23 +24,9 @@ from flexlock_prefect.exceptions import TrackingError
 from flexlock_prefect.lock import logical_run_key
 from flexlock_prefect.tracking.supersede import runs_of
 from flexlock_prefect.tracking.tags import ACTIVE, DEPRECATED, STATUS, SUPERSEDED_BY, SUPERSEDES
+from tests.helpers.runs import cli, make_save_dir
 
 pytestmark = pytest.mark.integration
-
-
-def make_save_dir(root: Path, name: str, **config) -> str:
-    """A finished run directory: run.lock, metrics.json and a plot, as a main flow leaves them."""
-    save_dir = root / name
-    root.mkdir(parents=True, exist_ok=True)
-    data = root / "data.csv"
-    if not data.exists():
-        data.write_text("x,y\n1,2\n")
-    base = {"project": "supersede-tests", "lr": 0.1, "input_data": str(data), "save_dir": str(save_dir)}
-    _, lock = capture_run(base | config, data=["input_data"])
-    lock.save()
-    (save_dir / "metrics.json").write_text(json.dumps({"acc": 0.9, "loss": {"train": 0.2}}))
-    (save_dir / "plot.png").write_bytes(b"\x89PNG fake")
-    return lock.logical_run_id
 
 
 def chain(save_dir: str) -> list:
@@ -156,11 +141,12 @@ def test_a_relog_killed_mid_way_then_reconcile_leaves_exactly_one_active(
     assert MlflowClient().get_run(killed_run_id).info.status == "RUNNING"
     assert MlflowClient().get_run(good.run_id).data.tags[STATUS] == ACTIVE
 
-    repairs = reconcile([save_dir], stale_after_s=0)
-    assert [(r.run_id, r.change) for r in repairs] == [(killed_run_id, "ended FAILED: its relog died")]
+    [outcome] = reconcile([save_dir], stale_after_s=0)
+    assert (outcome.save_dir, outcome.outcome) == (save_dir, "repaired")
+    assert [(r.run_id, r.change) for r in outcome.repairs] == [(killed_run_id, "ended FAILED: its relog died")]
     assert MlflowClient().get_run(killed_run_id).info.status == "FAILED"
     assert_one_chain(save_dir, finished=1)
-    assert reconcile([save_dir], stale_after_s=0) == []  # idempotent
+    assert [o.outcome for o in reconcile([save_dir], stale_after_s=0)] == ["sound"]  # idempotent
 
 
 def test_reconcile_repairs_two_active_runs_and_a_finished_run_never_promoted(
@@ -174,11 +160,11 @@ def test_reconcile_repairs_two_active_runs_and_a_finished_run_never_promoted(
     client.set_tag(a, STATUS, ACTIVE)  # a crash between "new active" and "old deprecated"
     client.delete_tag(c, STATUS)  # a crash after FINISHED, before tagging
     client.delete_tag(c, SUPERSEDES)
-    repairs = reconcile([save_dir])
-    assert {r.run_id for r in repairs} == {a, c}  # b was already deprecated and linked both ways
+    [outcome] = reconcile([save_dir])
+    assert {r.run_id for r in outcome.repairs} == {a, c}  # b was already deprecated and linked both ways
     assert_one_chain(save_dir, finished=3)
     assert client.get_run(c).data.tags[STATUS] == ACTIVE
-    assert reconcile([save_dir]) == []
+    assert [o.outcome for o in reconcile([save_dir])] == ["sound"]
 
 
 CONCURRENT_RELOG = textwrap.dedent(
@@ -284,21 +270,11 @@ def test_no_secret_reaches_mlflow_params_tags_artifacts_or_logs(
 
 def test_the_cli_relogs_a_root_and_reconciles(mlflow_server: str, tmp_path: Path) -> None:
     save_dirs = [make_save_dir(tmp_path / "runs", f"cli-{i}") for i in range(2)]
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "flexlock_prefect", *args],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env={**os.environ, "COLUMNS": "250"},
-        )
-
     relogged = cli("relog", "--root", str(tmp_path / "runs"))
     assert relogged.returncode == 0, relogged.stderr
-    assert relogged.stdout.count("relogged") == 2
-    assert cli("relog", *save_dirs).stdout.count("skipped") == 2
-    assert cli("relog", "--force", save_dirs[0]).stdout.count("relogged") == 1
+    assert relogged.stdout.count("│ relogged ") == 2 and "2 save_dirs: 2 relogged, 0 failed" in relogged.stdout
+    assert cli("relog", *save_dirs).stdout.count("│ skipped ") == 2
+    assert cli("relog", "--force", save_dirs[0]).stdout.count("│ relogged ") == 1
     assert_one_chain(save_dirs[0], finished=2)
     reconciled = cli("reconcile", *save_dirs)
     assert reconciled.returncode == 0 and "nothing to repair" in reconciled.stdout

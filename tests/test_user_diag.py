@@ -70,7 +70,7 @@ def test_a_relog_into_another_experiment_supersedes_the_active_run_wherever_it_i
     [active] = active_runs(save_dir)
     assert active.info.run_id == second.run_id and experiment_of(active) == "user-diag-tests"
     assert second.superseded_run_ids == [first.run_id]
-    assert reconcile([save_dir]) == []
+    assert [o.outcome for o in reconcile([save_dir])] == ["sound"]
 
 
 def test_reconcile_repairs_a_logical_run_spread_over_two_experiments(mlflow_server: str, tmp_path: Path) -> None:
@@ -80,7 +80,7 @@ def test_reconcile_repairs_a_logical_run_spread_over_two_experiments(mlflow_serv
     older, newer = sorted(runs_everywhere(save_dir), key=lambda r: r.info.end_time)
     MlflowClient().set_tag(older.info.run_id, STATUS, ACTIVE)  # a crash between promote and demote
     assert len(active_runs(save_dir)) == 2
-    assert reconcile([save_dir])
+    assert [o.outcome for o in reconcile([save_dir])] == ["repaired"]
     assert [r.info.run_id for r in active_runs(save_dir)] == [newer.info.run_id]
 
 

@@ -10,13 +10,15 @@ concurrency limits. The modules:
 - `record`: a run.lock as params, tags, dataset inputs and the run.lock artifact;
 - `supersede`: one relog as a new run that supersedes the active one, `mlflowlink`, chain repair;
 - `relog`: relogging many save_dirs, skipping unchanged ones, and `reconcile`;
+- `outcomes`: what those batches report per item, failures included;
 - `outputs`: the default diag body (metrics.json and the files a person looks at);
 - `registry`: the lifecycle of registered versions over aliases.
 """
 
 from __future__ import annotations
 
-from flexlock_prefect.tracking.relog import RelogOutcome, reconcile, relog
+from flexlock_prefect.tracking.outcomes import ReconcileOutcome, RelogOutcome
+from flexlock_prefect.tracking.relog import reconcile, relog
 from flexlock_prefect.tracking.supersede import Repair, mlflowlink
 
-__all__ = ["RelogOutcome", "Repair", "mlflowlink", "reconcile", "relog"]
+__all__ = ["ReconcileOutcome", "RelogOutcome", "Repair", "mlflowlink", "reconcile", "relog"]
