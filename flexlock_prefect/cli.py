@@ -220,17 +220,25 @@ def promote(
 ) -> None:
     """Start the approval-gated promotion (a `promote` deployment) and say where to approve."""
     from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
 
     from flexlock_prefect.registry import check_move
     from flexlock_prefect.settings import get_settings
 
     check_move(model, version, to)
     timeout = timeout or get_settings().approval_timeout_s
-    run = run_deployment(
-        deployment or _only_promote_deployment(),
-        parameters={"model": model, "version": version, "to": to, "checks": check or [], "timeout": timeout},
-        timeout=0,
-    )
+    name = deployment or _only_promote_deployment()
+    try:
+        run = run_deployment(
+            name,
+            parameters={"model": model, "version": version, "to": to, "checks": check or [], "timeout": timeout},
+            timeout=0,
+        )
+    except ObjectNotFound:
+        raise FlexlockError(
+            f"no deployment {name!r} on this Prefect server: serve or deploy a Pipeline(..., promote=True), "
+            "or give an existing one with --deployment promote/<pipeline>"
+        ) from None
     out.print(f"promotion of {model} version {version} to {to} started: flow run {run.id}", soft_wrap=True)
     out.print(f"approve:  flexlock-prefect approve {run.id} [--comment TEXT]", soft_wrap=True)
     out.print(f"reject:   flexlock-prefect approve {run.id} --reject --comment TEXT", soft_wrap=True)

@@ -267,6 +267,9 @@ def find_save_dirs(root: str, max_depth: int = 6) -> Iterator[str]:
             entries = fs.ls(directory, detail=True)
         except FileNotFoundError:
             continue
+        except storage.unreadable() as exc:
+            where = f"{prefix}{directory}"
+            raise StorageError(f"cannot list {where} while looking for save_dirs under {root}: {exc}") from exc
         names = {entry["name"].rstrip("/").rsplit("/", 1)[-1]: entry for entry in entries}
         if LOCK_FILENAME in names and names[LOCK_FILENAME]["type"] == "file":
             yield prefix + directory.rstrip("/")

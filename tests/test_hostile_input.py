@@ -315,6 +315,12 @@ CASES = [
         Cli(lambda b: ["promote", b.model(), "1", "--to", "dev"], needs=("prefect",)),
     ),
     Case(
+        "promote-unknown-deployment",
+        "`promote clf 1 --to dev --deployment promote/nope`",
+        "no deployment 'promote/nope' on this Prefect server",
+        Cli(lambda b: ["promote", b.model(), "1", "--to", "dev", "--deployment", "promote/nope"], needs=("prefect",)),
+    ),
+    Case(
         "promote-prefect-down",
         "`promote clf 1 --to dev`, Prefect API down",
         "the Prefect API at",

@@ -23,7 +23,8 @@ from flexlock_prefect import reconcile, relog
 from flexlock_prefect.concurrency import exclusive, record_name
 from flexlock_prefect.exceptions import LockTimeout
 from flexlock_prefect.tracking.tags import STATUS
-from tests.test_supersede import assert_one_chain, make_save_dir
+from tests.helpers.runs import make_save_dir
+from tests.test_supersede import assert_one_chain
 
 LEASE_S = 6
 
@@ -95,9 +96,10 @@ def test_reconcile_and_a_new_relog_proceed_after_a_relog_killed_holding_the_lock
     assert MlflowClient().get_run(killed_run_id).info.status == "RUNNING"
 
     with caplog.at_level(logging.WARNING, logger="flexlock_prefect.concurrency"):
-        repairs = reconcile([save_dir])  # a wedge would raise LockTimeout after two leases
+        [outcome] = reconcile([save_dir])  # a wedge would fail it with LockTimeout after two leases
     assert f"pid {proc.pid}" in caplog.text and "freeing the lease" in caplog.text
-    assert [(r.run_id, r.change) for r in repairs] == [(killed_run_id, "ended FAILED: its relog died")]
+    assert outcome.outcome == "repaired", outcome.reason
+    assert [(r.run_id, r.change) for r in outcome.repairs] == [(killed_run_id, "ended FAILED: its relog died")]
     assert MlflowClient().get_run(good.run_id).data.tags[STATUS] == "active"
 
     again = relog([save_dir], force=True)[0]

@@ -191,7 +191,7 @@ def test_reconcile_reports_a_logical_run_whose_lock_stays_taken_and_repairs_the_
         outcomes = reconcile([a, b, c])
 
     assert [(o.save_dir, o.outcome) for o in outcomes] == [(a, "repaired"), (b, "failed"), (c, "repaired")]
-    assert outcomes[1].reason.startswith(f"logical run {logical_run_key(b)}: its lock was still taken")
+    assert outcomes[1].reason.startswith(f"lock flexlock-run-{logical_run_key(b)} is still held by pid")
     assert outcomes[1].repairs == [] and len(active_run_ids(b)) == 2  # untouched
     assert len(active_run_ids(a)) == 1 and len(active_run_ids(c)) == 1
     assert [o.outcome for o in reconcile([a, b, c])] == ["sound", "repaired", "sound"]
@@ -212,7 +212,7 @@ def test_the_cli_reconcile_prints_each_logical_runs_result_and_exits_1_if_one_fa
     [repaired] = [line for line in rows if a in line]  # one row per repair: the older run, deprecated again
     assert " repaired " in repaired and "flexlock.status=deprecated" in repaired
     [failed] = [line for line in rows if b in line]
-    assert " failed " in failed and "its lock was still taken" in failed
+    assert " failed " in failed and "is still held by pid" in failed
     assert "2 logical runs: 1 repaired, 1 failed" in result.stdout
     assert f"error: 1 of 2 logical runs failed to reconcile: {b};" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr

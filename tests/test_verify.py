@@ -74,7 +74,7 @@ def test_missing_data_is_a_mismatch_naming_the_path_not_an_exception(
     data_file.unlink()
     [mismatch] = verify_lock(lock, settings=settings)
     assert mismatch.what == "data input_data"
-    assert str(data_file) in mismatch.detail and "cannot be read" in mismatch.detail
+    assert str(data_file) in mismatch.detail and "does not exist" in mismatch.detail
 
 
 def test_data_is_rehashed_even_when_the_stat_cache_vouches_for_other_bytes(

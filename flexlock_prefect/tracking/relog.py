@@ -27,7 +27,7 @@ from flexlock_prefect.exceptions import FlexlockError
 from flexlock_prefect.lock import RunLock, find_save_dirs, logical_run_key
 from flexlock_prefect.settings import get_settings
 from flexlock_prefect.tracking.client import Tracking, all_experiment_ids, connect, experiment_id
-from flexlock_prefect.tracking.locking import Serializer
+from flexlock_prefect.tracking.locking import Serializer, unserialized
 from flexlock_prefect.tracking.outcomes import ReconcileOutcome, RelogOutcome, failure_reason
 from flexlock_prefect.tracking.outputs import log_outputs, uses_fluent_run
 from flexlock_prefect.tracking.record import experiment_name, mlflow_enabled
@@ -35,7 +35,6 @@ from flexlock_prefect.tracking.supersede import (
     Relog,
     current_active,
     linked_run,
-    logical_run_lock,
     repair_chain,
     runs_of,
 )
@@ -277,7 +276,7 @@ def _reconcile_one(
     serialize: Serializer | None,
 ) -> ReconcileOutcome:
     try:
-        with logical_run_lock(serialize, key) as locked, tracking.errors():
+        with (serialize or unserialized)(key) as locked, tracking.errors():
             runs = runs_of(tracking.client, experiment_ids, key)
             repairs = repair_chain(tracking.client, runs, stale_after_s=0 if locked else stale_after_s)
     except Exception as exc:  # noqa: BLE001 - one logical run's failure is its outcome, not the batch's

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Run, RunStatus, ViewType
 
-from flexlock_prefect.exceptions import SupersessionError
 from flexlock_prefect.lock import RunLock, logical_run_key
 from flexlock_prefect.tracking.client import all_experiment_ids, connect, experiment_id, log_batch, quiet_run_end
 from flexlock_prefect.tracking.locking import Serializer, unserialized
@@ -88,7 +87,7 @@ def linked_run(
     tracking = connect()
     client = tracking.client
     key = logical_run_key(lock.logical_run_id)
-    with logical_run_lock(serialize, key) as serialized:
+    with (serialize or unserialized)(key) as serialized:
         with tracking.errors():
             experiment = experiment_id(tracking, experiment_name(lock, experiment))
             everywhere = all_experiment_ids(client)  # one active run per logical run on the whole server
@@ -121,25 +120,6 @@ def linked_run(
             relog.superseded_run_ids = _promote(client, relog.run_id, relog.previous_run_ids)
             if not serialized:  # an unserialised writer may have raced us: check the chain
                 repair_chain(client, runs_of(client, everywhere, key), stale_after_s=None)
-
-
-@contextmanager
-def logical_run_lock(serialize: Serializer | None, key: str) -> Iterator[bool]:
-    """Hold `serialize(key)` (no lock when None); yields whether it serialises.
-
-    A lock not had in time (it raised `TimeoutError` on entry, as Prefect's does) becomes a
-    `SupersessionError` that says so; errors inside the block pass through unchanged.
-    """
-    stack = ExitStack()
-    try:
-        serialized = stack.enter_context((serialize or unserialized)(key))
-    except TimeoutError as exc:
-        raise SupersessionError(
-            f"logical run {key}: its lock was still taken after FLEXLOCK_LOCK_TIMEOUT_S ({exc}); another relog "
-            "or reconcile of it is in flight: try again once it is done"
-        ) from exc
-    with stack:
-        yield serialized
 
 
 @contextmanager
