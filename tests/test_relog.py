@@ -27,6 +27,11 @@ def bad_save_dir(root: Path, name: str, text: str = CORRUPT) -> str:
     return f"file://{root / name}"
 
 
+def one_corrupt_among_three(root: Path) -> tuple[list[str], str]:
+    """Save_dirs a and c with a good run.lock, b with a corrupt one: (good, bad)."""
+    return [make_save_dir(root, "a"), make_save_dir(root, "c")], bad_save_dir(root, "b")
+
+
 def by_save_dir(outcomes: list) -> dict:
     return {o.save_dir: o for o in outcomes}
 
@@ -65,8 +70,7 @@ def test_a_corrupt_save_dir_among_three_fails_alone_and_the_others_are_relogged(
     mlflow_server: str, tmp_path: Path
 ) -> None:
     root = tmp_path / "runs"
-    good = [make_save_dir(root, "a"), make_save_dir(root, "c")]
-    bad = bad_save_dir(root, "b")
+    good, bad = one_corrupt_among_three(root)
 
     outcomes = relog(root=str(root))
 
@@ -134,8 +138,7 @@ def test_the_cli_prints_every_save_dirs_outcome_and_exits_1_without_a_traceback(
     mlflow_server: str, tmp_path: Path
 ) -> None:
     root = tmp_path / "runs"
-    good = [make_save_dir(root, "a"), make_save_dir(root, "c")]
-    bad = bad_save_dir(root, "b")
+    good, bad = one_corrupt_among_three(root)
 
     result = cli("relog", "--root", str(root), columns=600)
 
