@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from mlflow import MlflowClient
 
 from flexlock_prefect.concurrency import exclusive
 from flexlock_prefect.exceptions import LifecycleError, TrackingError
-from flexlock_prefect.registry import APPROVED_BY, LIFECYCLE, alias_holder, check_move, history, move, resolve
+from flexlock_prefect.registry import APPROVED_BY, HISTORY, LIFECYCLE, alias_holder, check_move, history, move, resolve
 from tests.helpers.servers import start_mlflow_server
 
 pytestmark = pytest.mark.integration
@@ -235,3 +236,42 @@ def test_refused_credentials_are_no_missing_model(
         with pytest.raises(TrackingError, match=f"^MLflow at {url} did not accept the credentials") as caught:
             run()
         assert "no registered model" not in str(caught.value) and "not-the-password" not in str(caught.value), call
+
+
+def died_after_its_history_entry(model: str, version: str, to: str, lifecycle_written: bool) -> None:
+    """What a move killed right after its commit point leaves: the history entry (and maybe the
+    lifecycle tag), but not the aliases."""
+    client = MlflowClient()
+    found = client.get_model_version(model, version)
+    record = json.loads(found.tags.get(HISTORY, "[]"))
+    entry = {"from": found.tags.get(LIFECYCLE), "to": to, "at": "2999-01-01T00:00:00Z", "by": "killed"}
+    client.set_model_version_tag(model, version, HISTORY, json.dumps([*record, entry]))
+    if lifecycle_written:
+        client.set_model_version_tag(model, version, LIFECYCLE, to)
+
+
+@pytest.mark.parametrize("lifecycle_written", [False, True])
+def test_retrying_a_move_that_died_after_its_history_entry_finishes_it(model: str, lifecycle_written: bool) -> None:
+    move(model, "1", "dev", by="ana")
+    died_after_its_history_entry(model, "1", "staging", lifecycle_written)
+
+    assert move(model, "1", "staging", by="ana") == []  # the retry finds it done
+    aliases, versions = snapshot(model)
+    assert aliases == {"staging": "1"} and versions["1"][LIFECYCLE] == "staging"
+    assert [m.to_state for m in history(model)] == ["dev", "staging"]
+
+
+def test_the_next_move_of_another_version_finishes_a_move_that_died(model: str) -> None:
+    move(model, "1", "dev", by="ana")
+    move(model, "1", "staging", by="ana")
+    died_after_its_history_entry(model, "1", "prod", lifecycle_written=True)  # alias staging still on 1
+
+    move(model, "2", "dev", by="ana")
+    assert snapshot(model)[0] == {"prod": "1", "dev": "2"}
+    assert states(model) == {"1": "prod", "2": "dev", "3": None}
+
+
+def test_an_alias_set_by_hand_on_a_version_never_moved_is_left_alone(model: str) -> None:
+    MlflowClient().set_registered_model_alias(model, "staging", "3")
+    move(model, "1", "dev", by="ana")
+    assert snapshot(model)[0] == {"staging": "3", "dev": "1"}

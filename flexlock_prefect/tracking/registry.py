@@ -24,6 +24,7 @@ else keeps MLflow's message, credentials stripped.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,6 +52,8 @@ ALLOWED: dict[str | None, tuple[str, ...]] = {
     "prod": ("archived",),
     "archived": (),
 }
+logger = logging.getLogger(__name__)
+
 NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
 """MLflow's error codes for a model, version, alias or run that does not exist."""
 _HTTP_ANSWER = re.compile(r"failed with error code (\d+) != \d+\. Response body: '([^']{0,200})")
@@ -165,6 +168,10 @@ def move(
 ) -> list[Move]:
     """Move a version to `to`; returns every move made (a prod promotion also archives the old prod).
 
+    A move that died half way (a killed process, a lost server) is finished first, from its
+    history entry (`_settle`); a version already in `to` is left as it is and `[]` returned, so
+    retrying a move that died is safe.
+
     Example:
         >>> move("churn", "3", "staging", by="ana", comment="beats v2 on recall")  # doctest: +SKIP
         [Move(model='churn', version='3', from_state='dev', to_state='staging', ...)]
@@ -172,6 +179,10 @@ def move(
     tracking = connect(client)
     version = str(version)
     with (serialize or unserialized)(model):
+        if settled := _settle(tracking, model):
+            logger.warning("%s: finished a move that had died half way: %s", model, "; ".join(settled))
+        if _version_state(tracking, model, version) == to and _aliases(tracking, model).get(to) == version:
+            return []  # already there: a retry of a move that died after its commit point
         current = _check_move(tracking, model, version, to)
         moves = []
         if to == "prod" and (holder := _aliases(tracking, model).get("prod")) not in (None, version):
@@ -257,12 +268,14 @@ def model_version(tracking: Tracking, model: str, version: str) -> ModelVersion:
 
 
 def _apply(tracking: Tracking, step: Move, approved: bool = False) -> Move:
-    """Tags first (the truth), then the aliases: the new state's, and the old state's removal."""
+    """The history entry first: it is the commit point of a move. Then the lifecycle and approval
+    tags and the aliases, which `_settle` can always redo from the history if this process dies
+    half way through."""
     client = tracking.client
     record = json.loads(model_version(tracking, step.model, step.version).tags.get(HISTORY, "[]"))
     with mlflow_errors(tracking, f"{step.model!r} version {step.version!r}"):
-        client.set_model_version_tag(step.model, step.version, LIFECYCLE, step.to_state)
         client.set_model_version_tag(step.model, step.version, HISTORY, json.dumps([*record, step.to_entry()]))
+        client.set_model_version_tag(step.model, step.version, LIFECYCLE, step.to_state)
         if approved:
             client.set_model_version_tag(step.model, step.version, APPROVED_BY, step.by)
             client.set_model_version_tag(step.model, step.version, APPROVED_AT, step.at)
@@ -271,6 +284,48 @@ def _apply(tracking: Tracking, step: Move, approved: bool = False) -> Move:
         with mlflow_errors(tracking, f"alias {step.from_state!r} of {step.model!r}"):
             client.delete_registered_model_alias(step.model, step.from_state)
     return step
+
+
+def _settle(tracking: Tracking, model: str) -> list[str]:
+    """Finish any move that died after its history entry: each version's lifecycle tag becomes
+    the state its history last entered, and each state's alias names the version that entered
+    that state last. Returns what it changed (nothing when every move completed).
+
+    An alias on a version that no move ever touched is left alone: it was set by hand.
+    """
+    client = tracking.client
+    with mlflow_errors(tracking, f"the versions of registered model {model!r}"):
+        versions = client.search_model_versions(f"name='{_quoted(model)}'")
+    entered: dict[str, tuple[str, str]] = {}  # state -> (when, version) of its newest arrival
+    states: dict[str, str] = {}
+    changes = []
+    for found in versions:
+        version, record = str(found.version), json.loads(found.tags.get(HISTORY, "[]"))
+        if not record:
+            continue
+        last = record[-1]
+        states[version] = last["to"]
+        entered[last["to"]] = max(entered.get(last["to"], ("", "")), (last["at"], version))
+        if found.tags.get(LIFECYCLE) != last["to"]:
+            with mlflow_errors(tracking, f"{model!r} version {version!r}"):
+                client.set_model_version_tag(model, version, LIFECYCLE, last["to"])
+            changes.append(f"version {version}: {LIFECYCLE}={last['to']}")
+    for alias, holder in _aliases(tracking, model).items():
+        if alias in STATES and holder in states and entered.get(alias, ("", ""))[1] != holder:
+            with mlflow_errors(tracking, f"alias {alias!r} of {model!r}"):
+                client.delete_registered_model_alias(model, alias)
+            changes.append(f"alias {alias} removed from version {holder}")
+    held = _aliases(tracking, model)
+    for state, (_, version) in entered.items():
+        if held.get(state) != version:
+            with mlflow_errors(tracking, f"alias {state!r} of {model!r}"):
+                client.set_registered_model_alias(model, state, version)
+            changes.append(f"alias {state} set on version {version}")
+    return changes
+
+
+def _version_state(tracking: Tracking, model: str, version: str) -> str | None:
+    return model_version(tracking, model, version).tags.get(LIFECYCLE)
 
 
 def _known_state(name: str) -> None:
