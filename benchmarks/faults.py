@@ -180,7 +180,9 @@ class Report:
             lines.append(f"| {label} | {len(rows)} | {held} | {violations} | {known} | {mean:.1f} |")
         details = [(t, c) for t in self.trials for c in t.violations]
         if details:
-            lines += ["", f"Violations ({len(details)}; the first 8):"]
+            lines += ["", "Violations, by invariant:"]
+            lines += [f"- {n}× {name}" for name, n in Counter(c.name for _, c in details).most_common()]
+            lines += ["", "The first 8:"]
             for trial, check in details[:8]:
                 lines.append(f"- #{trial.index} {trial.case} [{trial.draw}]: **{check.name}**: {check.detail}")
         windows = Counter(f"{c.name}: {c.detail}" for t in self.trials for c in t.checks if c.outcome == "known")
@@ -751,23 +753,18 @@ class Campaign:
         trial.check("one active run before the trial", len(active) == 1, f"{len(active)} active: {active}")
         return {r.info.run_id for r in runs}, active[0] if active else ""
 
-    def relog_after_fault(self, trial: Trial, key: str, point: str, before: set[str], previous: str, after_call: bool):
+    def relog_after_fault(self, trial: Trial, key: str, point: str, before: set[str], previous: str) -> None:
         runs = chain_state(self.client, key)
         active = actives(runs)
         new = [r.info.run_id for r in runs if r.info.run_id not in before]
-        promoted = point == "settle" or (point == "promote" and after_call)
-        two_known = point == "promote" and len(active) == 2
-        trial.check(
-            "at most one active run",
-            len(active) <= 1,
-            f"{len(active)} active runs: {[a[:8] for a in active]}",
-            known=two_known,
-        )
+        two_known = point == "promote" and len(active) == 2 and previous in active
+        detail = "the new run tagged active, the previous not yet deprecated" if two_known else f"{active}"
+        trial.check("at most one active run", len(active) <= 1, f"{len(active)} active runs: {detail}", known=two_known)
         if point == "settle":
             trial.check("the relog's promoted run is active", bool(set(new) & set(active)), f"active: {active}")
         else:
             trial.check("previous good run still active", previous in active, f"active: {active}, previous {previous}")
-        if not promoted:
+        if point not in ("promote", "settle"):  # at these points the relog has (or may have) tagged its run
             trial.check("the killed run is not active", not set(new) & set(active), f"new runs {new} active")
         trial.facts["runs the relog left"] = (
             ", ".join(sorted(r.info.status for r in runs if r.info.run_id in new)) or "none"
@@ -818,7 +815,7 @@ class Campaign:
             after_call = any(m[0] == "after" for m in child.kill())
             trial.facts["killed"] = f"{mode} the call" if not after_call else "after the call"
             time.sleep(SETTLE_AFTER_KILL_S)
-            self.relog_after_fault(trial, key, point, before, previous, after_call)
+            self.relog_after_fault(trial, key, point, before, previous)
             self.reconcile_and_check(trial, save_dir, key, previous, point)
             return trial
 
@@ -969,8 +966,8 @@ class Campaign:
         from flexlock_prefect.lock import logical_run_key
 
         relogs = (len(slots) + 1) // 2
-        plans: list[dict[str, Any]] = []
-        for slot in slots:
+
+        def prepare(slot: int) -> dict[str, Any]:
             index = first + slot
             rng = self.rng("server", index)
             if slot < relogs:
@@ -979,20 +976,19 @@ class Campaign:
                 trial = Trial("server", index, f"{variant}: relog", f"server stopped at {point}")
                 before, previous = self.relog_before(trial, logical_run_key(save_dir))
                 spec = {"child": "relog", "save_dir": save_dir, "point": point, "server_stopped": True, "env": env}
-                plans.append({"trial": trial, "spec": spec, "before": before, "previous": previous, "point": point})
-            else:
-                model = f"faults-server-{index:03d}"
-                kind = rng.choice(list(MOVES))
-                version, to, writes = self.prepare_move(model, kind, rng.random() < 0.5)
-                target = rng.randint(0, writes)
-                where = f"write {target}/{writes}" if target else "the move's first request"
-                trial = Trial("server", index, f"{variant}: move", f"{kind}, server stopped at {where}")
-                spec = {"child": "move", "model": model, "version": version, "to": to, "env": env}
-                spec["gate_start"] = target == 0
-                plans.append(
-                    {"trial": trial, "spec": spec, "target": target, "model": model, "version": version, "to": to}
-                )
-                plans[-1]["before"] = registry_problems(self.client, model)
+                return {"trial": trial, "spec": spec, "before": before, "previous": previous, "point": point}
+            model = f"faults-server-{index:03d}"
+            kind = rng.choice(list(MOVES))
+            version, to, writes = self.prepare_move(model, kind, rng.random() < 0.5)
+            target = rng.randint(0, writes)
+            where = f"write {target}/{writes}" if target else "the move's first request"
+            trial = Trial("server", index, f"{variant}: move", f"{kind}, server stopped at {where}")
+            spec = {"child": "move", "model": model, "version": version, "to": to, "env": env, "gate_start": not target}
+            plan = {"trial": trial, "spec": spec, "target": target, "model": model, "version": version, "to": to}
+            return plan | {"before": registry_problems(self.client, model)}
+
+        with ThreadPoolExecutor(min(8, len(slots))) as pool:
+            plans = [f.result() for f in [pool.submit(copy_context().run, prepare, slot) for slot in slots]]
         for plan in plans:
             plan["child"] = self.child(plan["spec"], "server")
             plan["started"] = time.monotonic()
@@ -1049,7 +1045,7 @@ class Campaign:
                 self.samples.setdefault((variant, short), message.replace(self.mlflow.url, "<URI>"))
             if plan["spec"]["child"] == "relog":
                 key = logical_run_key(plan["spec"]["save_dir"])
-                self.relog_after_fault(trial, key, plan["point"], plan["before"], plan["previous"], False)
+                self.relog_after_fault(trial, key, plan["point"], plan["before"], plan["previous"])
                 self.reconcile_and_check(trial, plan["spec"]["save_dir"], key, plan["previous"], plan["point"])
             else:
                 self.after_next_moves(trial, plan["model"], plan["version"], plan["to"], plan["before"])
@@ -1160,9 +1156,10 @@ class Campaign:
             trial.facts["run seconds"] = f"{result[4]:.2f}"
         else:
             trial.facts["S3 cut before the run ended"] = "yes" if relay.cuts > cuts else "no"
-        trial.facts["outcome"] = "completed" if result[1] == "completed" else result[1].rsplit(".", 1)[-1]
+        trial.facts["outcome"] = f"{kind} " + ("completed" if result[1] == "completed" else f"raised {result[1]}")
         if result[1] not in ("completed", "killed") and not result[3]:
-            trial.facts["not a FlexlockError"] = f"{result[1]}: {first_line(result[2], 120)}"
+            where = "writing run.lock" if "/runs/" in result[2] and "run.lock" in result[2] else "reading the data"
+            trial.facts["errors that are not a FlexlockError"] = f"{result[1]} while {where}"
         try:
             content = read_bytes(f"{save_dir}/run.lock")
         except Exception as exc:  # noqa: BLE001 - a missing run.lock is a violation
@@ -1243,6 +1240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lock_logger = logging.getLogger("flexlock_prefect.concurrency")
     lock_logger.addHandler(lease_log)
     lock_logger.propagate = False
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # "pool is full" under parallel lanes
     command = f"python benchmarks/faults.py --n {args.n} --seed {args.seed} --only {','.join(args.only)}"
     started = time.monotonic()
     reports: list[Report] = []
