@@ -1100,7 +1100,7 @@ class Campaign:
     def s3_calibrate(self, kind: str, relay: Relay) -> float:
         trial = Trial("s3", -1, kind, "calibration")
         self.s3_trial(trial, relay, kind, "none", 0, 0, 0, 0)
-        if trial.violations or trial.facts.get("outcome") != "completed":
+        if trial.violations or not trial.facts.get("outcome", "").endswith(" completed"):
             raise RuntimeError(f"a {kind} run without fault failed: {trial.violations} {trial.facts}")
         return float(trial.facts["run seconds"])
 
