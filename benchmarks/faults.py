@@ -45,7 +45,7 @@ reports each point on a pipe and waits for the parent's word, and the parent SIG
 after about 5 s; trials run in `--lanes` parallel lanes, each on its own save_dir or model, so
 those waits overlap.
 
-Run from the repository root (`--n 100`: about 15 minutes on 2 cores):
+Run from the repository root (`--n 100`: 15-20 minutes on 2 cores; `--n 10`: 3 minutes):
 
     python benchmarks/faults.py --n 100 [--seed S] [--only relog,promote,server,s3]
 
