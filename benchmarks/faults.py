@@ -11,7 +11,7 @@ Scenarios (`--n` trials each, the draws of trial `i` from `random.Random(f"{seed
   logs a metric), `ended` (the run ended FINISHED, not yet tagged active), `promote` (while or
   just after the new run is tagged active, before the previous one is deprecated) and `settle`
   (an unserialised relog, whose settle step runs only without a lock, killed before or during
-  it). "while" kills after a random delay of 0-50 ms once the call has started, so the request
+  its search of the chain). "while" kills after a random delay of 0-50 ms once the call has started, so the request
   may or may not have reached the server. After the kill: at most one active run, the previous
   good run still active (unless the relog had promoted its run), the killed run not active;
   after `flexlock_prefect.reconcile([save_dir])`: exactly one active run, one chain, no RUNNING
@@ -23,7 +23,8 @@ Scenarios (`--n` trials each, the draws of trial `i` from `random.Random(f"{seed
   same move is retried (what a user does next), and after a further move of that version to
   archived? `reconcile` repairs supersession chains only (tracking/relog.py): it is run once at
   the end over every logical run and the registry is checked again.
-* **server**: rounds of up to `--round-size` relogs and moves, each held at a drawn point while
+* **server**: rounds of up to `--round-size` relogs and moves, each held at a drawn point (the
+  relog points, `start` before a relog's first request, a move's k-th write or its start) while
   the MLflow server is stopped (SIGTERM), then let go: each must fail with a FlexlockError within
   `--hang-after` seconds. The server is restarted on the same port, SQLite database and artifact
   directory; then reconcile (relogs) and the next moves (promotions) are checked as above. Half
