@@ -781,10 +781,14 @@ class Campaign:
 
         started = time.monotonic()
         try:
-            repairs = reconcile([save_dir])
+            [outcome] = reconcile([save_dir])
         except Exception as exc:  # noqa: BLE001 - a reconcile that fails is a violation, not a harness error
             trial.check("reconcile succeeds", False, f"{type(exc).__name__}: {first_line(str(exc))}")
             return
+        if outcome.outcome == "failed":
+            trial.check("reconcile succeeds", False, outcome.reason or "")
+            return
+        repairs = outcome.repairs
         trial.measures["reconcile, with the wait for a killed holder's lock"] = waited = time.monotonic() - started
         if waited > 3 * self.args.lease:
             trial.facts["reconcile slower than 3 leases"] = f"#{trial.index} ({point}): {waited:.0f} s"
@@ -797,7 +801,7 @@ class Campaign:
                 "previous good run" if active[0] == previous else f"the faulted relog's run ({point})"
             )
         trial.facts["reconcile repairs"] = str(len(repairs))
-        again = reconcile([save_dir])
+        again = [repair for outcome in reconcile([save_dir]) for repair in outcome.repairs]
         trial.check("a second reconcile changes nothing", not again, f"{[(r.run_id[:8], r.change) for r in again]}")
 
     def run_relog(self, report: Report) -> None:
@@ -933,7 +937,7 @@ class Campaign:
         from flexlock_prefect import reconcile
 
         broken = [m for m in models if registry_problems(self.client, m)]
-        repairs = reconcile()
+        repairs = [repair for outcome in reconcile() for repair in outcome.repairs]
         still = [m for m in models if registry_problems(self.client, m)]
         report.notes.append(
             f"models whose aliases and tags disagree at the end: {len(broken)} of {len(models)}; after "
