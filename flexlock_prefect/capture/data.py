@@ -275,7 +275,7 @@ def _cached_digests(
     misses = [f for key, f in keys.items() if key not in hits]
     try:
         digests |= _hash_files(misses, source, algorithm, settings, progress or terminal_progress(settings))
-    except OSError as exc:
+    except storage.unreadable() as exc:  # an S3 endpoint gone while hashing is botocore's error, not an OSError
         raise DataCaptureError(f"cannot read data under {source.url}: {exc}") from exc
     cache.set_many(
         algorithm.name,
