@@ -584,6 +584,13 @@ class Child:
     def send(self, message: Any) -> None:
         self.conn.send(message)
 
+    def kill_at(self, mode: str, delay: float) -> list[tuple]:
+        """SIGKILL where the child is held ("before" the call), or `delay` seconds into it ("during")."""
+        if mode == "during":
+            self.send("go")
+            time.sleep(delay)
+        return self.kill()
+
     def kill(self) -> list[tuple]:
         """SIGKILL; the messages it sent before dying."""
         self.process.kill()
@@ -821,10 +828,7 @@ class Campaign:
             if message[0] == "result":
                 child.close()
                 raise RuntimeError(f"the relog ended before reaching {point}: {message}")
-            if mode == "during":
-                child.send("go")
-                time.sleep(delay)
-            after_call = any(m[0] == "after" for m in child.kill())
+            after_call = any(m[0] == "after" for m in child.kill_at(mode, delay))
             trial.facts["killed"] = f"{mode} the call" if not after_call else "after the call"
             time.sleep(SETTLE_AFTER_KILL_S)
             self.relog_after_fault(trial, key, point, before, previous)
@@ -919,10 +923,7 @@ class Campaign:
             if message[0] == "result":
                 child.close()
                 raise RuntimeError(f"the move made fewer than {target} writes: {message}")
-            if mode == "during":
-                child.send("go")
-                time.sleep(delay)
-            killed_after = any(m[0] == "at" for m in child.kill())
+            killed_after = any(m[0] == "at" for m in child.kill_at(mode, delay))
             trial.facts["killed"] = f"{mode} write {message[2]}" if not killed_after else f"after write {message[2]}"
             time.sleep(SETTLE_AFTER_KILL_S)
             self.after_next_moves(trial, model, version, to, before)
