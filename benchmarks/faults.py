@@ -15,7 +15,8 @@ Scenarios (`--n` trials each, the draws of trial `i` from `random.Random(f"{seed
   may or may not have reached the server. After the kill: at most one active run, the previous
   good run still active (unless the relog had promoted its run), the killed run not active;
   after `flexlock_prefect.reconcile([save_dir])`: exactly one active run, one chain, no RUNNING
-  run, and a second reconcile changes nothing.
+  run, the previous good run active when the relog died before its commit point (tagging its
+  run active: every point but `promote` and `settle`), and a second reconcile changes nothing.
 * **promote**: `registry.move` (with the model's Prefect lock, as the promote flow calls it)
   SIGKILLed before or during its k-th registry write (k drawn over the writes of the move), for a
   move drawn from new→dev, dev→staging, staging→prod (archiving the prod holder) and
@@ -807,6 +808,8 @@ class Campaign:
             trial.facts["active after reconcile"] = (
                 "previous good run" if active[0] == previous else f"the faulted relog's run ({point})"
             )
+        if point not in ("promote", "settle"):  # killed before its commit point: invariant 2
+            trial.check("previous good run still active after reconcile", active == [previous], f"active: {active}")
         trial.facts["reconcile repairs"] = str(len(repairs))
         again = [repair for outcome in reconcile([save_dir]) for repair in outcome.repairs]
         trial.check("a second reconcile changes nothing", not again, f"{[(r.run_id[:8], r.change) for r in again]}")

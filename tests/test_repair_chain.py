@@ -2,7 +2,9 @@
 
 The chain of a sound logical run: finished runs in end-time order, each deprecated run naming
 the run that superseded it, each run after the first naming the run it supersedes, the newest
-active; failed and killed runs outside it, with no chain tag; runs in flight left alone.
+active; failed and killed runs outside it, with no chain tag. A run whose relog never tagged it
+(RUNNING, or FINISHED without `flexlock.status`) is in flight until it is stale, then a dead
+relog's run: ended FAILED, never active.
 """
 
 from __future__ import annotations
@@ -72,11 +74,13 @@ def test_no_runs_need_no_repair() -> None:
     assert client.writes == []
 
 
-def test_a_single_finished_run_without_status_becomes_active_with_no_links() -> None:
+def test_a_finished_run_without_status_is_left_alone_while_its_relog_may_be_in_flight() -> None:
     client = FakeMlflowClient()
-    _add(client, "only", 5)
-    repair_chain(client, client.runs(), stale_after_s=None)
-    assert _chain(client, "only") == {STATUS: ACTIVE}
+    _add(client, "good", 20, **{STATUS: ACTIVE})
+    _add(client, "untagged", 5)  # ended, its relog about to tag it active
+    assert repair_chain(client, client.runs(), stale_after_s=None) == []
+    assert repair_chain(client, client.runs(), stale_after_s=3600) == []
+    assert client.writes == []
 
 
 def test_two_active_runs_leave_the_newest_active_and_link_both_ways() -> None:
@@ -109,29 +113,34 @@ def test_the_newest_by_end_time_wins_whatever_order_the_runs_are_given_in() -> N
 def test_runs_that_ended_at_the_same_moment_are_ordered_by_start_time() -> None:
     client = FakeMlflowClient()
     end = now_ms() - MINUTE_MS
-    client.add_run("late-start", start_time=end - 1000, end_time=end, tags={KEY: LOGICAL_KEY})
-    client.add_run("early-start", start_time=end - 9000, end_time=end, tags={KEY: LOGICAL_KEY})
+    client.add_run("late-start", start_time=end - 1000, end_time=end, tags={KEY: LOGICAL_KEY, STATUS: ACTIVE})
+    client.add_run("early-start", start_time=end - 9000, end_time=end, tags={KEY: LOGICAL_KEY, STATUS: ACTIVE})
     repair_chain(client, client.runs(), stale_after_s=None)
     _assert_chain(client, ["early-start", "late-start"])
 
 
-def test_a_finished_run_never_promoted_joins_the_chain_in_end_time_order() -> None:
-    # "b" finished between "a" and "c" but its relog died before it was tagged.
-    client = FakeMlflowClient()
-    _add(client, "a", 30, **{STATUS: DEPRECATED, SUPERSEDED_BY: "c"})
-    _add(client, "b", 20)
-    _add(client, "c", 10, **{STATUS: ACTIVE, SUPERSEDES: "a"})
-    repair_chain(client, client.runs(), stale_after_s=None)
-    _assert_chain(client, ["a", "b", "c"])
-
-
-def test_a_finished_run_never_promoted_that_ended_last_becomes_active() -> None:
+def test_a_finished_run_never_promoted_is_ended_failed_once_stale_and_never_becomes_active() -> None:
+    # DESIGN.md §5, invariant 2: "c" ended last, but its relog was killed before tagging it active.
     client = FakeMlflowClient()
     _add(client, "a", 30, **{STATUS: DEPRECATED, SUPERSEDED_BY: "b"})
     _add(client, "b", 20, **{STATUS: ACTIVE, SUPERSEDES: "a"})
     _add(client, "c", 10)
-    repair_chain(client, client.runs(), stale_after_s=None)
-    _assert_chain(client, ["a", "b", "c"])
+    ended_at = client.runs()[-1].info.end_time
+    repairs = repair_chain(client, client.runs(), stale_after_s=300)
+    assert repairs == [Repair(LOGICAL_KEY, "c", "ended FAILED: its relog died before tagging it active")]
+    assert client.status("c") == "FAILED" and _chain(client, "c") == {}
+    assert [r.info.end_time for r in client.runs() if r.info.run_id == "c"] == [ended_at]  # its end time kept
+    _assert_chain(client, ["a", "b"])
+
+
+def test_a_finished_run_never_promoted_between_two_others_stays_outside_the_chain() -> None:
+    client = FakeMlflowClient()
+    _add(client, "a", 30, **{STATUS: DEPRECATED, SUPERSEDED_BY: "c"})
+    _add(client, "b", 20)
+    _add(client, "c", 10, **{STATUS: ACTIVE, SUPERSEDES: "a"})
+    repair_chain(client, client.runs(), stale_after_s=0)  # under the lock: nothing is in flight
+    assert client.status("b") == "FAILED"
+    _assert_chain(client, ["a", "c"])
 
 
 def test_links_that_skip_or_point_at_the_wrong_run_are_rewritten() -> None:
@@ -232,8 +241,8 @@ def test_running_a_second_time_after_a_repair_makes_no_changes() -> None:
     assert first and writes
     assert repair_chain(client, client.runs(), stale_after_s=600) == []
     assert client.writes == writes
-    _assert_chain(client, ["a", "b", "c"])
-    assert _chain(client, "failed") == {} and client.status("dead") == "FAILED"
+    _assert_chain(client, ["a", "c"])
+    assert _chain(client, "failed") == {} and client.status("dead") == "FAILED" and client.status("b") == "FAILED"
 
 
 def test_after_any_repair_exactly_one_run_is_active() -> None:
@@ -258,9 +267,8 @@ def test_repairs_name_the_logical_run_key_the_run_and_the_change() -> None:
 
 def test_tags_to_set_on_one_run_go_in_one_batch() -> None:
     client = FakeMlflowClient()
-    _add(client, "a", 30)
-    _add(client, "b", 20)
-    _add(client, "c", 10)
+    for run_id, minutes_ago in [("a", 30), ("b", 20), ("c", 10)]:
+        _add(client, run_id, minutes_ago, **{STATUS: ACTIVE})
     repair_chain(client, client.runs(), stale_after_s=None)
     assert [(name, run_id) for name, run_id, _ in client.writes] == [
         ("log_batch", "a"),

@@ -149,22 +149,23 @@ def test_a_relog_killed_mid_way_then_reconcile_leaves_exactly_one_active(
     assert [o.outcome for o in reconcile([save_dir], stale_after_s=0)] == ["sound"]  # idempotent
 
 
-def test_reconcile_repairs_two_active_runs_and_a_finished_run_never_promoted(
+def test_reconcile_repairs_two_active_runs_and_ends_a_finished_run_never_promoted_failed(
     mlflow_server: str, tmp_path: Path
 ) -> None:
     save_dir = make_save_dir(tmp_path, "run-f")
     a = relog([save_dir])[0].run_id
-    relog([save_dir], force=True)  # b: stays deprecated and linked both ways
+    b = relog([save_dir], force=True)[0].run_id
     c = relog([save_dir], force=True)[0].run_id
     client = MlflowClient()
     client.set_tag(a, STATUS, ACTIVE)  # a crash between "new active" and "old deprecated"
     client.delete_tag(c, STATUS)  # a crash after FINISHED, before tagging
     client.delete_tag(c, SUPERSEDES)
-    [outcome] = reconcile([save_dir])
-    assert {r.run_id for r in outcome.repairs} == {a, c}  # b was already deprecated and linked both ways
-    assert_one_chain(save_dir, finished=3)
-    assert client.get_run(c).data.tags[STATUS] == ACTIVE
-    assert [o.outcome for o in reconcile([save_dir])] == ["sound"]
+    [outcome] = reconcile([save_dir], stale_after_s=0)
+    assert {r.run_id for r in outcome.repairs} == {a, b, c}
+    assert client.get_run(c).info.status == "FAILED"  # invariant 2: its relog never committed
+    assert_one_chain(save_dir, finished=2)
+    assert client.get_run(b).data.tags[STATUS] == ACTIVE
+    assert [o.outcome for o in reconcile([save_dir], stale_after_s=0)] == ["sound"]
 
 
 CONCURRENT_RELOG = textwrap.dedent(

@@ -239,10 +239,12 @@ def reconcile(
     """Repair the chains of the given save_dirs (default: every logical run in MLflow); idempotent.
     Returns one outcome per logical run: `repaired` (with its repairs), `sound` or `failed`.
 
-    A relog that died leaves its run RUNNING. Under a lock that serialises (the Prefect lock) no
-    relog can be in flight, so such runs are ended FAILED at once; without one only runs older
-    than `stale_after_s` (default `FLEXLOCK_RECONCILE_STALE_AFTER_S`) are. Then each chain is
-    rebuilt from its finished runs by end time.
+    A relog that died leaves its run RUNNING, or FINISHED without `flexlock.status` when it died
+    after ending the run but before tagging it active. Under a lock that serialises (the Prefect
+    lock) no relog can be in flight, so such runs are ended FAILED at once, and the previous
+    active run stays active; without one only runs older than `stale_after_s` (default
+    `FLEXLOCK_RECONCILE_STALE_AFTER_S`) are. Then each chain is rebuilt from its committed runs
+    by end time.
 
     Errors of one logical run (MLflow refuses a request on its chain, its lock stays taken) make
     its outcome `failed`, with the reason, and the others are repaired. Errors of the whole batch

@@ -10,8 +10,9 @@ One relog of a save_dir:
 4. If the body raises, the run ends FAILED and never becomes active; the previous run stays
    active. A killed process leaves its run RUNNING and untagged until `reconcile` ends it FAILED.
 5. If the body succeeds, the run ends FINISHED, is tagged `active` and names the run it
-   supersedes, and only then is the previous run tagged `deprecated` and linked forward. A crash
-   between the two steps leaves two active runs, never none.
+   supersedes (the commit point), and only then is the previous run tagged `deprecated` and
+   linked forward. A crash between the two steps leaves two active runs, never none; a crash
+   before the tag leaves a FINISHED run without status, which `reconcile` ends FAILED.
 6. Settle: the chain of the logical id is checked and, if a crash or an unserialised writer
    left it inconsistent, rebuilt: finished runs in end-time order, the newest active.
 
@@ -195,25 +196,27 @@ def repair_chain(client: MlflowClient, runs: Sequence[Run], stale_after_s: float
     """Make the runs of one logical id one chain: finished runs in end-time order, the newest
     active, the others deprecated; failed runs outside it. Idempotent: a sound chain is untouched.
 
-    With `stale_after_s`, runs still RUNNING after that long are taken for dead relogs and
-    ended FAILED first; with None, running runs (relogs in flight) are left alone.
+    A relog's commit point is tagging its finished run active (step 5), so a run without
+    `flexlock.status` is a relog in flight or a dead one: RUNNING, or FINISHED by a relog killed
+    before it tagged the run. With `stale_after_s`, such runs older than that are taken for
+    dead relogs and ended FAILED (a FINISHED one keeps its end time), so the previous active run
+    stays active (DESIGN.md §5, invariant 2). With None, they are left alone.
     """
     repairs: list[Repair] = []
-    now_ms = time.time() * 1000
+    stale_before_ms = None if stale_after_s is None else (time.time() - stale_after_s) * 1000
     finished: list[Run] = []
     outside: list[Run] = []
     for run in runs:
         status = run.info.status
-        if status == "RUNNING" and stale_after_s is not None and run.info.start_time < now_ms - stale_after_s * 1000:
+        if _died_uncommitted(run, stale_before_ms):
             with quiet_run_end():
-                client.set_terminated(run.info.run_id, "FAILED")
-            repairs.append(
-                Repair(run.data.tags.get(LOGICAL_RUN_KEY, ""), run.info.run_id, "ended FAILED: its relog died")
-            )
+                client.set_terminated(run.info.run_id, "FAILED", end_time=run.info.end_time)
+            change = "ended FAILED: its relog died" + (" before tagging it active" if status == "FINISHED" else "")
+            repairs.append(Repair(run.data.tags.get(LOGICAL_RUN_KEY, ""), run.info.run_id, change))
             status = "FAILED"
-        if status == "FINISHED":
+        if status == "FINISHED" and STATUS in run.data.tags:
             finished.append(run)
-        elif status != "RUNNING":
+        elif status not in ("RUNNING", "FINISHED"):
             outside.append(run)
     finished.sort(key=lambda r: (r.info.end_time or 0, r.info.start_time or 0))
     wanted: list[tuple[Run, dict[str, str | None]]] = [(run, dict.fromkeys(CHAIN_TAGS)) for run in outside]
@@ -232,6 +235,16 @@ def repair_chain(client: MlflowClient, runs: Sequence[Run], stale_after_s: float
     for run, tags in wanted:
         repairs += _apply(client, run, tags)
     return repairs
+
+
+def _died_uncommitted(run: Run, stale_before_ms: float | None) -> bool:
+    """A run its relog never committed (RUNNING, or FINISHED without `flexlock.status`), last
+    touched before `stale_before_ms` (None: no run is stale)."""
+    if stale_before_ms is None or not (
+        run.info.status == "RUNNING" or (run.info.status == "FINISHED" and STATUS not in run.data.tags)
+    ):
+        return False
+    return (run.info.end_time or run.info.start_time) < stale_before_ms
 
 
 def _apply(client: MlflowClient, run: Run, tags: dict[str, str | None]) -> list[Repair]:
