@@ -115,6 +115,16 @@ class FlexlockSettings(BaseSettings):
         le=10,
         description="Tries of an HTTP tracking server's /health before an operation gives up (0.5 s, 1 s, … apart).",
     )
+    tracking_retries: int = Field(
+        default=3,
+        ge=0,
+        le=10,
+        description=(
+            "MLflow's HTTP retries of a request inside a flexlock operation (backoff factor 1: about 10 s "
+            "in all) when MLFLOW_HTTP_REQUEST_MAX_RETRIES is unset. MLflow's own default, 7 with factor 2, "
+            "waits about 4 minutes for a server lost mid-operation."
+        ),
+    )
     tracking_healthy_for_s: float = Field(
         default=30.0,
         ge=0,

@@ -30,6 +30,7 @@ FIELDS: dict[str, dict[str, object]] = {
     "relog_workers": {"ge": 1, "le": 64},
     "reconcile_stale_after_s": {"gt": 0},
     "tracking_health_attempts": {"ge": 1, "le": 10},
+    "tracking_retries": {"ge": 0, "le": 10},
     "tracking_healthy_for_s": {"ge": 0},
     "artifact_suffixes": {"min_length": 1},
     "max_artifact_bytes": {"ge": 0},

@@ -7,6 +7,7 @@ is active; a failed or killed relog never demotes the active run; links form one
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -238,6 +239,33 @@ def test_an_unreachable_tracking_server_is_one_clear_error_without_credentials(
     with pytest.raises(TrackingError, match=r"http://127\.0\.0\.1:\d+ is unreachable after 3 attempts") as error:
         relog([save_dir])
     assert "CANARY" not in str(error.value) and time.monotonic() - started < 30
+
+
+def test_a_tracking_server_lost_mid_relog_fails_that_relog_within_flexlocks_retry_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow retries a request to a lost server for about 4 minutes by default; inside a relog
+    its retries are `FLEXLOCK_TRACKING_RETRIES` (1 here), and the relog's outcome says failed."""
+    from tests.helpers.servers import start_mlflow_server
+
+    server, uri = start_mlflow_server(tmp_path / "mlflow", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    monkeypatch.setenv("FLEXLOCK_TRACKING_RETRIES", "1")
+    seen: dict[str, str | None] = {}
+
+    def body_losing_its_server(save_dir: str, run: mlflow.ActiveRun) -> None:
+        seen["retries"] = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+        server.stop()
+        mlflow.log_metric("acc", 0.9)
+
+    try:
+        [outcome] = relog([make_save_dir(tmp_path, "run-lost")], diag=body_losing_its_server)
+    finally:
+        server.stop()
+    assert seen == {"retries": "1"}
+    assert outcome.outcome == "failed" and "Max retries exceeded" in (outcome.reason or "")
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # restored after the relog
 
 
 def test_no_secret_reaches_mlflow_params_tags_artifacts_or_logs(

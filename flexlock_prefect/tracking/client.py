@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -41,9 +41,11 @@ class Tracking:
 
     @contextmanager
     def errors(self) -> Iterator[None]:
-        """MLflow and HTTP errors inside the block become a TrackingError without credentials."""
+        """MLflow and HTTP errors inside the block become a TrackingError without credentials;
+        its requests give up on a lost server within seconds (`bounded_retries`)."""
         try:
-            yield
+            with bounded_retries():
+                yield
         except (MlflowException, requests.RequestException) as exc:
             text = str(exc).strip()
             message = Redactor.from_settings().scrub(text.splitlines()[0] if text else "")
@@ -128,33 +130,59 @@ def all_experiment_ids(client: MlflowClient) -> list[str]:
             return ids
 
 
-_QUIET = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
-_quiet_lock = threading.Lock()
-_quiet_depth = 0
-_quiet_saved: str | None = None
+class _EnvOverlay:
+    """Environment variables set only while blocks that need them run, then restored.
 
-
-@contextmanager
-def quiet_run_end() -> Iterator[None]:
-    """Inside the block, ending a run neither prints its URL nor fetches the run again for it.
-
-    MLflow prints the URL of a run it ends on stdout, built from the tracking URI (which may hold
-    credentials), and fetches the run to build it. Its only switch is an environment variable,
-    so it is set for the block alone (counted, for concurrent relogs in threads) and restored.
+    Some MLflow behaviours have no switch but an environment variable read on every call. Blocks
+    may nest and run at once in threads, so they are counted: the first sets the variables, the
+    last restores them. With `override=False` a variable the user set is left as it is.
     """
-    global _quiet_depth, _quiet_saved
-    with _quiet_lock:
-        if _quiet_depth == 0:
-            _quiet_saved = os.environ.get(_QUIET)
-            os.environ[_QUIET] = "true"
-        _quiet_depth += 1
-    try:
-        yield
-    finally:
-        with _quiet_lock:
-            _quiet_depth -= 1
-            if _quiet_depth == 0:
-                if _quiet_saved is None:
-                    os.environ.pop(_QUIET, None)
-                else:
-                    os.environ[_QUIET] = _quiet_saved
+
+    def __init__(self, values: Callable[[], Mapping[str, str]], *, override: bool) -> None:
+        self._values = values
+        self._override = override
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved: dict[str, str | None] = {}
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0:
+                wanted = {k: v for k, v in self._values().items() if self._override or k not in os.environ}
+                self._saved = {k: os.environ.get(k) for k in wanted}
+                os.environ.update(wanted)
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    for name, value in self._saved.items():
+                        if value is None:
+                            os.environ.pop(name, None)
+                        else:
+                            os.environ[name] = value
+
+
+quiet_run_end = _EnvOverlay(lambda: {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}, override=True)
+"""Inside the block, ending a run neither prints its URL nor fetches the run again for it.
+
+MLflow prints the URL of a run it ends on stdout, built from the tracking URI (which may hold
+credentials), and fetches the run to build it."""
+
+bounded_retries = _EnvOverlay(
+    lambda: {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(get_settings().tracking_retries),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    },
+    override=False,
+)
+"""Inside the block, a tracking server lost mid-operation fails a request within about 10 s.
+
+The health check before an operation catches a server that is already down; one that goes
+away during it is seen only through MLflow's retries of each request, which by default last
+about 4 minutes. So MLflow's `MLFLOW_HTTP_REQUEST_MAX_RETRIES` is `FLEXLOCK_TRACKING_RETRIES` (3)
+and `MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR` 1 in the block, each unless the user set it. Other
+threads' MLflow requests made meanwhile get the same bound."""

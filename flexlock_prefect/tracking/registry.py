@@ -40,7 +40,7 @@ from mlflow.exceptions import MlflowException
 from flexlock_prefect.exceptions import FlexlockError, LifecycleError, TrackingError
 from flexlock_prefect.lock import utc_now
 from flexlock_prefect.redact import Redactor, strip_url_credentials
-from flexlock_prefect.tracking.client import Tracking, check_tracking_server
+from flexlock_prefect.tracking.client import Tracking, bounded_retries, check_tracking_server
 from flexlock_prefect.tracking.locking import Serializer, unserialized
 from flexlock_prefect.tracking.tags import APPROVED_AT, APPROVED_BY, HISTORY, LIFECYCLE
 
@@ -95,9 +95,11 @@ def connect(client: MlflowClient | None = None) -> Tracking:
 
 @contextmanager
 def mlflow_errors(tracking: Tracking, subject: str, missing: str | None = None) -> Iterator[None]:
-    """MLflow errors inside the block become what their error code means (see `meaning`)."""
+    """MLflow errors inside the block become what their error code means (see `meaning`); its
+    requests give up on a lost server within seconds (`bounded_retries`)."""
     try:
-        yield
+        with bounded_retries():
+            yield
     except (MlflowException, requests.RequestException) as exc:
         raise meaning(tracking, exc, subject, missing) from None  # MLflow's text may hold the URI's credentials
 

@@ -31,7 +31,14 @@ from mlflow import MlflowClient
 from mlflow.entities import Run, RunStatus, ViewType
 
 from flexlock_prefect.lock import RunLock, logical_run_key
-from flexlock_prefect.tracking.client import all_experiment_ids, connect, experiment_id, log_batch, quiet_run_end
+from flexlock_prefect.tracking.client import (
+    all_experiment_ids,
+    bounded_retries,
+    connect,
+    experiment_id,
+    log_batch,
+    quiet_run_end,
+)
 from flexlock_prefect.tracking.locking import Serializer, unserialized
 from flexlock_prefect.tracking.record import creation_tags, experiment_name, log_record, run_name
 from flexlock_prefect.tracking.tags import (
@@ -88,7 +95,7 @@ def linked_run(
     tracking = connect()
     client = tracking.client
     key = logical_run_key(lock.logical_run_id)
-    with (serialize or unserialized)(key) as serialized:
+    with bounded_retries(), (serialize or unserialized)(key) as serialized:  # the body's requests too
         with tracking.errors():
             experiment = experiment_id(tracking, experiment_name(lock, experiment))
             everywhere = all_experiment_ids(client)  # one active run per logical run on the whole server
