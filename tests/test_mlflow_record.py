@@ -123,6 +123,20 @@ def test_the_source_name_is_the_flow_name_when_captured_in_a_flow(tmp_path: Path
     assert creation_tags(make_lock(tmp_path / "b"), "r", "")["mlflow.source.name"] == "flexlock-prefect"
 
 
+def test_the_source_name_shows_the_short_commit_of_the_code_and_whether_it_was_dirty(tmp_path: Path) -> None:
+    prefect = PrefectState(flow_run_id="fr-1", flow_name="train", deployment_name="train/prod", parameters={})
+    clean = {"code": repo_state("a" * 40, commit="89dc28d" + "0" * 33)}
+    dirty = {"code": repo_state("a" * 40, commit="89dc28d" + "0" * 33, dirty=True, snapshot_ref="refs/x")}
+    assert (
+        creation_tags(make_lock(tmp_path / "a", prefect=prefect, repos=clean), "r", "")["mlflow.source.name"]
+        == "train @ 89dc28d"
+    )
+    assert (
+        creation_tags(make_lock(tmp_path / "b", repos=dirty), "r", "")["mlflow.source.name"]
+        == "flexlock-prefect @ 89dc28d+dirty"
+    )
+
+
 def test_git_tags_come_from_the_repo_named_code_else_the_first_repo(tmp_path: Path) -> None:
     lib = repo_state("1" * 40, commit="1" * 40, branch="lib-branch", remote="https://example.invalid/lib.git")
     code = repo_state("2" * 40, commit="2" * 40, branch="code-branch", remote="https://example.invalid/code.git")
@@ -144,8 +158,8 @@ def test_the_note_names_the_run_its_fingerprint_and_each_code_state(tmp_path: Pa
         f"**flexlock run** `{lock.logical_run_id}`",
         "",
         f"- fingerprint `{lock.fingerprint}`",
-        f"- code `code`: `{'c' * 40}` (clean)",
-        "- code `lib`: `no commit` (dirty, snapshot `refs/flexlock/snapshots/x`)",
+        f"- repository `code` at `{'c' * 40}` (clean)",
+        "- repository `lib` at `no commit` (dirty, snapshot `refs/flexlock/snapshots/x`)",
     ]
 
 

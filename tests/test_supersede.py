@@ -69,7 +69,7 @@ def test_first_log_records_the_run_with_contract_tags_params_inputs_and_artifact
     assert run.data.metrics == {"acc": 0.9, "loss.train": 0.2}
     assert [i.dataset.name for i in run.inputs.dataset_inputs] == ["input_data"]
     artifacts = {a.path for a in MlflowClient().list_artifacts(outcome.run_id)}
-    assert {"run.lock", "metrics.json", "plot.png"} <= artifacts
+    assert {"run.lock", "run.lock.yaml", "metrics.json", "plot.png"} <= artifacts  # .yaml: MLflow's UI previews it
     assert run.info.status == "FINISHED"
 
 

@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from flexlock_prefect.capture.config import flatten, value_text
-from flexlock_prefect.lock import LOCK_FILENAME, RunLock, logical_run_key
+from flexlock_prefect.lock import LOCK_FILENAME, RepoState, RunLock, logical_run_key
 from flexlock_prefect.tracking import tags as t
 from flexlock_prefect.tracking.client import log_batch
 
@@ -30,6 +30,8 @@ PARAM_VALUE_LIMIT = 6000
 TAG_VALUE_LIMIT = 8000
 KEY_LIMIT = 250
 DATASET_DIGEST_LIMIT = 36
+PREVIEW_FILENAME = f"{LOCK_FILENAME}.yaml"
+"""A copy of run.lock the MLflow UI previews: it shows only files of extensions it knows."""
 _INVALID_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
@@ -64,10 +66,10 @@ def creation_tags(lock: RunLock, name: str, diag_version: str) -> dict[str, str]
         t.DIAG_VERSION: diag_version,
         t.MLFLOW_RUN_NAME: name,
         t.MLFLOW_SOURCE_TYPE: "JOB",
-        t.MLFLOW_SOURCE_NAME: (lock.prefect.flow_name if lock.prefect else None) or "flexlock-prefect",
+        t.MLFLOW_SOURCE_NAME: _source_name(lock),
         t.MLFLOW_NOTE: _note(lock),
     }
-    code = lock.repos.get("code") or next(iter(lock.repos.values()), None)
+    code = _code_repo(lock)
     if code is not None:
         tags |= {
             t.MLFLOW_GIT_COMMIT: code.commit or "",
@@ -129,16 +131,32 @@ def log_record(client: MlflowClient, run: Run, lock: RunLock) -> None:
             client.log_inputs(run_id, datasets=dataset_inputs(lock))
     # Straight to the run's artifact location: `client.log_text` would fetch the run again for it.
     with tempfile.TemporaryDirectory() as scratch:
-        path = Path(scratch, LOCK_FILENAME)
-        path.write_text(lock.to_yaml())
-        get_artifact_repository(run.info.artifact_uri).log_artifact(str(path))
+        text = lock.to_yaml()
+        for name in (LOCK_FILENAME, PREVIEW_FILENAME):
+            Path(scratch, name).write_text(text)
+        get_artifact_repository(run.info.artifact_uri).log_artifacts(scratch)
+
+
+def _code_repo(lock: RunLock) -> RepoState | None:
+    """The repository MLflow's source tags describe: the one named `code`, else the first."""
+    return lock.repos.get("code") or next(iter(lock.repos.values()), None)
+
+
+def _source_name(lock: RunLock) -> str:
+    """What MLflow's Source column shows: the flow, and the commit, which MLflow shows otherwise
+    only in its Version column, hidden by default (`train @ 89dc28d`, `+dirty` when dirty)."""
+    flow = (lock.prefect.flow_name if lock.prefect else None) or "flexlock-prefect"
+    code = _code_repo(lock)
+    if code is None or not code.commit:
+        return flow
+    return f"{flow} @ {code.commit[:7]}{'+dirty' if code.dirty else ''}"
 
 
 def _note(lock: RunLock) -> str:
     lines = [f"**flexlock run** `{lock.logical_run_id}`", "", f"- fingerprint `{lock.fingerprint}`"]
     for name, repo in lock.repos.items():
         state = f"dirty, snapshot `{repo.snapshot_ref}`" if repo.dirty else "clean"
-        lines.append(f"- code `{name}`: `{repo.commit or 'no commit'}` ({state})")
+        lines.append(f"- repository `{name}` at `{repo.commit or 'no commit'}` ({state})")
     return "\n".join(lines)
 
 
