@@ -5,19 +5,17 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
 from pathlib import Path
 
 import pytest
-import requests
 from mlflow import MlflowClient
 
 from flexlock_prefect.concurrency import exclusive
 from flexlock_prefect.exceptions import LifecycleError, TrackingError
 from flexlock_prefect.registry import APPROVED_BY, HISTORY, LIFECYCLE, alias_holder, check_move, history, move, resolve
-from tests.helpers.servers import start_mlflow_server
+from tests.helpers.servers import as_user, start_mlflow_server
 
 pytestmark = pytest.mark.integration
 
@@ -164,54 +162,6 @@ def test_registry_calls_to_a_server_stopped_since_say_it_is_unreachable_within_s
         with pytest.raises(TrackingError, match=f"^MLflow tracking server {url} is unreachable after 3 attempts"):
             run()
         assert time.monotonic() - started < 10, call  # not MLflow's minutes of retries
-
-
-AUTH_CONFIG = """[mlflow]
-default_permission = READ
-database_uri = sqlite:///{home}/auth.db
-admin_username = admin
-admin_password = {password}
-authorization_function = mlflow.server.auth:authenticate_request_basic_auth
-"""
-
-
-@pytest.fixture(scope="module")
-def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """MLflow's basic-auth app on loopback with a model `churn` (version 1) that the user `reader`
-    may only read (the default permission); yields the URL and the reader's password."""
-    home = tmp_path_factory.mktemp("mlflow-auth")
-    admin, reader = uuid.uuid4().hex, uuid.uuid4().hex
-    (home / "auth.ini").write_text(AUTH_CONFIG.format(home=home, password=admin))
-    server, url = start_mlflow_server(
-        home,
-        artifacts_destination=(home / "artifacts").as_uri(),
-        app_name="basic-auth",
-        env={"MLFLOW_AUTH_CONFIG_PATH": str(home / "auth.ini"), "MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex},
-    )
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
-            patch.setenv("MLFLOW_TRACKING_PASSWORD", admin)
-            created = requests.post(
-                f"{url}/api/2.0/mlflow/users/create",
-                json={"username": "reader", "password": reader},
-                auth=("admin", admin),
-                timeout=30,
-            )
-            created.raise_for_status()
-            client = MlflowClient(url)
-            client.create_registered_model("churn")
-            run = client.create_run(client.create_experiment("churn"))
-            client.create_model_version("churn", source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
-        yield url, reader
-    finally:
-        server.stop()
-
-
-def as_user(monkeypatch: pytest.MonkeyPatch, url: str, user: str, password: str) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
 
 
 def test_a_move_without_the_permission_says_so_and_changes_nothing(

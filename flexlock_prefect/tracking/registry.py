@@ -15,17 +15,15 @@ losing concurrent move fail instead of leaving two versions claiming prod.
 
 Every call first checks the registry's server with the fast health check of
 `tracking.client` (a server that is down is one TrackingError within seconds, not MLflow's
-minutes of retries), and MLflow's errors are told by their error code: a missing model or
-version (`RESOURCE_DOES_NOT_EXIST`) or a refused value is a LifecycleError; missing
-credentials or permissions, an overloaded or unreachable server are a TrackingError; anything
-else keeps MLflow's message, credentials stripped.
+minutes of retries), and MLflow's errors mean what `tracking/errors.py` says: here a missing
+model or version or a refused value is a LifecycleError; missing credentials or permissions,
+an overloaded or unreachable server are a TrackingError.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -37,10 +35,10 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from flexlock_prefect.exceptions import FlexlockError, LifecycleError, TrackingError
+from flexlock_prefect.exceptions import FlexlockError, LifecycleError
 from flexlock_prefect.lock import utc_now
-from flexlock_prefect.redact import Redactor, strip_url_credentials
 from flexlock_prefect.tracking.client import Tracking, bounded_retries, check_tracking_server
+from flexlock_prefect.tracking.errors import NOT_FOUND, meaning
 from flexlock_prefect.tracking.locking import Serializer, unserialized
 from flexlock_prefect.tracking.tags import APPROVED_AT, APPROVED_BY, HISTORY, LIFECYCLE
 
@@ -54,9 +52,8 @@ ALLOWED: dict[str | None, tuple[str, ...]] = {
 }
 logger = logging.getLogger(__name__)
 
-NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
-"""MLflow's error codes for a model, version, alias or run that does not exist."""
-_HTTP_ANSWER = re.compile(r"failed with error code (\d+) != \d+\. Response body: '([^']{0,200})")
+MODEL_PERMISSIONS = "setting tags and aliases needs EDIT on the model, deleting an alias MANAGE"
+"""What a denied registry request needs (MLflow's basic-auth app): the fix of its message."""
 
 
 @dataclass(frozen=True)
@@ -95,47 +92,21 @@ def connect(client: MlflowClient | None = None) -> Tracking:
 
 @contextmanager
 def mlflow_errors(tracking: Tracking, subject: str, missing: str | None = None) -> Iterator[None]:
-    """MLflow errors inside the block become what their error code means (see `meaning`); its
-    requests give up on a lost server within seconds (`bounded_retries`)."""
+    """MLflow errors inside the block become what they mean for `subject` (`'churn' version 3`),
+    a missing or refused one a LifecycleError; `missing` is the message for one that does not
+    exist (default: MLflow at <uri> has no <subject>). Its requests give up on a lost server
+    within seconds (`bounded_retries`)."""
     try:
         with bounded_retries():
             yield
     except (MlflowException, requests.RequestException) as exc:
-        raise meaning(tracking, exc, subject, missing) from None  # MLflow's text may hold the URI's credentials
+        raise _meaning(tracking, exc, subject, missing) from None  # MLflow's text may hold the URI's credentials
 
 
-def meaning(
+def _meaning(
     tracking: Tracking, exc: MlflowException | requests.RequestException, subject: str, missing: str | None = None
 ) -> FlexlockError:
-    """The error an MLflow error means, about `subject` (`'churn' version 3`); `missing` is the
-    message for one that does not exist (default: MLflow at <uri> has no <subject>)."""
-    where = f"MLflow at {strip_url_credentials(tracking.uri)}"
-    code = getattr(exc, "error_code", None)
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    detail = Redactor.from_settings().scrub(
-        text.removeprefix(f"{code}: ").replace(tracking.uri, strip_url_credentials(tracking.uri))
-    )
-    if answer := _HTTP_ANSWER.search(detail):  # a proxy's or auth app's non-JSON answer
-        detail = f"HTTP {answer[1]}: {answer[2]}"
-    if code in NOT_FOUND:
-        return LifecycleError(missing or f"{where} has no {subject}")
-    if code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST"):
-        return LifecycleError(f"{where} refused {subject} as invalid: {detail}")
-    if code in ("UNAUTHENTICATED", "CUSTOMER_UNAUTHORIZED"):
-        return TrackingError(
-            f"{where} did not accept the credentials for {subject}: set MLFLOW_TRACKING_USERNAME and "
-            "MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN"
-        )
-    if code == "PERMISSION_DENIED":
-        return TrackingError(
-            f"{where} denied this user access to {subject} ({detail}): setting tags and aliases needs EDIT "
-            "on the model, deleting an alias MANAGE"
-        )
-    if code in ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"):
-        return TrackingError(f"{where} is overloaded or unavailable ({code}) for {subject}: try again later")
-    if code == "ENDPOINT_NOT_FOUND":
-        return TrackingError(f"{where} has no such endpoint for {subject} (is it an MLflow server?): {detail}")
-    return TrackingError(f"{where} failed on {subject}: {detail}")
+    return meaning(tracking.uri, exc, subject, missing, refused=LifecycleError, needs=MODEL_PERMISSIONS)
 
 
 def check_move(model: str, version: str, to: str, client: MlflowClient | None = None) -> str | None:
@@ -266,7 +237,7 @@ def model_version(tracking: Tracking, model: str, version: str) -> ModelVersion:
         if getattr(exc, "error_code", None) in NOT_FOUND:
             _registered(tracking, model)  # says so if the model itself is missing
             raise LifecycleError(f"registered model {model!r} has no version {version}") from None
-        raise meaning(tracking, exc, f"{model!r} version {version!r}") from None
+        raise _meaning(tracking, exc, f"{model!r} version {version!r}") from None
 
 
 def _apply(tracking: Tracking, step: Move, approved: bool = False) -> Move:
