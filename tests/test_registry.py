@@ -6,11 +6,13 @@ import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from contextvars import copy_context
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from mlflow.utils import rest_utils
 
 from flexlock_prefect.concurrency import exclusive
 from flexlock_prefect.exceptions import LifecycleError, TrackingError
@@ -123,6 +125,53 @@ def test_concurrent_promotions_to_prod_end_with_one_holder(model: str, prefect_a
     in_prod = [v for v, tags in versions.items() if tags[LIFECYCLE] == "prod"]
     assert in_prod == [aliases["prod"]]
     assert sorted(tags[LIFECYCLE] for tags in versions.values()) == ["archived", "archived", "prod"]
+
+
+@pytest.fixture
+def requests_made(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every MLflow REST request from now on, as (method, endpoint after /mlflow/)."""
+    made: list[tuple[str, str]] = []
+    sent = rest_utils.http_request
+
+    def counted(host_creds, endpoint: str, method: str, *args, **kwargs):
+        made.append((method, endpoint.rsplit("/mlflow/", 1)[-1]))
+        return sent(host_creds, endpoint, method, *args, **kwargs)
+
+    monkeypatch.setattr(rest_utils, "http_request", counted)
+    return made
+
+
+WRITES = {"POST model-versions/set-tag", "POST registered-models/alias", "DELETE registered-models/alias"}
+
+
+@pytest.mark.parametrize("serialized", [False, True])
+@pytest.mark.parametrize(
+    ("version", "to", "at_most"),
+    [("1", "dev", 9), ("1", "staging", 15), ("1", "prod", 21)],  # each 13, 20, 31 when it read as it went
+)
+def test_a_move_reads_the_model_once(
+    model: str, requests_made: list, version: str, to: str, at_most: int, serialized: bool
+) -> None:
+    """A move reads the aliases and the versions once; it reads the aliases again after its writes
+    only when no lock serialises it. MLflow's client reads the model before each write of its own
+    (to refuse prompts), which flexlock cannot spare. Promoting to prod hands the prod alias on."""
+    for state in ("dev", "staging", "prod"):
+        move(model, "2", state, by="ana")  # prod has a holder to archive
+    for state in ("dev", "staging", "prod")[: ("dev", "staging", "prod").index(to)]:
+        move(model, version, state, by="ana", approved=True)
+    requests_made.clear()
+
+    serialize = (lambda name: nullcontext(True)) if serialized else None
+    move(model, version, to, by="bo", approved=to != "dev", serialize=serialize)
+
+    made = [f"{method} {endpoint}" for method, endpoint in requests_made]
+    writes = sum(request in WRITES for request in made)
+    assert made.count("GET model-versions/search") + made.count("GET model-versions/get") == 1
+    assert made.count("GET registered-models/get") <= writes + (1 if serialized else 2)
+    assert len(made) <= at_most - serialized
+    assert snapshot(model)[0] == {to: version, **({"archived": "2"} if to == "prod" else {"prod": "2"})}
+    if to == "prod":
+        assert made.count("DELETE registered-models/alias") == 1  # staging's; prod passed from 2 to 1
 
 
 def test_a_version_that_is_no_number_is_refused_as_invalid(model: str) -> None:

@@ -13,6 +13,9 @@ Moves of one model serialise on the lock the caller passes (a Prefect global con
 keyed by the model name, from `promote.py`); outside it, a compare-after-write check makes a
 losing concurrent move fail instead of leaving two versions claiming prod.
 
+A move reads the model once (its aliases, every version's tags) and keeps what it read up to
+date with its own writes; under the model's lock nobody else writes it.
+
 Every call first checks the registry's server with the fast health check of
 `tracking.client` (a server that is down is one TrackingError within seconds, not MLflow's
 minutes of retries), and MLflow's errors mean what `tracking/errors.py` says: here a missing
@@ -112,12 +115,11 @@ def _meaning(
 def check_move(model: str, version: str, to: str, client: MlflowClient | None = None) -> str | None:
     """The version's current state, if `to` is a legal next state; else a LifecycleError saying why."""
     _known_state(to)
-    return _check_move(connect(client), model, str(version), to)
+    tracking, version = connect(client), str(version)
+    return _legal(model, version, model_version(tracking, model, version).tags.get(LIFECYCLE), to)
 
 
-def _check_move(tracking: Tracking, model: str, version: str, to: str) -> str | None:
-    _known_state(to)
-    current = model_version(tracking, model, version).tags.get(LIFECYCLE)
+def _legal(model: str, version: str, current: str | None, to: str) -> str | None:
     if to not in ALLOWED[current]:
         allowed = ", ".join(ALLOWED[current]) or "nothing"
         raise LifecycleError(
@@ -125,6 +127,30 @@ def _check_move(tracking: Tracking, model: str, version: str, to: str) -> str | 
             "(the path is new → dev → staging → prod, and any state → archived)"
         )
     return current
+
+
+@dataclass
+class _Model:
+    """What a move read of one registered model, kept up to date with the move's own writes."""
+
+    name: str
+    aliases: dict[str, str]  # alias -> version
+    tags: dict[str, dict[str, str]]  # version -> its tags
+
+    def tags_of(self, tracking: Tracking, version: str) -> dict[str, str]:
+        """A version's tags, read once more only if the search did not list it (a LifecycleError
+        then says whether it is missing or no version at all)."""
+        if version not in self.tags:
+            self.tags[version] = dict(model_version(tracking, self.name, version).tags)
+        return self.tags[version]
+
+
+def _read(tracking: Tracking, model: str) -> _Model:
+    """The model's aliases and every version's tags: two requests (a LifecycleError if it is missing)."""
+    aliases = _aliases(tracking, model)
+    with mlflow_errors(tracking, f"the versions of registered model {model!r}"):
+        versions = tracking.client.search_model_versions(f"name='{_quoted(model)}'")
+    return _Model(model, aliases, {str(v.version): dict(v.tags) for v in versions})  # MLflow gives an int version here
 
 
 def move(
@@ -149,50 +175,42 @@ def move(
         >>> move("churn", "3", "staging", by="ana", comment="beats v2 on recall")  # doctest: +SKIP
         [Move(model='churn', version='3', from_state='dev', to_state='staging', ...)]
     """
+    _known_state(to)
     tracking = connect(client)
     version = str(version)
-    with (serialize or unserialized)(model):
-        if settled := _settle(tracking, model):
+    with (serialize or unserialized)(model) as serialized:
+        found = _read(tracking, model)
+        if settled := _settle(tracking, found):
             logger.warning("%s: finished a move that had died half way: %s", model, "; ".join(settled))
-        if _version_state(tracking, model, version) == to and _aliases(tracking, model).get(to) == version:
+        current = found.tags_of(tracking, version).get(LIFECYCLE)
+        if current == to and found.aliases.get(to) == version:
             return []  # already there: a retry of a move that died after its commit point
-        current = _check_move(tracking, model, version, to)
+        _legal(model, version, current, to)
         moves = []
-        if to == "prod" and (holder := _aliases(tracking, model).get("prod")) not in (None, version):
-            moves.append(
-                _apply(
-                    tracking,
-                    Move(
-                        model,
-                        holder,
-                        "prod",
-                        "archived",
-                        utc_now(),
-                        by,
-                        f"replaced in prod by version {version}",
-                        flow_run_id,
-                    ),
-                )
+        if to == "prod" and (holder := found.aliases.get("prod")) not in (None, version):
+            replaced = Move(
+                model, holder, "prod", "archived", utc_now(), by, f"replaced in prod by version {version}", flow_run_id
             )
-        moves.append(_apply(tracking, Move(model, version, current, to, utc_now(), by, comment, flow_run_id), approved))
-        if _aliases(tracking, model).get(to) != version:  # compare after write: a concurrent move won
+            moves.append(_apply(tracking, found, replaced, hands_on_alias=True))  # the next step takes prod
+        moves.append(
+            _apply(tracking, found, Move(model, version, current, to, utc_now(), by, comment, flow_run_id), approved)
+        )
+        # The one re-read: without a lock that serialises, another move may have taken the alias
+        # since this one set it. Under the lock no other move runs, and a hand edit is `audit`'s.
+        if not serialized and _aliases(tracking, model).get(to) != version:
             raise LifecycleError(f"{model}: a concurrent move took alias {to!r}; version {version} was not moved")
     return moves
 
 
 def history(model: str, client: MlflowClient | None = None) -> list[Move]:
     """Every move of every version of `model`, oldest first."""
-    tracking = connect(client)
-    _registered(tracking, model)
-    with mlflow_errors(tracking, f"the versions of registered model {model!r}"):
-        versions = tracking.client.search_model_versions(f"name='{_quoted(model)}'")
     moves = []
-    for version in versions:
-        for entry in json.loads(version.tags.get(HISTORY, "[]")):
+    for version, tags in _read(connect(client), model).tags.items():
+        for entry in json.loads(tags.get(HISTORY, "[]")):
             moves.append(
                 Move(
                     model,
-                    str(version.version),  # MLflow gives an int here, a str elsewhere
+                    version,
                     entry["from"],
                     entry["to"],
                     entry["at"],
@@ -240,65 +258,64 @@ def model_version(tracking: Tracking, model: str, version: str) -> ModelVersion:
         raise _meaning(tracking, exc, f"{model!r} version {version!r}") from None
 
 
-def _apply(tracking: Tracking, step: Move, approved: bool = False) -> Move:
+def _apply(tracking: Tracking, found: _Model, step: Move, approved: bool = False, hands_on_alias: bool = False) -> Move:
     """The history entry first: it is the commit point of a move. Then the lifecycle and approval
     tags and the aliases, which `_settle` can always redo from the history if this process dies
-    half way through."""
-    client = tracking.client
-    record = json.loads(model_version(tracking, step.model, step.version).tags.get(HISTORY, "[]"))
+    half way through. The alias of the state left goes too, unless the move `hands_on_alias` to
+    the version that enters that state next (prod is then never without a version)."""
+    client, tags = tracking.client, found.tags_of(tracking, step.version)
+    written = {HISTORY: json.dumps([*json.loads(tags.get(HISTORY, "[]")), step.to_entry()]), LIFECYCLE: step.to_state}
+    if approved:
+        written |= {APPROVED_BY: step.by, APPROVED_AT: step.at}
     with mlflow_errors(tracking, f"{step.model!r} version {step.version!r}"):
-        client.set_model_version_tag(step.model, step.version, HISTORY, json.dumps([*record, step.to_entry()]))
-        client.set_model_version_tag(step.model, step.version, LIFECYCLE, step.to_state)
-        if approved:
-            client.set_model_version_tag(step.model, step.version, APPROVED_BY, step.by)
-            client.set_model_version_tag(step.model, step.version, APPROVED_AT, step.at)
+        for key, value in written.items():  # the history entry first
+            client.set_model_version_tag(step.model, step.version, key, value)
+            tags[key] = value
         client.set_registered_model_alias(step.model, step.to_state, step.version)
-    if step.from_state and _aliases(tracking, step.model).get(step.from_state) == step.version:
+    found.aliases[step.to_state] = step.version
+    if step.from_state and not hands_on_alias and found.aliases.get(step.from_state) == step.version:
         with mlflow_errors(tracking, f"alias {step.from_state!r} of {step.model!r}"):
             client.delete_registered_model_alias(step.model, step.from_state)
+        del found.aliases[step.from_state]
     return step
 
 
-def _settle(tracking: Tracking, model: str) -> list[str]:
+def _settle(tracking: Tracking, found: _Model) -> list[str]:
     """Finish any move that died after its history entry: each version's lifecycle tag becomes
     the state its history last entered, and each state's alias names the version that entered
     that state last. Returns what it changed (nothing when every move completed).
 
     An alias on a version that no move ever touched is left alone: it was set by hand.
     """
-    client = tracking.client
-    with mlflow_errors(tracking, f"the versions of registered model {model!r}"):
-        versions = client.search_model_versions(f"name='{_quoted(model)}'")
+    client, model = tracking.client, found.name
     entered: dict[str, tuple[str, str]] = {}  # state -> (when, version) of its newest arrival
     states: dict[str, str] = {}
     changes = []
-    for found in versions:
-        version, record = str(found.version), json.loads(found.tags.get(HISTORY, "[]"))
+    for version, tags in found.tags.items():
+        record = json.loads(tags.get(HISTORY, "[]"))
         if not record:
             continue
         last = record[-1]
         states[version] = last["to"]
         entered[last["to"]] = max(entered.get(last["to"], ("", "")), (last["at"], version))
-        if found.tags.get(LIFECYCLE) != last["to"]:
+        if tags.get(LIFECYCLE) != last["to"]:
             with mlflow_errors(tracking, f"{model!r} version {version!r}"):
                 client.set_model_version_tag(model, version, LIFECYCLE, last["to"])
+            tags[LIFECYCLE] = last["to"]
             changes.append(f"version {version}: {LIFECYCLE}={last['to']}")
-    for alias, holder in _aliases(tracking, model).items():
+    for alias, holder in list(found.aliases.items()):
         if alias in STATES and holder in states and entered.get(alias, ("", ""))[1] != holder:
             with mlflow_errors(tracking, f"alias {alias!r} of {model!r}"):
                 client.delete_registered_model_alias(model, alias)
+            del found.aliases[alias]
             changes.append(f"alias {alias} removed from version {holder}")
-    held = _aliases(tracking, model)
     for state, (_, version) in entered.items():
-        if held.get(state) != version:
+        if found.aliases.get(state) != version:
             with mlflow_errors(tracking, f"alias {state!r} of {model!r}"):
                 client.set_registered_model_alias(model, state, version)
+            found.aliases[state] = version
             changes.append(f"alias {state} set on version {version}")
     return changes
-
-
-def _version_state(tracking: Tracking, model: str, version: str) -> str | None:
-    return model_version(tracking, model, version).tags.get(LIFECYCLE)
 
 
 def _known_state(name: str) -> None:
