@@ -250,7 +250,8 @@ def _aliases(tracking: Tracking, model: str) -> dict[str, str]:
 def model_version(tracking: Tracking, model: str, version: str) -> ModelVersion:
     """One version of a registered model; a LifecycleError says whether the model or the version is missing."""
     try:
-        return tracking.client.get_model_version(model, str(version))
+        with bounded_retries():
+            return tracking.client.get_model_version(model, str(version))
     except (MlflowException, requests.RequestException) as exc:
         if getattr(exc, "error_code", None) in NOT_FOUND:
             _registered(tracking, model)  # says so if the model itself is missing
