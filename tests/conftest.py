@@ -1,5 +1,6 @@
 """Shared fixtures: an isolated stat cache per test, and real servers on loopback: an S3 endpoint
-(moto in server mode) and a Prefect server (`prefect server start`, SQLite).
+(moto in server mode), a Prefect server (`prefect server start`, SQLite), an MLflow server and
+one behind MLflow's basic-auth app.
 
 The Prefect API is opt-in per test: the server runs for the whole session, but only a test that
 requests `prefect_api` (directly or through another fixture) sees it; every other test runs with
@@ -129,3 +130,51 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str) ->
         patch.setenv("MLFLOW_TRACKING_URI", url)
         yield url
     server.stop()
+
+
+AUTH_CONFIG = """[mlflow]
+default_permission = READ
+database_uri = sqlite:///{home}/auth.db
+admin_username = admin
+admin_password = {password}
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+"""
+
+
+@pytest.fixture(scope="session")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """MLflow's basic-auth app on loopback with a model and an experiment `churn` (version 1, one
+    run) that the user `reader` may only read (the default permission); yields the URL and the
+    reader's password. Log in as someone with `tests.helpers.servers.as_user`."""
+    import requests
+    from mlflow import MlflowClient
+
+    from tests.helpers.servers import start_mlflow_server
+
+    home = tmp_path_factory.mktemp("mlflow-auth")
+    admin, reader = uuid.uuid4().hex, uuid.uuid4().hex
+    (home / "auth.ini").write_text(AUTH_CONFIG.format(home=home, password=admin))
+    server, url = start_mlflow_server(
+        home,
+        artifacts_destination=(home / "artifacts").as_uri(),
+        app_name="basic-auth",
+        env={"MLFLOW_AUTH_CONFIG_PATH": str(home / "auth.ini"), "MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex},
+    )
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+            patch.setenv("MLFLOW_TRACKING_PASSWORD", admin)
+            created = requests.post(
+                f"{url}/api/2.0/mlflow/users/create",
+                json={"username": "reader", "password": reader},
+                auth=("admin", admin),
+                timeout=30,
+            )
+            created.raise_for_status()
+            client = MlflowClient(url)
+            client.create_registered_model("churn")
+            run = client.create_run(client.create_experiment("churn"))
+            client.create_model_version("churn", source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+        yield url, reader
+    finally:
+        server.stop()

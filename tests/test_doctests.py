@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from flexlock_prefect import rules
-from flexlock_prefect.tracking import outcomes, supersede
+from flexlock_prefect.tracking import errors, outcomes, supersede
 
 
 def test_the_mlflowlink_example_logs_a_superseding_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -31,6 +31,14 @@ def test_the_failure_reason_example_holds() -> None:
     runner = doctest.DocTestRunner()
     reason = outcomes.failure_reason
     for test in finder.find(reason, "failure_reason", globs={"failure_reason": reason}):
+        runner.run(test)
+    results = runner.summarize(verbose=False)
+    assert results.attempted > 0 and results.failed == 0
+
+
+def test_the_error_meaning_example_holds() -> None:
+    finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner()
+    for test in finder.find(errors.meaning, "meaning", globs={"meaning": errors.meaning}):
         runner.run(test)
     results = runner.summarize(verbose=False)
     assert results.attempted > 0 and results.failed == 0

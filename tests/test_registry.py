@@ -5,19 +5,19 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from contextvars import copy_context
 from pathlib import Path
 
 import pytest
-import requests
 from mlflow import MlflowClient
+from mlflow.utils import rest_utils
 
 from flexlock_prefect.concurrency import exclusive
 from flexlock_prefect.exceptions import LifecycleError, TrackingError
 from flexlock_prefect.registry import APPROVED_BY, HISTORY, LIFECYCLE, alias_holder, check_move, history, move, resolve
-from tests.helpers.servers import start_mlflow_server
+from tests.helpers.servers import as_user, start_mlflow_server
 
 pytestmark = pytest.mark.integration
 
@@ -127,6 +127,53 @@ def test_concurrent_promotions_to_prod_end_with_one_holder(model: str, prefect_a
     assert sorted(tags[LIFECYCLE] for tags in versions.values()) == ["archived", "archived", "prod"]
 
 
+@pytest.fixture
+def requests_made(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every MLflow REST request from now on, as (method, endpoint after /mlflow/)."""
+    made: list[tuple[str, str]] = []
+    sent = rest_utils.http_request
+
+    def counted(host_creds, endpoint: str, method: str, *args, **kwargs):
+        made.append((method, endpoint.rsplit("/mlflow/", 1)[-1]))
+        return sent(host_creds, endpoint, method, *args, **kwargs)
+
+    monkeypatch.setattr(rest_utils, "http_request", counted)
+    return made
+
+
+WRITES = {"POST model-versions/set-tag", "POST registered-models/alias", "DELETE registered-models/alias"}
+
+
+@pytest.mark.parametrize("serialized", [False, True])
+@pytest.mark.parametrize(
+    ("version", "to", "at_most"),
+    [("1", "dev", 9), ("1", "staging", 15), ("1", "prod", 21)],  # each 13, 20, 31 when it read as it went
+)
+def test_a_move_reads_the_model_once(
+    model: str, requests_made: list, version: str, to: str, at_most: int, serialized: bool
+) -> None:
+    """A move reads the aliases and the versions once; it reads the aliases again after its writes
+    only when no lock serialises it. MLflow's client reads the model before each write of its own
+    (to refuse prompts), which flexlock cannot spare. Promoting to prod hands the prod alias on."""
+    for state in ("dev", "staging", "prod"):
+        move(model, "2", state, by="ana")  # prod has a holder to archive
+    for state in ("dev", "staging", "prod")[: ("dev", "staging", "prod").index(to)]:
+        move(model, version, state, by="ana", approved=True)
+    requests_made.clear()
+
+    serialize = (lambda name: nullcontext(True)) if serialized else None
+    move(model, version, to, by="bo", approved=to != "dev", serialize=serialize)
+
+    made = [f"{method} {endpoint}" for method, endpoint in requests_made]
+    writes = sum(request in WRITES for request in made)
+    assert made.count("GET model-versions/search") + made.count("GET model-versions/get") == 1
+    assert made.count("GET registered-models/get") <= writes + (1 if serialized else 2)
+    assert len(made) <= at_most - serialized
+    assert snapshot(model)[0] == {to: version, **({"archived": "2"} if to == "prod" else {"prod": "2"})}
+    if to == "prod":
+        assert made.count("DELETE registered-models/alias") == 1  # staging's; prod passed from 2 to 1
+
+
 def test_a_version_that_is_no_number_is_refused_as_invalid(model: str) -> None:
     before = snapshot(model)
     with pytest.raises(LifecycleError, match=f"refused '{model}' version 'v1' as invalid: .*must be an integer"):
@@ -164,54 +211,6 @@ def test_registry_calls_to_a_server_stopped_since_say_it_is_unreachable_within_s
         with pytest.raises(TrackingError, match=f"^MLflow tracking server {url} is unreachable after 3 attempts"):
             run()
         assert time.monotonic() - started < 10, call  # not MLflow's minutes of retries
-
-
-AUTH_CONFIG = """[mlflow]
-default_permission = READ
-database_uri = sqlite:///{home}/auth.db
-admin_username = admin
-admin_password = {password}
-authorization_function = mlflow.server.auth:authenticate_request_basic_auth
-"""
-
-
-@pytest.fixture(scope="module")
-def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """MLflow's basic-auth app on loopback with a model `churn` (version 1) that the user `reader`
-    may only read (the default permission); yields the URL and the reader's password."""
-    home = tmp_path_factory.mktemp("mlflow-auth")
-    admin, reader = uuid.uuid4().hex, uuid.uuid4().hex
-    (home / "auth.ini").write_text(AUTH_CONFIG.format(home=home, password=admin))
-    server, url = start_mlflow_server(
-        home,
-        artifacts_destination=(home / "artifacts").as_uri(),
-        app_name="basic-auth",
-        env={"MLFLOW_AUTH_CONFIG_PATH": str(home / "auth.ini"), "MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex},
-    )
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
-            patch.setenv("MLFLOW_TRACKING_PASSWORD", admin)
-            created = requests.post(
-                f"{url}/api/2.0/mlflow/users/create",
-                json={"username": "reader", "password": reader},
-                auth=("admin", admin),
-                timeout=30,
-            )
-            created.raise_for_status()
-            client = MlflowClient(url)
-            client.create_registered_model("churn")
-            run = client.create_run(client.create_experiment("churn"))
-            client.create_model_version("churn", source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
-        yield url, reader
-    finally:
-        server.stop()
-
-
-def as_user(monkeypatch: pytest.MonkeyPatch, url: str, user: str, password: str) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
 
 
 def test_a_move_without_the_permission_says_so_and_changes_nothing(

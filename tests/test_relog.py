@@ -11,11 +11,12 @@ from mlflow import MlflowClient
 
 from flexlock_prefect import reconcile, relog
 from flexlock_prefect.concurrency import run_lock
-from flexlock_prefect.exceptions import RunLockError
+from flexlock_prefect.exceptions import RunLockError, TrackingError
 from flexlock_prefect.lock import logical_run_key
 from flexlock_prefect.tracking.outcomes import failure_reason
 from flexlock_prefect.tracking.tags import ACTIVE, LOGICAL_RUN_ID, LOGICAL_RUN_KEY, STATUS
 from tests.helpers.runs import cli, make_save_dir
+from tests.helpers.servers import as_user
 
 CORRUPT = "flexlock: 1\nconfig: ["
 
@@ -150,6 +151,29 @@ def test_the_cli_prints_every_save_dirs_outcome_and_exits_1_without_a_traceback(
     assert "3 save_dirs: 2 relogged, 1 failed" in result.stdout
     assert f"error: 1 of 3 save_dirs failed to relog: {bad};" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.integration
+def test_a_relog_or_reconcile_the_server_refuses_says_which_permission_or_credentials_it_needs(
+    auth_server: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind MLflow's basic-auth app, as a user who may only read the experiment `churn`."""
+    url, password = auth_server
+    save_dir = make_save_dir(tmp_path / "runs", "a")
+    as_user(monkeypatch, url, "reader", password)
+
+    [denied] = relog([save_dir], experiment="churn")
+
+    assert denied.outcome == "failed"
+    assert denied.reason == (
+        f"MLflow at {url} denied this user access (HTTP 403: Permission denied): creating, logging to and "
+        "tagging runs needs EDIT on their experiment"
+    )
+    as_user(monkeypatch, url, "reader", "not-the-password")
+    [refused] = relog([save_dir], experiment="churn")
+    assert refused.reason.startswith(f"MLflow at {url} did not accept the credentials: set MLFLOW_TRACKING_USERNAME")
+    with pytest.raises(TrackingError, match=f"^MLflow at {url} did not accept the credentials: "):
+        reconcile()
 
 
 def test_the_cli_exits_2_in_one_line_when_the_tracking_server_is_unreachable(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ is passed in (`serialize=`, see `locking.py`), and the Prefect side passes its g
 concurrency limits. The modules:
 
 - `tags`: every contract tag name (DESIGN.md §5, §6);
-- `client`: the checked client (health check, error mapping without credentials), batching;
+- `client`: the checked client (health check, bounded retries), batching;
+- `errors`: what an MLflow error means, for runs and the registry, without credentials;
 - `record`: a run.lock as params, tags, dataset inputs and the run.lock artifact;
 - `supersede`: one relog as a new run that supersedes the active one, `mlflowlink`, chain repair;
 - `relog`: relogging many save_dirs, skipping unchanged ones, and `reconcile`;

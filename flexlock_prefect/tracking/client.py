@@ -2,8 +2,9 @@
 
 `connect()` probes an HTTP server before the first request (MLflow's own client retries for
 minutes before it gives up) and gives a `Tracking` whose `errors()` turns MLflow and HTTP errors
-into a `TrackingError` with the URI's credentials stripped. The helpers here batch requests to
-MLflow's limits and cache experiment ids, since over HTTP every request costs tens of ms.
+into a `TrackingError` that says what they mean (`tracking/errors.py`), the URI's credentials
+stripped. The helpers here batch requests to MLflow's limits and cache experiment ids, since
+over HTTP every request costs tens of ms.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from mlflow.entities import Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 
 from flexlock_prefect.exceptions import TrackingError
-from flexlock_prefect.redact import Redactor, strip_url_credentials
+from flexlock_prefect.redact import strip_url_credentials
 from flexlock_prefect.settings import get_settings
+from flexlock_prefect.tracking.errors import meaning
 from flexlock_prefect.tracking.tags import CLASSIC_RUNS_VIEW, MLFLOW_EXPERIMENT_KIND
 
 BATCH_LIMIT = 100
@@ -47,9 +49,7 @@ class Tracking:
             with bounded_retries():
                 yield
         except (MlflowException, requests.RequestException) as exc:
-            text = str(exc).strip()
-            message = Redactor.from_settings().scrub(text.splitlines()[0] if text else "")
-            raise TrackingError(f"MLflow at {strip_url_credentials(self.uri)} failed: {message}") from None
+            raise meaning(self.uri, exc) from None  # MLflow's text may hold the URI's credentials
 
 
 def connect() -> Tracking:

@@ -13,19 +13,20 @@ Moves of one model serialise on the lock the caller passes (a Prefect global con
 keyed by the model name, from `promote.py`); outside it, a compare-after-write check makes a
 losing concurrent move fail instead of leaving two versions claiming prod.
 
+A move reads the model once (its aliases, every version's tags) and keeps what it read up to
+date with its own writes; under the model's lock nobody else writes it.
+
 Every call first checks the registry's server with the fast health check of
 `tracking.client` (a server that is down is one TrackingError within seconds, not MLflow's
-minutes of retries), and MLflow's errors are told by their error code: a missing model or
-version (`RESOURCE_DOES_NOT_EXIST`) or a refused value is a LifecycleError; missing
-credentials or permissions, an overloaded or unreachable server are a TrackingError; anything
-else keeps MLflow's message, credentials stripped.
+minutes of retries), and MLflow's errors mean what `tracking/errors.py` says: here a missing
+model or version or a refused value is a LifecycleError; missing credentials or permissions,
+an overloaded or unreachable server are a TrackingError.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -37,10 +38,10 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from flexlock_prefect.exceptions import FlexlockError, LifecycleError, TrackingError
+from flexlock_prefect.exceptions import FlexlockError, LifecycleError
 from flexlock_prefect.lock import utc_now
-from flexlock_prefect.redact import Redactor, strip_url_credentials
 from flexlock_prefect.tracking.client import Tracking, bounded_retries, check_tracking_server
+from flexlock_prefect.tracking.errors import NOT_FOUND, meaning
 from flexlock_prefect.tracking.locking import Serializer, unserialized
 from flexlock_prefect.tracking.tags import APPROVED_AT, APPROVED_BY, HISTORY, LIFECYCLE
 
@@ -54,9 +55,8 @@ ALLOWED: dict[str | None, tuple[str, ...]] = {
 }
 logger = logging.getLogger(__name__)
 
-NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
-"""MLflow's error codes for a model, version, alias or run that does not exist."""
-_HTTP_ANSWER = re.compile(r"failed with error code (\d+) != \d+\. Response body: '([^']{0,200})")
+MODEL_PERMISSIONS = "setting tags and aliases needs EDIT on the model, deleting an alias MANAGE"
+"""What a denied registry request needs (MLflow's basic-auth app): the fix of its message."""
 
 
 @dataclass(frozen=True)
@@ -95,58 +95,31 @@ def connect(client: MlflowClient | None = None) -> Tracking:
 
 @contextmanager
 def mlflow_errors(tracking: Tracking, subject: str, missing: str | None = None) -> Iterator[None]:
-    """MLflow errors inside the block become what their error code means (see `meaning`); its
-    requests give up on a lost server within seconds (`bounded_retries`)."""
+    """MLflow errors inside the block become what they mean for `subject` (`'churn' version 3`),
+    a missing or refused one a LifecycleError; `missing` is the message for one that does not
+    exist (default: MLflow at <uri> has no <subject>). Its requests give up on a lost server
+    within seconds (`bounded_retries`)."""
     try:
         with bounded_retries():
             yield
     except (MlflowException, requests.RequestException) as exc:
-        raise meaning(tracking, exc, subject, missing) from None  # MLflow's text may hold the URI's credentials
+        raise _meaning(tracking, exc, subject, missing) from None  # MLflow's text may hold the URI's credentials
 
 
-def meaning(
+def _meaning(
     tracking: Tracking, exc: MlflowException | requests.RequestException, subject: str, missing: str | None = None
 ) -> FlexlockError:
-    """The error an MLflow error means, about `subject` (`'churn' version 3`); `missing` is the
-    message for one that does not exist (default: MLflow at <uri> has no <subject>)."""
-    where = f"MLflow at {strip_url_credentials(tracking.uri)}"
-    code = getattr(exc, "error_code", None)
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    detail = Redactor.from_settings().scrub(
-        text.removeprefix(f"{code}: ").replace(tracking.uri, strip_url_credentials(tracking.uri))
-    )
-    if answer := _HTTP_ANSWER.search(detail):  # a proxy's or auth app's non-JSON answer
-        detail = f"HTTP {answer[1]}: {answer[2]}"
-    if code in NOT_FOUND:
-        return LifecycleError(missing or f"{where} has no {subject}")
-    if code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST"):
-        return LifecycleError(f"{where} refused {subject} as invalid: {detail}")
-    if code in ("UNAUTHENTICATED", "CUSTOMER_UNAUTHORIZED"):
-        return TrackingError(
-            f"{where} did not accept the credentials for {subject}: set MLFLOW_TRACKING_USERNAME and "
-            "MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN"
-        )
-    if code == "PERMISSION_DENIED":
-        return TrackingError(
-            f"{where} denied this user access to {subject} ({detail}): setting tags and aliases needs EDIT "
-            "on the model, deleting an alias MANAGE"
-        )
-    if code in ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"):
-        return TrackingError(f"{where} is overloaded or unavailable ({code}) for {subject}: try again later")
-    if code == "ENDPOINT_NOT_FOUND":
-        return TrackingError(f"{where} has no such endpoint for {subject} (is it an MLflow server?): {detail}")
-    return TrackingError(f"{where} failed on {subject}: {detail}")
+    return meaning(tracking.uri, exc, subject, missing, refused=LifecycleError, needs=MODEL_PERMISSIONS)
 
 
 def check_move(model: str, version: str, to: str, client: MlflowClient | None = None) -> str | None:
     """The version's current state, if `to` is a legal next state; else a LifecycleError saying why."""
     _known_state(to)
-    return _check_move(connect(client), model, str(version), to)
+    tracking, version = connect(client), str(version)
+    return _legal(model, version, model_version(tracking, model, version).tags.get(LIFECYCLE), to)
 
 
-def _check_move(tracking: Tracking, model: str, version: str, to: str) -> str | None:
-    _known_state(to)
-    current = model_version(tracking, model, version).tags.get(LIFECYCLE)
+def _legal(model: str, version: str, current: str | None, to: str) -> str | None:
     if to not in ALLOWED[current]:
         allowed = ", ".join(ALLOWED[current]) or "nothing"
         raise LifecycleError(
@@ -154,6 +127,30 @@ def _check_move(tracking: Tracking, model: str, version: str, to: str) -> str | 
             "(the path is new → dev → staging → prod, and any state → archived)"
         )
     return current
+
+
+@dataclass
+class _Model:
+    """What a move read of one registered model, kept up to date with the move's own writes."""
+
+    name: str
+    aliases: dict[str, str]  # alias -> version
+    tags: dict[str, dict[str, str]]  # version -> its tags
+
+    def tags_of(self, tracking: Tracking, version: str) -> dict[str, str]:
+        """A version's tags, read once more only if the search did not list it (a LifecycleError
+        then says whether it is missing or no version at all)."""
+        if version not in self.tags:
+            self.tags[version] = dict(model_version(tracking, self.name, version).tags)
+        return self.tags[version]
+
+
+def _read(tracking: Tracking, model: str) -> _Model:
+    """The model's aliases and every version's tags: two requests (a LifecycleError if it is missing)."""
+    aliases = _aliases(tracking, model)
+    with mlflow_errors(tracking, f"the versions of registered model {model!r}"):
+        versions = tracking.client.search_model_versions(f"name='{_quoted(model)}'")
+    return _Model(model, aliases, {str(v.version): dict(v.tags) for v in versions})  # MLflow gives an int version here
 
 
 def move(
@@ -178,50 +175,42 @@ def move(
         >>> move("churn", "3", "staging", by="ana", comment="beats v2 on recall")  # doctest: +SKIP
         [Move(model='churn', version='3', from_state='dev', to_state='staging', ...)]
     """
+    _known_state(to)
     tracking = connect(client)
     version = str(version)
-    with (serialize or unserialized)(model):
-        if settled := _settle(tracking, model):
+    with (serialize or unserialized)(model) as serialized:
+        found = _read(tracking, model)
+        if settled := _settle(tracking, found):
             logger.warning("%s: finished a move that had died half way: %s", model, "; ".join(settled))
-        if _version_state(tracking, model, version) == to and _aliases(tracking, model).get(to) == version:
+        current = found.tags_of(tracking, version).get(LIFECYCLE)
+        if current == to and found.aliases.get(to) == version:
             return []  # already there: a retry of a move that died after its commit point
-        current = _check_move(tracking, model, version, to)
+        _legal(model, version, current, to)
         moves = []
-        if to == "prod" and (holder := _aliases(tracking, model).get("prod")) not in (None, version):
-            moves.append(
-                _apply(
-                    tracking,
-                    Move(
-                        model,
-                        holder,
-                        "prod",
-                        "archived",
-                        utc_now(),
-                        by,
-                        f"replaced in prod by version {version}",
-                        flow_run_id,
-                    ),
-                )
+        if to == "prod" and (holder := found.aliases.get("prod")) not in (None, version):
+            replaced = Move(
+                model, holder, "prod", "archived", utc_now(), by, f"replaced in prod by version {version}", flow_run_id
             )
-        moves.append(_apply(tracking, Move(model, version, current, to, utc_now(), by, comment, flow_run_id), approved))
-        if _aliases(tracking, model).get(to) != version:  # compare after write: a concurrent move won
+            moves.append(_apply(tracking, found, replaced, hands_on_alias=True))  # the next step takes prod
+        moves.append(
+            _apply(tracking, found, Move(model, version, current, to, utc_now(), by, comment, flow_run_id), approved)
+        )
+        # The one re-read: without a lock that serialises, another move may have taken the alias
+        # since this one set it. Under the lock no other move runs, and a hand edit is `audit`'s.
+        if not serialized and _aliases(tracking, model).get(to) != version:
             raise LifecycleError(f"{model}: a concurrent move took alias {to!r}; version {version} was not moved")
     return moves
 
 
 def history(model: str, client: MlflowClient | None = None) -> list[Move]:
     """Every move of every version of `model`, oldest first."""
-    tracking = connect(client)
-    _registered(tracking, model)
-    with mlflow_errors(tracking, f"the versions of registered model {model!r}"):
-        versions = tracking.client.search_model_versions(f"name='{_quoted(model)}'")
     moves = []
-    for version in versions:
-        for entry in json.loads(version.tags.get(HISTORY, "[]")):
+    for version, tags in _read(connect(client), model).tags.items():
+        for entry in json.loads(tags.get(HISTORY, "[]")):
             moves.append(
                 Move(
                     model,
-                    str(version.version),  # MLflow gives an int here, a str elsewhere
+                    version,
                     entry["from"],
                     entry["to"],
                     entry["at"],
@@ -261,73 +250,73 @@ def _aliases(tracking: Tracking, model: str) -> dict[str, str]:
 def model_version(tracking: Tracking, model: str, version: str) -> ModelVersion:
     """One version of a registered model; a LifecycleError says whether the model or the version is missing."""
     try:
-        return tracking.client.get_model_version(model, str(version))
+        with bounded_retries():
+            return tracking.client.get_model_version(model, str(version))
     except (MlflowException, requests.RequestException) as exc:
         if getattr(exc, "error_code", None) in NOT_FOUND:
             _registered(tracking, model)  # says so if the model itself is missing
             raise LifecycleError(f"registered model {model!r} has no version {version}") from None
-        raise meaning(tracking, exc, f"{model!r} version {version!r}") from None
+        raise _meaning(tracking, exc, f"{model!r} version {version!r}") from None
 
 
-def _apply(tracking: Tracking, step: Move, approved: bool = False) -> Move:
+def _apply(tracking: Tracking, found: _Model, step: Move, approved: bool = False, hands_on_alias: bool = False) -> Move:
     """The history entry first: it is the commit point of a move. Then the lifecycle and approval
     tags and the aliases, which `_settle` can always redo from the history if this process dies
-    half way through."""
-    client = tracking.client
-    record = json.loads(model_version(tracking, step.model, step.version).tags.get(HISTORY, "[]"))
+    half way through. The alias of the state left goes too, unless the move `hands_on_alias` to
+    the version that enters that state next (prod is then never without a version)."""
+    client, tags = tracking.client, found.tags_of(tracking, step.version)
+    written = {HISTORY: json.dumps([*json.loads(tags.get(HISTORY, "[]")), step.to_entry()]), LIFECYCLE: step.to_state}
+    if approved:
+        written |= {APPROVED_BY: step.by, APPROVED_AT: step.at}
     with mlflow_errors(tracking, f"{step.model!r} version {step.version!r}"):
-        client.set_model_version_tag(step.model, step.version, HISTORY, json.dumps([*record, step.to_entry()]))
-        client.set_model_version_tag(step.model, step.version, LIFECYCLE, step.to_state)
-        if approved:
-            client.set_model_version_tag(step.model, step.version, APPROVED_BY, step.by)
-            client.set_model_version_tag(step.model, step.version, APPROVED_AT, step.at)
+        for key, value in written.items():  # the history entry first
+            client.set_model_version_tag(step.model, step.version, key, value)
+            tags[key] = value
         client.set_registered_model_alias(step.model, step.to_state, step.version)
-    if step.from_state and _aliases(tracking, step.model).get(step.from_state) == step.version:
+    found.aliases[step.to_state] = step.version
+    if step.from_state and not hands_on_alias and found.aliases.get(step.from_state) == step.version:
         with mlflow_errors(tracking, f"alias {step.from_state!r} of {step.model!r}"):
             client.delete_registered_model_alias(step.model, step.from_state)
+        del found.aliases[step.from_state]
     return step
 
 
-def _settle(tracking: Tracking, model: str) -> list[str]:
+def _settle(tracking: Tracking, found: _Model) -> list[str]:
     """Finish any move that died after its history entry: each version's lifecycle tag becomes
     the state its history last entered, and each state's alias names the version that entered
     that state last. Returns what it changed (nothing when every move completed).
 
     An alias on a version that no move ever touched is left alone: it was set by hand.
     """
-    client = tracking.client
-    with mlflow_errors(tracking, f"the versions of registered model {model!r}"):
-        versions = client.search_model_versions(f"name='{_quoted(model)}'")
+    client, model = tracking.client, found.name
     entered: dict[str, tuple[str, str]] = {}  # state -> (when, version) of its newest arrival
     states: dict[str, str] = {}
     changes = []
-    for found in versions:
-        version, record = str(found.version), json.loads(found.tags.get(HISTORY, "[]"))
+    for version, tags in found.tags.items():
+        record = json.loads(tags.get(HISTORY, "[]"))
         if not record:
             continue
         last = record[-1]
         states[version] = last["to"]
         entered[last["to"]] = max(entered.get(last["to"], ("", "")), (last["at"], version))
-        if found.tags.get(LIFECYCLE) != last["to"]:
+        if tags.get(LIFECYCLE) != last["to"]:
             with mlflow_errors(tracking, f"{model!r} version {version!r}"):
                 client.set_model_version_tag(model, version, LIFECYCLE, last["to"])
+            tags[LIFECYCLE] = last["to"]
             changes.append(f"version {version}: {LIFECYCLE}={last['to']}")
-    for alias, holder in _aliases(tracking, model).items():
+    for alias, holder in list(found.aliases.items()):
         if alias in STATES and holder in states and entered.get(alias, ("", ""))[1] != holder:
             with mlflow_errors(tracking, f"alias {alias!r} of {model!r}"):
                 client.delete_registered_model_alias(model, alias)
+            del found.aliases[alias]
             changes.append(f"alias {alias} removed from version {holder}")
-    held = _aliases(tracking, model)
     for state, (_, version) in entered.items():
-        if held.get(state) != version:
+        if found.aliases.get(state) != version:
             with mlflow_errors(tracking, f"alias {state!r} of {model!r}"):
                 client.set_registered_model_alias(model, state, version)
+            found.aliases[state] = version
             changes.append(f"alias {state} set on version {version}")
     return changes
-
-
-def _version_state(tracking: Tracking, model: str, version: str) -> str | None:
-    return model_version(tracking, model, version).tags.get(LIFECYCLE)
 
 
 def _known_state(name: str) -> None:

@@ -9,10 +9,15 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flexlock_prefect.local import ServerProcess, free_port, start_prefect_server
 
+if TYPE_CHECKING:
+    import pytest
+
 __all__ = [
+    "as_user",
     "free_port",
     "prefect_client_pointed_at",
     "prefect_server",
@@ -133,3 +138,10 @@ def start_mlflow_server(
         timeout_s=timeout_s,
     )
     return server, url
+
+
+def as_user(monkeypatch: pytest.MonkeyPatch, url: str, user: str, password: str) -> None:
+    """MLflow clients made after this call talk to `url` as `user` (for the rest of the test)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
