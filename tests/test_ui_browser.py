@@ -1,0 +1,185 @@
+"""What a person sees (issue 14): the demo's Prefect and MLflow UIs in a headless Chromium.
+
+The demo runs once for the module, as `flexlock-prefect demo --keep` runs it (a Prefect server with its
+UI on a free loopback port, the served example pipeline, one main run and the diag run its event
+triggers, logging to a local SQLite MLflow store), then `mlflow server` opens that store (what the
+demo's `mlflow ui --backend-store-uri …` line does) and one forced relog deprecates the diag's run.
+Screenshots (1600x1000) go to a directory the module prints.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+import pytest
+
+from tests.helpers.browser import Page, chromium, chromium_executable
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        chromium_executable() is None, reason="no chromium on PATH: `apt-get install chromium` (.ci/run installs it)"
+    ),
+]
+
+ACTIVE_FILTER = "tags.`flexlock.status` = 'active'"
+
+
+@dataclass(frozen=True)
+class Demo:
+    prefect_ui: str  # what the demo prints as "Prefect UI"
+    save_dir: str
+    main_run: FlowRun
+    diag_run: FlowRun
+    mlflow_ui: str
+    experiment_id: str
+    active_run_ids: set[str]
+    deprecated_run_ids: set[str]
+    shots: Path
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    from mlflow import MlflowClient
+
+    from flexlock_prefect import RunLock, local, relog
+    from flexlock_prefect.demo import DEMO_EXPERIMENT, DIAG_DEPLOYMENT, run_demo
+    from tests.helpers.prefect_api import flow_run, wait_for_flow_runs
+    from tests.helpers.servers import prefect_client_pointed_at, start_mlflow_server
+
+    root = tmp_path_factory.mktemp("ui") / "flexlock-demo"
+    store = f"sqlite:///{root}/mlflow.db"
+    with ExitStack() as stack:
+        prefect, api_url = local.start_prefect_server(root / "prefect", ui=True)  # as the demo starts it
+        stack.callback(prefect.stop)
+        patch = stack.enter_context(pytest.MonkeyPatch.context())
+        patch.setenv("PREFECT_API_URL", api_url)
+        patch.setenv("MLFLOW_TRACKING_URI", store)
+        stack.enter_context(prefect_client_pointed_at(api_url))
+        # Like `demo --keep`, the served deployments outlive the demo (here: until the module ends).
+        # Stopped at once, Prefect 3.9's runner may cancel the diag run it has just completed.
+        serve = local.served_deployments
+        patch.setattr(local, "served_deployments", lambda *a, **kw: nullcontext(stack.enter_context(serve(*a, **kw))))
+        result = run_demo(root)
+
+        mlflow, mlflow_url = start_mlflow_server(
+            root / "mlflow-ui", artifacts_destination=(root / "mlflow-artifacts").as_uri(), backend_store_uri=store
+        )
+        stack.callback(mlflow.stop)
+        patch.setenv("MLFLOW_TRACKING_URI", mlflow_url)
+        [relogged] = relog([result.save_dir], force=True)
+        assert relogged.outcome == "relogged" and relogged.superseded_run_ids == [result.mlflow_run_id]
+
+        client = MlflowClient(mlflow_url)
+        experiment_id = client.get_experiment_by_name(DEMO_EXPERIMENT).experiment_id
+        active = {run.info.run_id for run in client.search_runs([experiment_id], ACTIVE_FILTER)}
+        assert active == {relogged.run_id}
+        main_run = flow_run(RunLock.load(result.save_dir).prefect.flow_run_id)
+        [diag_run] = wait_for_flow_runs(DIAG_DEPLOYMENT, 1)
+        assert main_run.state.is_completed() and diag_run.state.is_completed()
+
+        shots = tmp_path_factory.mktemp("ui-shots")
+        print(f"\nscreenshots of the UIs in {shots}")
+        yield Demo(
+            prefect_ui=result.prefect_ui,
+            save_dir=result.save_dir,
+            main_run=main_run,
+            diag_run=diag_run,
+            mlflow_ui=mlflow_url,
+            experiment_id=experiment_id,
+            active_run_ids=active,
+            deprecated_run_ids={result.mlflow_run_id},
+            shots=shots,
+        )
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Iterator[Page]:
+    """A fresh browser per test: no UI state (MLflow keeps view settings in local storage) carries over."""
+    with chromium(tmp_path / "chromium") as browser_page:
+        yield browser_page
+
+
+def test_the_printed_prefect_url_shows_the_demos_flow_runs(demo: Demo, page: Page) -> None:
+    page.goto(f"{demo.prefect_ui}/runs")
+    for run in (demo.main_run, demo.diag_run):
+        page.wait_for_element(f"the flow run {run.name}", f'a[href="/runs/flow-run/{run.id}"]')
+    page.wait_for_text(demo.main_run.name, demo.diag_run.name, "Completed")
+    page.screenshot(demo.shots / "prefect-runs.png")
+    assert "Can't connect to Server API" not in page.text()
+
+
+def test_the_run_lock_artifact_page_renders_its_tables(demo: Demo, page: Page) -> None:
+    from flexlock_prefect.artifacts import artifact_key
+    from tests.helpers.prefect_api import artifacts
+
+    [artifact] = artifacts(artifact_key(demo.save_dir))
+    expected = markdown_tables(artifact.data)
+    assert len(expected) >= 4  # run, config, code, data, environment
+
+    page.goto(f"{demo.prefect_ui}/artifacts/artifact/{artifact.id}")
+    page.wait_for("the run.lock tables", f"document.querySelectorAll('table').length >= {len(expected)}")
+    rendered = page.tables()
+    page.screenshot(demo.shots / "prefect-run-lock-artifact.png")
+    assert rendered == expected
+
+
+def test_the_flow_runs_artifacts_tab_lists_the_run_lock(demo: Demo, page: Page) -> None:
+    from flexlock_prefect.artifacts import artifact_key
+
+    # `?tab=Artifacts` is rewritten to `?tab=Logs` while the flow run loads (Prefect 3.8, 3.9): click the tab.
+    page.goto(f"{demo.prefect_ui}/runs/flow-run/{demo.main_run.id}")
+    page.wait_for_element("the Artifacts tab", "li.p-tab#artifacts")
+    page.click("li.p-tab#artifacts")
+    page.wait_for_text(artifact_key(demo.save_dir), artifact_key(demo.save_dir, "run-data"))
+    page.screenshot(demo.shots / "prefect-flow-run-artifacts.png")
+
+
+def test_the_mlflow_run_list_shows_the_active_and_the_deprecated_run(demo: Demo, page: Page) -> None:
+    page.goto(f"{demo.mlflow_ui}/#/experiments/{demo.experiment_id}/runs")
+    every_run = demo.active_run_ids | demo.deprecated_run_ids
+    listed = listed_runs(page, demo.experiment_id, len(every_run))
+    page.screenshot(demo.shots / "mlflow-runs-all.png")
+    assert listed == every_run
+
+
+def test_the_mlflow_active_filter_lists_exactly_the_active_runs(demo: Demo, page: Page) -> None:
+    page.goto(f"{demo.mlflow_ui}/#/experiments/{demo.experiment_id}/runs?searchFilter={quote(ACTIVE_FILTER)}")
+    listed = listed_runs(page, demo.experiment_id, len(demo.active_run_ids))
+    page.screenshot(demo.shots / "mlflow-runs-active.png")
+    assert listed == demo.active_run_ids and not listed & demo.deprecated_run_ids
+
+
+def listed_runs(page: Page, experiment_id: str, count: int) -> set[str]:
+    """The run ids the MLflow run list links to, once it says it matched `count` runs and shows them
+    (the count is rendered before the rows)."""
+    links = f"[...document.querySelectorAll('a[href^=\"#/experiments/{experiment_id}/runs/\"]')]"
+    listed = page.wait_for(
+        f"{count} matching runs",
+        f"document.body.innerText.includes('{count} matching run') && {links}.length === {count}"
+        f" && {links}.map(a => a.getAttribute('href').split('/').pop())",
+    )
+    return set(listed)
+
+
+def markdown_tables(markdown: str) -> list[list[list[str]]]:
+    """The cells of each table of a markdown text, header row first, as a browser shows them."""
+    tables: list[list[list[str]]] = []
+    previous = ""
+    for line in markdown.splitlines():
+        if line.startswith("|") and not re.fullmatch(r"\|(\s*-+\s*\|)+", line):
+            if not previous.startswith("|"):
+                tables.append([])
+            cells = re.split(r"(?<!\\)\|", line)[1:-1]
+            tables[-1].append([cell.strip().strip("`").replace("\\|", "|") for cell in cells])
+        previous = line
+    return tables
