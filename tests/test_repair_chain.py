@@ -17,6 +17,7 @@ from flexlock_prefect.tracking.tags import (
     ACTIVE,
     CHAIN_TAGS,
     DEPRECATED,
+    MLFLOW_NOTE,
     STATUS,
     SUPERSEDED_BY,
     SUPERSEDES,
@@ -275,14 +276,33 @@ def test_tags_to_set_on_one_run_go_in_one_batch() -> None:
         ("log_batch", "b"),
         ("log_batch", "c"),
     ]
-    assert client.writes[1][2]["tags"] == {STATUS: DEPRECATED, SUPERSEDES: "a", SUPERSEDED_BY: "c"}
+    assert client.writes[1][2]["tags"] == {
+        STATUS: DEPRECATED,
+        SUPERSEDES: "a",
+        SUPERSEDED_BY: "c",
+        MLFLOW_NOTE: "**deprecated**: superseded by run `c`",
+    }
 
 
-def test_user_and_record_tags_are_never_touched() -> None:
+def test_a_repaired_runs_description_says_its_new_status_first_and_keeps_the_rest() -> None:
+    client = FakeMlflowClient()
+    record = "**flexlock run** `file:///runs/a`\n\n- fingerprint `f`"
+    _add(
+        client, "old", 20, **{STATUS: ACTIVE, MLFLOW_NOTE: f"**active**: the current run of this save_dir\n\n{record}"}
+    )
+    _add(client, "new", 10, **{STATUS: ACTIVE, MLFLOW_NOTE: record})
+    _add(client, "dead", 5, status="FAILED", **{STATUS: ACTIVE, MLFLOW_NOTE: f"**active**: …\n\n{record}"})
+    repair_chain(client, client.runs(), stale_after_s=None)
+    assert client.tags("old")[MLFLOW_NOTE] == f"**deprecated**: superseded by run `new`\n\n{record}"
+    assert client.tags("new")[MLFLOW_NOTE] == f"**active**: the current run of this save_dir\n\n{record}"
+    assert client.tags("dead")[MLFLOW_NOTE] == record
+
+
+def test_user_and_record_tags_are_never_touched_but_the_descriptions_status_line() -> None:
     client = FakeMlflowClient()
     _add(client, "old", 20, **{STATUS: ACTIVE, "project": "iris"})
     _add(client, "new", 10, **{STATUS: ACTIVE, "project": "iris"})
     repair_chain(client, client.runs(), stale_after_s=None)
     for run_id in ("old", "new"):
-        others = {k: v for k, v in client.tags(run_id).items() if k not in CHAIN_TAGS}
+        others = {k: v for k, v in client.tags(run_id).items() if k not in (*CHAIN_TAGS, MLFLOW_NOTE)}
         assert others == {KEY: LOGICAL_KEY, "flexlock.fingerprint": "f" * 64, "project": "iris"}

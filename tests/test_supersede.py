@@ -63,7 +63,7 @@ def test_first_log_records_the_run_with_contract_tags_params_inputs_and_artifact
         "clf",
         "dev",
         "supersede-tests",
-        "clf",
+        "clf · run-a",
     )
     assert run.data.params["lr"] == "0.1" and run.data.params["save_dir"].endswith("run-a")
     assert run.data.metrics == {"acc": 0.9, "loss.train": 0.2}
@@ -81,6 +81,9 @@ def test_three_relogs_leave_one_active_run_and_one_chain(mlflow_server: str, tmp
     assert [o.superseded_run_ids for o in outcomes] == [[first.run_id], [outcomes[0].run_id], [outcomes[1].run_id]]
     assert_one_chain(save_dir, finished=4)
     assert MlflowClient().get_run(outcomes[-1].run_id).data.tags["pipeline_run"] == "p-7"
+    notes = [MlflowClient().get_run(o.run_id).data.tags["mlflow.note.content"] for o in outcomes[-2:]]
+    assert notes[0].startswith(f"**deprecated**: superseded by run `{outcomes[-1].run_id}`\n\n**flexlock run**")
+    assert notes[1].startswith("**active**: the current run of this save_dir\n\n**flexlock run**")
 
 
 def test_an_unchanged_save_dir_is_skipped_unless_forced(mlflow_server: str, tmp_path: Path) -> None:

@@ -41,12 +41,15 @@ def experiment_name(lock: RunLock, explicit: str | None = None) -> str:
 
 
 def run_name(lock: RunLock, explicit: str | None = None) -> str:
-    """Explicit name, else config `mlflow.run_name`, else `model_name`, else the save_dir's last part."""
+    """Explicit name, else config `mlflow.run_name`, else the save_dir's last part, after the
+    config's `model_name` when it has one (`resnet · 2026-01-02_run`): runs of one model from
+    different save_dirs keep distinct names in MLflow's list."""
+    save_dir_name = lock.logical_run_id.rstrip("/").rsplit("/", 1)[-1]
+    model = _config_text(lock, "model_name")
     return (
         explicit
         or _mlflow_setting(lock, "run_name")
-        or _config_text(lock, "model_name")
-        or lock.logical_run_id.rstrip("/").rsplit("/", 1)[-1]
+        or (f"{model} · {save_dir_name}" if model and model != save_dir_name else save_dir_name)
     )
 
 

@@ -46,6 +46,7 @@ from flexlock_prefect.tracking.tags import (
     CHAIN_TAGS,
     DEPRECATED,
     LOGICAL_RUN_KEY,
+    MLFLOW_NOTE,
     STATUS,
     SUPERSEDED_BY,
     SUPERSEDES,
@@ -125,7 +126,7 @@ def linked_run(
             else:
                 client.set_terminated(relog.run_id, RunStatus.to_string(RunStatus.FINISHED))
         with tracking.errors():
-            relog.superseded_run_ids = _promote(client, relog.run_id, relog.previous_run_ids)
+            relog.superseded_run_ids = _promote(client, run, previous)
             if not serialized:  # an unserialised writer may have raced us: check the chain
                 repair_chain(client, runs_of(client, everywhere, key), stale_after_s=None)
 
@@ -255,23 +256,46 @@ def _died_uncommitted(run: Run, stale_before_ms: float | None) -> bool:
 
 
 def _apply(client: MlflowClient, run: Run, tags: dict[str, str | None]) -> list[Repair]:
+    """Give `run` these chain tags (None: no such tag), its description saying the outcome."""
     current = run.data.tags
     to_set = {k: v for k, v in tags.items() if v is not None and current.get(k) != v}
     to_delete = [k for k, v in tags.items() if v is None and k in current]
-    log_batch(client, run.info.run_id, tags=to_set)
+    if not to_set and not to_delete:
+        return []
+    log_batch(client, run.info.run_id, tags=to_set | _status_note(run, tags))
     for tag in to_delete:
         client.delete_tag(run.info.run_id, tag)
-    key = current.get(LOGICAL_RUN_KEY, "")
     changes = [f"{k}={v}" for k, v in to_set.items()] + [f"removed {k}" for k in to_delete]
-    return [Repair(key, run.info.run_id, ", ".join(changes))] if changes else []
+    return [Repair(current.get(LOGICAL_RUN_KEY, ""), run.info.run_id, ", ".join(changes))]
 
 
-def _promote(client: MlflowClient, run_id: str, previous_run_ids: list[str]) -> list[str]:
+def _promote(client: MlflowClient, run: Run, previous: list[Run]) -> list[str]:
     """The finished run becomes active first, then its predecessors are deprecated."""
-    log_batch(client, run_id, tags={STATUS: ACTIVE} | ({SUPERSEDES: previous_run_ids[0]} if previous_run_ids else {}))
-    for previous in previous_run_ids:
-        log_batch(client, previous, tags={STATUS: DEPRECATED, SUPERSEDED_BY: run_id})
-    return list(previous_run_ids)
+    run_id = run.info.run_id
+    tags = {STATUS: ACTIVE} | ({SUPERSEDES: previous[0].info.run_id} if previous else {})
+    log_batch(client, run_id, tags=tags | _status_note(run, tags))
+    for older in previous:
+        tags = {STATUS: DEPRECATED, SUPERSEDED_BY: run_id}
+        log_batch(client, older.info.run_id, tags=tags | _status_note(older, tags))
+    return [older.info.run_id for older in previous]
+
+
+_STATUS_LINES = {ACTIVE: "**active**: the current run of this save_dir", DEPRECATED: "**deprecated**"}
+
+
+def _status_note(run: Run, tags: dict[str, str | None]) -> dict[str, str]:
+    """The run's description (`mlflow.note.content`) with its first line saying the status that
+    `tags` give it, as a tag to write with them: MLflow's run list shows no tag by default, the
+    run page shows its description first."""
+    final = {k: v for k, v in (run.data.tags | tags).items() if v is not None}
+    note = run.data.tags.get(MLFLOW_NOTE, "")
+    if note.startswith(tuple(f"**{status}**" for status in _STATUS_LINES)):  # the line a status wrote
+        note = note.split("\n\n", 1)[1] if "\n\n" in note else ""
+    status = final.get(STATUS)
+    line = _STATUS_LINES.get(status or "", "")
+    if status == DEPRECATED and final.get(SUPERSEDED_BY):
+        line += f": superseded by run `{final[SUPERSEDED_BY]}`"
+    return {MLFLOW_NOTE: "\n\n".join(part for part in (line, note) if part)}
 
 
 def _end_failed(client: MlflowClient, run_id: str) -> None:

@@ -18,7 +18,8 @@ DEPRECATED = "deprecated"
 SUPERSEDES = "flexlock.supersedes_run_id"
 SUPERSEDED_BY = "flexlock.superseded_by_run_id"
 CHAIN_TAGS = (STATUS, SUPERSEDES, SUPERSEDED_BY)
-"""The tags that link the runs of one logical run; reconcile rewrites only these."""
+"""The tags that link the runs of one logical run; reconcile rewrites only these (and the first
+line of the run's description, `mlflow.note.content`, which says the status to a person)."""
 FINGERPRINT = "flexlock.fingerprint"
 LOCK_DIGEST = "flexlock.lock_digest"
 """The digest of the logged run.lock: what `verify` and promotion check the record against."""
