@@ -42,7 +42,10 @@ def answer(
     reviewer = reviewer or getpass.getuser()
     with prefect_api_errors(f"answer the promotion {flow_run_id}"), get_client(sync_client=True) as client:
         _wait_until_paused(client, run_id, get_settings().approve_wait_s if wait_s is None else wait_s)
-        resume_flow_run(run_id, run_input={"approved": approved, "reviewer": reviewer, "comment": comment})
+        resume_flow_run(
+            run_id,
+            run_input={"decision": "approve" if approved else "reject", "reviewer": reviewer, "comment": comment},
+        )
     return reviewer
 
 

@@ -20,6 +20,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Literal
 
 from mlflow import MlflowClient
 from mlflow.entities import Run
@@ -29,6 +31,8 @@ from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run
+from prefect.settings import PREFECT_UI_URL
+from pydantic import Field
 
 from flexlock_prefect import storage
 from flexlock_prefect.compare import diff_locks
@@ -36,7 +40,8 @@ from flexlock_prefect.concurrency import model_lock
 from flexlock_prefect.events import MODEL_PROMOTED, MODEL_REJECTED, emit_model_event
 from flexlock_prefect.exceptions import FlexlockError, LifecycleError
 from flexlock_prefect.lock import RunLock
-from flexlock_prefect.rules import Candidate, Rule, check_rules, parse_rules
+from flexlock_prefect.redact import strip_url_credentials
+from flexlock_prefect.rules import Candidate, Rule, RuleResult, check_rules, parse_rules, rule_results
 from flexlock_prefect.settings import get_settings
 from flexlock_prefect.tracking import registry
 from flexlock_prefect.tracking.client import Tracking, check_tracking_server
@@ -49,11 +54,22 @@ NEVER_UNAPPROVED = ("staging", "prod")
 
 
 class Approval(RunInput):
-    """What a reviewer answers when a promotion pauses for approval."""
+    """What a reviewer answers when a promotion pauses for approval.
 
-    approved: bool
-    reviewer: str
-    comment: str = ""
+    The form starts undecided: `decision` has no default, so a form submitted unchanged is
+    refused by Prefect (the input does not validate) rather than read as a rejection or an
+    approval. The paused run shows it with a description of the move and a link to the evidence.
+    """
+
+    decision: Literal["approve", "reject"] = Field(
+        description="approve: move the version now; reject: refuse the promotion (the registry is left as it is)"
+    )
+    reviewer: str = Field(description="who decides: recorded in the version's lifecycle history and audit tags")
+    comment: str = Field(default="", description="why: recorded with the decision")
+
+    @property
+    def approved(self) -> bool:
+        return self.decision == "approve"
 
 
 class PromotionRejected(FlexlockError):
@@ -97,11 +113,9 @@ def _exists(url: str) -> bool:
         return True  # cannot tell: the run.lock's own error says more
 
 
-def automatic_checks(
-    candidate: Candidate, run: Run | None, rules: list[Rule], holders: dict[str, Candidate]
-) -> list[str]:
-    """What stops the promotion: the candidate's run and record, the records of the holders the
-    rules compare with, and the rules themselves."""
+def automatic_checks(candidate: Candidate, run: Run | None, holders: dict[str, Candidate]) -> list[str]:
+    """What stops the promotion before any rule: the candidate's run and record, and the records
+    of the holders the rules compare with (the rules are `rule_results`)."""
     failures = []
     if run is not None and run.data.tags.get(STATUS) != ACTIVE:
         failures.append(f"run {candidate.run_id} is not the active flexlock run of its save_dir (relogged since?)")
@@ -112,20 +126,51 @@ def automatic_checks(
     for alias, holder in sorted(holders.items()):
         if holder.problem:
             failures.append(f"the {alias} version {holder.version}, which the checks compare with: {holder.problem}")
-    return failures + check_rules(rules, candidate, holders)
+    return failures
 
 
-def evidence_markdown(candidate: Candidate, holder: Candidate | None, to: str, failures: list[str]) -> str:
+def evidence_markdown(
+    candidate: Candidate,
+    holder: Candidate | None,
+    to: str,
+    problems: list[str],
+    rules: list[RuleResult] | None = None,
+    run_links: Mapping[str, str] | None = None,
+) -> str:
+    """The evidence a reviewer reads: both versions and their MLflow runs (linked when
+    `run_links` has their URL), every check with its outcome (`problems` of the records, then
+    each rule), the metrics side by side and what differs in their inputs."""
+    links = run_links or {}
+
+    def run_cell(who: Candidate) -> str:
+        if not who.run_id:
+            return "no MLflow run"
+        return f"[{who.run_id}]({links[who.run_id]})" if who.run_id in links else f"`{who.run_id}`"
+
     title = f"# Promotion of {candidate.model} version {candidate.version} to `{to}`"
-    lines = [title, "", "## Automatic checks", ""]
-    lines += [f"- ❌ {f}" for f in failures] or ["- ✅ active flexlock run, run.lock verifies, metric rules hold"]
+    lines = [
+        title,
+        "",
+        "| | version | MLflow run |",
+        "|---|---|---|",
+        f"| candidate | {candidate.version} | {run_cell(candidate)} |",
+    ]
+    if holder:
+        lines.append(f"| {to} holder | {holder.version} | {run_cell(holder)} |")
+    lines += ["", "## Checks", "", "| | check | outcome |", "|---|---|---|"]
+    lines += [f"| ❌ | record | {problem} |" for problem in problems] or [
+        "| ✅ | record | the active flexlock run of its save_dir; run.lock verifies against the logged digest |"
+    ]
+    lines += [f"| {'✅' if r.holds else '❌'} | `{r.text}` | {r.detail} |" for r in rules or []]
+    if not rules:
+        lines.append("| ✅ | metric rules | none given |")
     if holder and holder.problem:
-        lines.append(f"- ⚠️ the {to} holder, version {holder.version}: {holder.problem} (not checked; no input diff)")
+        lines.append(f"| ⚠️ | {to} holder | version {holder.version}: {holder.problem} (not checked; no input diff) |")
     lines += ["", f"## Metrics: candidate vs {to} holder ({f'version {holder.version}' if holder else 'none'})", ""]
     lines += ["| metric | candidate | holder | delta |", "|---|---|---|---|"]
     for name in sorted(candidate.metrics | (holder.metrics if holder else {})):
         mine, theirs = candidate.metrics.get(name), holder.metrics.get(name) if holder else None
-        delta = f"{mine - theirs:+.4g}" if mine is not None and theirs is not None else ""
+        delta = _num(mine - theirs, sign=True) if mine is not None and theirs is not None else ""
         lines.append(f"| {name} | {_num(mine)} | {_num(theirs)} | {delta} |")
     if holder and holder.lock and candidate.lock:
         lines += [
@@ -143,22 +188,45 @@ def evidence_markdown(candidate: Candidate, holder: Candidate | None, to: str, f
     return "\n".join(lines) + "\n"
 
 
-def _num(value: float | None) -> str:
-    return "" if value is None else f"{value:.4g}"
+def _num(value: float | None, sign: bool = False) -> str:
+    """Metrics and deltas alike with four decimals, so a column reads at a glance."""
+    return "" if value is None else f"{value:{'+' if sign else ''}.4f}"
+
+
+def run_link(tracking_uri: str, run: Run) -> str | None:
+    """The run's page in the MLflow UI of an HTTP tracking server (credentials stripped)."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return None
+    base = strip_url_credentials(tracking_uri).rstrip("/")
+    return f"{base}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+
+
+def approval_form(model: str, version: str, origin: str | None, to: str, evidence_id: object) -> type[Approval]:
+    """The `Approval` form with a description that says what is decided and where the evidence is."""
+    ui = PREFECT_UI_URL.value()
+    evidence = f"[the evidence]({ui.rstrip('/')}/artifacts/artifact/{evidence_id})" if ui else "the evidence artifact"
+    return Approval.with_initial_data(
+        description=(
+            f"**Move {model} version {version}: {origin or 'new'} → {to}.** The automatic checks passed; read "
+            f"{evidence} (checks, metrics against the {to} holder, differing inputs), then choose *approve* or "
+            "*reject* and give your name. Both are recorded in the version's lifecycle history."
+        )
+    )
 
 
 def _named(rules: list[Rule]) -> list[str]:
     return sorted({rule.alias for rule in rules if rule.alias})
 
 
-def wait_for_approval(timeout: int, poll_interval: int) -> Approval | None:
-    """The reviewer's answer, or None when nobody answered within `timeout` seconds.
+def wait_for_approval(timeout: int, poll_interval: int, form: type[Approval] = Approval) -> Approval | None:
+    """The reviewer's answer (on `form`, an `Approval` with its description), or None when
+    nobody answered within `timeout` seconds.
 
     Only Prefect's pause timeout (`FlowPauseTimeout`) means that; any other error of the wait
     (the Prefect API failing, a pause refused) is raised as it is.
     """
     try:
-        return pause_flow_run(wait_for_input=Approval, timeout=timeout, poll_interval=poll_interval)
+        return pause_flow_run(wait_for_input=form, timeout=timeout, poll_interval=poll_interval)
     except FlowPauseTimeout:
         return None
 
@@ -191,11 +259,19 @@ def promote(
     candidate, run = load_version(models, model, version)
     holding = {alias: v for alias, v in registry.aliases(model, client).items() if v != version}
     # only what the checks need: the holders the rules compare with (and the target's, for the evidence)
-    holders = {alias: load_version(models, model, holding[alias])[0] for alias in _named(rules) if alias in holding}
-    target = holders.get(to) or (load_version(models, model, holding[to])[0] if to in holding else None)
-    failures = automatic_checks(candidate, run, rules, holders)
-    create_markdown_artifact(
-        markdown=evidence_markdown(candidate, target, to, failures),
+    loaded = {alias: load_version(models, model, holding[alias]) for alias in {*_named(rules), to} if alias in holding}
+    holders = {alias: found for alias, (found, _) in loaded.items() if alias in _named(rules)}
+    target = loaded[to][0] if to in loaded else None
+    problems = automatic_checks(candidate, run, holders)
+    results = rule_results(rules, candidate, holders)
+    failures = problems + [str(result) for result in results if not result.holds]
+    links = {
+        r.info.run_id: link
+        for r in [run, *(r for _, r in loaded.values())]
+        if r and (link := run_link(client.tracking_uri, r))
+    }
+    evidence_id = create_markdown_artifact(
+        markdown=evidence_markdown(candidate, target, to, problems, results, links),
         key=f"promotion-{re.sub(r'[^a-z0-9-]+', '-', model.lower())}-{version}",
         description=f"evidence for {model} v{version} → {to}",
     )
@@ -214,7 +290,7 @@ def promote(
             to,
             flow_run.id,
         )
-        answer = wait_for_approval(timeout, poll_interval)
+        answer = wait_for_approval(timeout, poll_interval, approval_form(model, version, origin, to, evidence_id))
         if answer is None:
             raise reject(f"no approval within {timeout} s")
         if not answer.approved:

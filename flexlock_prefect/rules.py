@@ -100,6 +100,18 @@ def parse_rules(rules: Iterable[str]) -> list[Rule]:
     return [parse_rule(rule) for rule in rules]
 
 
+@dataclass(frozen=True)
+class RuleResult:
+    """How one rule fared: whether it holds, and the numbers that say so."""
+
+    text: str
+    holds: bool
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.text}: {self.detail}"
+
+
 def check_rules(rules: Iterable[str | Rule], candidate: Candidate, holders: Mapping[str, Candidate]) -> list[str]:
     """The rules that do not hold, each as a sentence; `prod.accuracy` means the prod holder's metric.
 
@@ -114,28 +126,35 @@ def check_rules(rules: Iterable[str | Rule], candidate: Candidate, holders: Mapp
         >>> check_rules(["accuracy > prod.accuracy + 0.03"], mine, {"prod": prod})
         ['accuracy > prod.accuracy + 0.03: accuracy is 0.88, needs > 0.88']
     """
-    failures = []
-    for rule in [r if isinstance(r, Rule) else parse_rule(r) for r in rules]:
-        if rule.metric not in candidate.metrics:
-            failures.append(f"{rule.text}: version {candidate.version} has no metric {rule.metric!r}")
-            continue
-        bound = rule.offset
-        if rule.alias:
-            holder = holders.get(rule.alias)
-            if holder is None:
-                continue  # nothing in that state yet: the relative rule has nothing to compare with
-            if rule.other not in holder.metrics:
-                failures.append(f"{rule.text}: the {rule.alias} version {holder.version} has no metric {rule.other!r}")
-                continue
-            theirs = holder.metrics[rule.other]
-            if math.isnan(theirs):
-                failures.append(f"{rule.text}: the {rule.alias} version {holder.version} has {rule.other} nan")
-                continue
-            bound += _decimal(theirs)
-        mine = candidate.metrics[rule.metric]
-        if math.isnan(mine) or not _OPERATORS[rule.op](_decimal(mine), bound):
-            failures.append(f"{rule.text}: {rule.metric} is {mine:g}, needs {rule.op} {float(bound):g}")
-    return failures
+    return [str(result) for result in rule_results(rules, candidate, holders) if not result.holds]
+
+
+def rule_results(
+    rules: Iterable[str | Rule], candidate: Candidate, holders: Mapping[str, Candidate]
+) -> list[RuleResult]:
+    """Every rule with its outcome, in order, as `check_rules` judges it (the evidence lists them all)."""
+    return [_judge(r if isinstance(r, Rule) else parse_rule(r), candidate, holders) for r in rules]
+
+
+def _judge(rule: Rule, candidate: Candidate, holders: Mapping[str, Candidate]) -> RuleResult:
+    if rule.metric not in candidate.metrics:
+        return RuleResult(rule.text, False, f"version {candidate.version} has no metric {rule.metric!r}")
+    bound = rule.offset
+    if rule.alias:
+        holder = holders.get(rule.alias)
+        if holder is None:  # nothing in that state yet: the relative rule has nothing to compare with
+            return RuleResult(rule.text, True, f"no {rule.alias} version to compare with")
+        if rule.other not in holder.metrics:
+            return RuleResult(
+                rule.text, False, f"the {rule.alias} version {holder.version} has no metric {rule.other!r}"
+            )
+        theirs = holder.metrics[rule.other]
+        if math.isnan(theirs):
+            return RuleResult(rule.text, False, f"the {rule.alias} version {holder.version} has {rule.other} nan")
+        bound += _decimal(theirs)
+    mine = candidate.metrics[rule.metric]
+    holds = not math.isnan(mine) and _OPERATORS[rule.op](_decimal(mine), bound)
+    return RuleResult(rule.text, holds, f"{rule.metric} is {mine:g}, needs {rule.op} {float(bound):g}")
 
 
 def _decimal(value: float) -> Decimal:

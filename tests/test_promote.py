@@ -147,7 +147,8 @@ def start(promotions: Promotions, **parameters) -> tuple[Future, str]:
 
 
 def approve_with_client(run_id: str, approved: bool = True, comment: str = "looks good") -> None:
-    resume_flow_run(run_id, run_input={"approved": approved, "reviewer": "bo", "comment": comment})
+    decision = "approve" if approved else "reject"
+    resume_flow_run(run_id, run_input={"decision": decision, "reviewer": "bo", "comment": comment})
 
 
 def approve_with_cli(run_id: str, *extra: str) -> None:
@@ -220,6 +221,18 @@ def test_rejection_and_timeout_leave_the_registry_exactly_as_it_was(model: str, 
     with pytest.raises(PromotionRejected, match="no approval within 2 s"):
         future.result(timeout=120)
     assert state(model) == before
+
+
+def test_an_approval_form_submitted_without_a_decision_is_refused_and_the_run_stays_paused(
+    model: str, promotions: Promotions
+) -> None:
+    promote(model=model, version="1", to="dev", approval=False)
+    future, run_id = start(promotions, model=model, version="1", to="staging")
+    with pytest.raises(RuntimeError, match="decision"):
+        resume_flow_run(run_id, run_input={"reviewer": "bo", "comment": ""})  # the form as it opens
+    assert state(model)[0] == {"dev": "1"} and not future.done()
+    approve_with_client(run_id)
+    assert future.result(timeout=120) == f"models:/{model}@staging"
 
 
 def test_a_failing_check_stops_before_approval_is_asked(model: str) -> None:
@@ -296,7 +309,8 @@ def test_an_archived_version_whose_save_dir_is_gone_does_not_stop_a_promotion(
     promote(model=model, version="2", to="dev", approval=False)
     future, run_id = start(promotions, model=model, version="2", to="staging", checks=["accuracy >= 0.5"])
     report = evidence(model, "2")
-    assert "to `staging`" in report and "✅ active flexlock run, run.lock verifies, metric rules hold" in report
+    assert "to `staging`" in report and "| ✅ | record | the active flexlock run of its save_dir;" in report
+    assert "| ✅ | `accuracy >= 0.5` | accuracy is " in report
     approve_with_client(run_id)
     assert future.result(timeout=120) == f"models:/{model}@staging"
     assert state(model)[0] == {"staging": "2", "archived": "1"}
@@ -312,13 +326,13 @@ def test_a_record_that_is_gone_is_a_failed_check_in_the_evidence_not_a_crash(mod
     holder_gone = f"the prod version 1, which the checks compare with: its save_dir file://{tmp_path}/runs/0 is gone"
     with pytest.raises(PromotionRejected, match=re.escape(holder_gone)):
         promote(model=model, version="2", to="staging", checks=["accuracy >= prod.accuracy - 0.5"])
-    assert f"❌ {holder_gone}" in evidence(model, "2")
+    assert f"| ❌ | record | {holder_gone} |" in evidence(model, "2")
 
     shutil.rmtree(tmp_path / "runs" / "1")  # the candidate's own
     candidate_gone = f"version 2: its save_dir file://{tmp_path}/runs/1 is gone"
     with pytest.raises(PromotionRejected, match=re.escape(candidate_gone)):
         promote(model=model, version="2", to="staging")
-    assert f"❌ {candidate_gone}" in evidence(model, "2")
+    assert f"| ❌ | record | {candidate_gone} |" in evidence(model, "2")
 
     assert state(model) == before
     rejected = wait_for_events(MODEL_REJECTED, f"flexlock.model.{model}.2", count=2, to="staging")

@@ -9,9 +9,11 @@ import importlib
 import httpx
 import pytest
 from prefect.exceptions import FlowPauseTimeout
+from prefect.settings import PREFECT_UI_URL, temporary_settings
+from pydantic import ValidationError
 
-from flexlock_prefect.promote import Approval, evidence_markdown, wait_for_approval
-from flexlock_prefect.rules import Candidate
+from flexlock_prefect.promote import Approval, approval_form, evidence_markdown, wait_for_approval
+from flexlock_prefect.rules import Candidate, rule_results
 
 promote_module = importlib.import_module("flexlock_prefect.promote")
 
@@ -29,7 +31,7 @@ def pausing(outcome: object):
 
 
 def test_the_reviewers_answer_is_returned(monkeypatch: pytest.MonkeyPatch) -> None:
-    answer = Approval(approved=True, reviewer="bo", comment="ship it")
+    answer = Approval(decision="approve", reviewer="bo", comment="ship it")
     monkeypatch.setattr(promote_module, "pause_flow_run", pausing(answer))
     assert wait_for_approval(30, 2) is answer
 
@@ -63,15 +65,43 @@ def test_the_evidence_notes_a_target_holder_whose_record_is_gone_without_failing
     candidate = Candidate("churn", "3", "run-3", {"accuracy": 0.91}, None, "its save_dir file:///runs/3 is gone")
     holder = Candidate("churn", "1", "run-1", {"accuracy": 0.9}, None, "its save_dir file:///runs/1 is gone")
     report = evidence_markdown(candidate, holder, "archived", [])
-    assert "- ✅ active flexlock run, run.lock verifies, metric rules hold" in report
+    assert "| ✅ | record | the active flexlock run of its save_dir;" in report
     assert (
-        "- ⚠️ the archived holder, version 1: its save_dir file:///runs/1 is gone (not checked; no input diff)" in report
+        "| ⚠️ | archived holder | version 1: its save_dir file:///runs/1 is gone (not checked; no input diff) |"
+        in report
     )
-    assert "| accuracy | 0.91 | 0.9 | +0.01 |" in report and "Inputs that differ" not in report
+    assert "| accuracy | 0.9100 | 0.9000 | +0.0100 |" in report and "Inputs that differ" not in report
 
 
 def test_the_evidence_lists_every_failed_check() -> None:
     candidate = Candidate("churn", "3", "run-3", {}, None, "its run run-3 has no flexlock run record")
     report = evidence_markdown(candidate, None, "staging", ["version 3: its run run-3 has no flexlock run record"])
-    assert "- ❌ version 3: its run run-3 has no flexlock run record" in report and "✅" not in report
+    assert "| ❌ | record | version 3: its run run-3 has no flexlock run record |" in report
     assert "candidate vs staging holder (none)" in report
+
+
+def test_the_evidence_lists_every_rule_with_its_outcome_and_links_both_runs() -> None:
+    prod = Candidate("churn", "2", "run-2", {"accuracy": 0.9, "loss": 0.2}, None)
+    candidate = Candidate("churn", "3", "run-3", {"accuracy": 0.91, "loss": 0.2}, None)
+    rules = ["accuracy >= prod.accuracy", "loss < prod.loss", "accuracy >= staging.accuracy"]
+    links = {
+        "run-2": "http://mlflow.test/#/experiments/1/runs/run-2",
+        "run-3": "http://mlflow.test/#/experiments/1/runs/run-3",
+    }
+    report = evidence_markdown(candidate, prod, "prod", [], rule_results(rules, candidate, {"prod": prod}), links)
+    assert "| candidate | 3 | [run-3](http://mlflow.test/#/experiments/1/runs/run-3) |" in report
+    assert "| prod holder | 2 | [run-2](http://mlflow.test/#/experiments/1/runs/run-2) |" in report
+    assert "| ✅ | `accuracy >= prod.accuracy` | accuracy is 0.91, needs >= 0.9 |" in report
+    assert "| ❌ | `loss < prod.loss` | loss is 0.2, needs < 0.2 |" in report
+    assert "| ✅ | `accuracy >= staging.accuracy` | no staging version to compare with |" in report
+    assert "| loss | 0.2000 | 0.2000 | +0.0000 |" in report  # every number with the same four decimals
+
+
+def test_the_approval_form_starts_undecided_and_points_to_the_evidence() -> None:
+    with temporary_settings({PREFECT_UI_URL: "http://127.0.0.1:4200"}):
+        form = approval_form("churn", "3", "staging", "prod", "0b7c")
+    assert "**Move churn version 3: staging → prod.**" in form._description
+    assert "[the evidence](http://127.0.0.1:4200/artifacts/artifact/0b7c)" in form._description
+    with pytest.raises(ValidationError, match="decision"):
+        form(reviewer="bo")  # a form submitted unchanged neither approves nor rejects
+    assert form(decision="reject", reviewer="bo").approved is False
