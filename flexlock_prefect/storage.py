@@ -47,8 +47,8 @@ an endpoint that is down, or that took a request and went silent, ends in an err
 
 - `connect_timeout` 5 s: a TCP connection not set up by then is an error (s3fs's default).
 - `read_timeout` 15 s: the longest silence while waiting for a response, or between two of its
-  chunks (s3fs's default). aiohttp arms it once the request body is sent; `_session_class`
-  removes the one wait before that which nothing bounded.
+  chunks (s3fs's default). aiohttp arms it once the request body is sent;
+  `_s3session.NoContinueSession` removes the one wait before that which nothing bounded.
 
 Retries stay botocore's, set by the standard `AWS_RETRY_MODE` / `AWS_MAX_ATTEMPTS` (default:
 legacy mode, 5 attempts per call, backoff of at most 1, 2, 4, 8 s between them); s3fs retries
@@ -110,32 +110,13 @@ def unreadable() -> tuple[type[Exception], ...]:
 
 @cache
 def _session_class() -> type | None:
-    """aiobotocore's aiohttp session, minus the `Expect: 100-continue` header on uploads.
+    """`_s3session.NoContinueSession`, or None with an aiobotocore too old to take a session class
+    in its config (`AioConfig(http_session_cls=...)`)."""
+    from aiobotocore.config import AioConfig
 
-    botocore asks for `100 Continue` before every body it sends (PutObject, UploadPart). aiohttp
-    then sends the headers and waits for that interim answer before it writes the body, and it
-    arms the read timeout only after the body: an endpoint that took the headers and never
-    answered (a connection cut in a way the client did not see, a stalled proxy) held a
-    `write_atomic` for ever (`benchmarks/faults.py`, S3 scenario, trial 86 of seed 1). Without the
-    header the body goes out at once and `read_timeout` bounds the wait for the response. The
-    header is not signed (botocore leaves `expect` out of SigV4), so dropping it after signing is
-    safe; S3 only loses the chance to refuse a body before it is sent.
-
-    None with an aiobotocore too old to take a session class in its config.
-    """
-    try:
-        from aiobotocore.config import AioConfig
-        from aiobotocore.httpsession import AIOHTTPSession
-    except ImportError:
-        return None
     if "http_session_cls" not in inspect.signature(AioConfig.__init__).parameters:
         return None
-
-    class NoContinueSession(AIOHTTPSession):
-        async def send(self, request: Any) -> Any:
-            if "Expect" in request.headers:
-                del request.headers["Expect"]
-            return await super().send(request)
+    from flexlock_prefect._s3session import NoContinueSession
 
     return NoContinueSession
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import pickle
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,14 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
         monkeypatch.setenv(name, "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     return monkeypatch
+
+
+def test_an_s3_filesystem_pickles(aws_credentials: pytest.MonkeyPatch) -> None:
+    # fsspec pickles a filesystem as the arguments it was made with (task runners, processes):
+    # the session class in its config must be importable by name.
+    aws_credentials.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    fs, _ = storage.filesystem("s3://bucket/run")
+    assert pickle.loads(pickle.dumps(fs)).config_kwargs == fs.config_kwargs
 
 
 @pytest.mark.timeout(60)  # without the fix the PUT waits for ever: fail instead of hanging the suite
