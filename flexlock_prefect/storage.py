@@ -7,7 +7,8 @@ takes a local path, a `file://` URL or an `s3://` URL.
 
 The S3 endpoint comes from the standard variables (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`,
 then MLflow's `MLFLOW_S3_ENDPOINT_URL`), credentials from the usual AWS chain; none of them is
-ever part of a URL that flexlock-prefect records.
+ever part of a URL that flexlock-prefect records. Every S3 request is bounded in time (see
+`S3_CONFIG`): an unreachable endpoint is a `StorageError`, never a wait without end.
 
 Example:
     >>> import tempfile
@@ -24,12 +25,13 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import os
 import posixpath
 import tempfile
 from functools import cache
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import fsspec
 from fsspec import AbstractFileSystem
@@ -38,6 +40,23 @@ from flexlock_prefect.exceptions import StorageError, StorageNotFound
 from flexlock_prefect.redact import strip_url_credentials
 
 _ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL")
+
+S3_CONFIG = {"connect_timeout": 5, "read_timeout": 15}
+"""The botocore client config (s3fs `config_kwargs`) of every S3 filesystem, so that a request to
+an endpoint that is down, or that took a request and went silent, ends in an error:
+
+- `connect_timeout` 5 s: a TCP connection not set up by then is an error (s3fs's default).
+- `read_timeout` 15 s: the longest silence while waiting for a response, or between two of its
+  chunks (s3fs's default). aiohttp arms it once the request body is sent;
+  `_s3session.NoContinueSession` removes the one wait before that which nothing bounded.
+
+Retries stay botocore's, set by the standard `AWS_RETRY_MODE` / `AWS_MAX_ATTEMPTS` (default:
+legacy mode, 5 attempts per call, backoff of at most 1, 2, 4, 8 s between them); s3fs retries
+read timeouts and dropped connections up to 5 times on top, refused connections not. So an
+endpoint that refuses or resets connections is a `StorageError` within about 15 s, one that
+does not answer connections within about 40 s, and one that accepts requests and never
+answers within about 5 × 5 × 15 s ≈ 7 minutes (`AWS_MAX_ATTEMPTS=2`: about 3 minutes).
+"""
 
 
 def is_remote(url: str) -> bool:
@@ -89,10 +108,30 @@ def unreadable() -> tuple[type[Exception], ...]:
     return (OSError, ValueError, BotoCoreError)
 
 
+@cache
+def _session_class() -> type | None:
+    """`_s3session.NoContinueSession`, or None with an aiobotocore too old to take a session class
+    in its config (`AioConfig(http_session_cls=...)`)."""
+    from aiobotocore.config import AioConfig
+
+    if "http_session_cls" not in inspect.signature(AioConfig.__init__).parameters:
+        return None
+    from flexlock_prefect._s3session import NoContinueSession
+
+    return NoContinueSession
+
+
+def _s3_config_kwargs() -> dict[str, Any]:
+    """`S3_CONFIG`, with the session class that bounds uploads too, for `s3fs.S3FileSystem`."""
+    session = _session_class()
+    return {**S3_CONFIG, "http_session_cls": session} if session else dict(S3_CONFIG)
+
+
 def filesystem(location: str | os.PathLike[str]) -> tuple[AbstractFileSystem, str]:
     """The fsspec filesystem and the path inside it for a location (path or URL).
 
-    S3 listings are not cached: a capture must see a file written a moment ago.
+    S3 listings are not cached: a capture must see a file written a moment ago. S3 requests
+    are bounded in time (`S3_CONFIG`).
     """
     url = os.fspath(location)
     if not url.startswith(("file://", "s3://")):
@@ -102,7 +141,9 @@ def filesystem(location: str | os.PathLike[str]) -> tuple[AbstractFileSystem, st
     if url.startswith("s3://"):
         endpoint = next((os.environ[v] for v in _ENDPOINT_VARIABLES if os.environ.get(v)), None)
         client_kwargs = {"endpoint_url": endpoint} if endpoint else {}
-        fs = fsspec.filesystem("s3", client_kwargs=client_kwargs, use_listings_cache=False)
+        fs = fsspec.filesystem(
+            "s3", client_kwargs=client_kwargs, config_kwargs=_s3_config_kwargs(), use_listings_cache=False
+        )
         return fs, url.removeprefix("s3://")
     raise StorageError(f"not a canonical URL: {url!r}")
 
