@@ -12,16 +12,20 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import mlflow
 from prefect.artifacts import (
+    create_link_artifact,
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
 )
 
-from flexlock_prefect.lock import RunLock, logical_run_key
+from flexlock_prefect.lock import RunLock, logical_run_key, save_dir_name
+from flexlock_prefect.redact import strip_url_credentials
 from flexlock_prefect.report import Table, lock_tables
 from flexlock_prefect.settings import get_settings
+from flexlock_prefect.tracking.client import run_url
 
 PROGRESS_INTERVAL_S = 1.0
 """A progress artifact is updated at most this often: each update is one request to the Prefect API."""
@@ -35,10 +39,11 @@ def artifact_key(logical_run_id: str, kind: str = "run-lock") -> str:
 def publish_lock(lock: RunLock) -> None:
     """The markdown record and the table of data digests, under the logical run's keys."""
     status = lock.result.status if lock.result else "started"
+    name = save_dir_name(lock.logical_run_id)
     create_markdown_artifact(
         markdown=lock_markdown(lock),
         key=artifact_key(lock.logical_run_id),
-        description=f"run.lock of {lock.logical_run_id} ({status})",
+        description=f"{name}: run.lock, {status} ({lock.logical_run_id})",
     )
     create_table_artifact(
         table=[
@@ -46,8 +51,27 @@ def publish_lock(lock: RunLock) -> None:
             for name, d in lock.data.items()
         ],
         key=artifact_key(lock.logical_run_id, "run-data"),
-        description=f"data digests of {lock.logical_run_id}",
+        description=f"{name}: data digests ({lock.logical_run_id})",
     )
+
+
+def publish_mlflow_link(logical_run_id: str, run_id: str, experiment_id: str | None = None) -> None:
+    """The logical run's `mlflow-run-<key>` artifact: a link to its MLflow run (a note naming the
+    run for a tracking store without a UI URL). Every relog through flexlock's Prefect side
+    publishes it, so its newest version is the active run, not one deprecated since."""
+    uri = mlflow.get_tracking_uri()
+    key = artifact_key(logical_run_id, "mlflow-run")
+    description = f"{save_dir_name(logical_run_id)}: active MLflow run ({logical_run_id})"
+    url = run_url(uri, run_id, experiment_id)
+    if url:
+        create_link_artifact(link=url, link_text=f"MLflow run {run_id}", key=key, description=description)
+    else:
+        create_markdown_artifact(
+            markdown=f"MLflow run `{run_id}`{f' in experiment `{experiment_id}`' if experiment_id else ''} "
+            f"(tracking store `{strip_url_credentials(uri)}`; browse it with `mlflow ui`).",
+            key=key,
+            description=description,
+        )
 
 
 def publish_table(table: Table, key: str, description: str | None = None) -> None:

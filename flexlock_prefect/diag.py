@@ -17,18 +17,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import mlflow
 from prefect import Flow, flow, get_run_logger, task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flexlock_prefect import events, tracking
 from flexlock_prefect._user_flow import load_entrypoint, user_flow
-from flexlock_prefect.artifacts import artifact_key, publish_table
+from flexlock_prefect.artifacts import publish_mlflow_link, publish_table
 from flexlock_prefect.concurrency import run_lock
 from flexlock_prefect.exceptions import FlexlockError
 from flexlock_prefect.lock import RunLock
-from flexlock_prefect.redact import strip_url_credentials
 from flexlock_prefect.report import relog_failures, relog_table
 from flexlock_prefect.tracking.locking import Serializer
 from flexlock_prefect.tracking.outcomes import RELOG_KINDS, RelogOutcome
@@ -56,20 +53,8 @@ reconcile = _with_run_lock(tracking.reconcile)
 
 @task(name="publish-mlflow-link", cache_policy=NO_CACHE)
 def publish_link(relog: Relog) -> None:
-    uri = mlflow.get_tracking_uri()
-    run = relog.run  # holds the experiment id already: no request needed
-    description = f"MLflow run of {relog.lock.logical_run_id}"
-    key = artifact_key(relog.lock.logical_run_id, "mlflow-run")
-    if uri.startswith(("http://", "https://")):
-        url = f"{strip_url_credentials(uri).rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{relog.run_id}"
-        create_link_artifact(link=url, link_text=f"MLflow run {relog.run_id}", key=key, description=description)
-    else:
-        create_markdown_artifact(
-            markdown=f"MLflow run `{relog.run_id}` in experiment `{run.info.experiment_id}` "
-            f"(tracking store `{strip_url_credentials(uri)}`; browse it with `mlflow ui`).",
-            key=key,
-            description=description,
-        )
+    # the run holds its experiment id already: no request needed
+    publish_mlflow_link(relog.lock.logical_run_id, relog.run_id, relog.run.info.experiment_id if relog.run else None)
 
 
 @task(name="emit-relogged-event", cache_policy=NO_CACHE)
@@ -217,6 +202,7 @@ def relog_all(root: str, force: bool = False, diag: str | None = None, main: str
     publish_table(table, "relog-all", f"relog of every save_dir under {root}: {table.title}")
     for outcome in outcomes:
         if outcome.outcome == "relogged" and outcome.run_id:
+            publish_mlflow_link(outcome.save_dir, outcome.run_id)  # the link follows every relog
             try:
                 events.emit_relogged(RunLock.load(outcome.save_dir), outcome.run_id, outcome.superseded_run_ids)
             except FlexlockError as exc:  # its run.lock changed since: the relog stands, the event is lost

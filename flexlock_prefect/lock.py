@@ -80,6 +80,11 @@ class RunResult(_Section):
     error: str | None
 
 
+def save_dir_name(logical_run_id: str) -> str:
+    """The last part of a save_dir, what tells runs apart to a person (`s3://b/runs/exp-42/` → `exp-42`)."""
+    return logical_run_id.rstrip("/").rsplit("/", 1)[-1]
+
+
 def logical_run_key(logical_run_id: str) -> str:
     """16 hex of sha256(logical_run_id): names a logical run in event resources, artifact keys and
     MLflow searches (a save_dir may hold characters that MLflow filter strings cannot escape).

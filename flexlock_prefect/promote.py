@@ -40,11 +40,10 @@ from flexlock_prefect.concurrency import model_lock
 from flexlock_prefect.events import MODEL_PROMOTED, MODEL_REJECTED, emit_model_event
 from flexlock_prefect.exceptions import FlexlockError, LifecycleError
 from flexlock_prefect.lock import RunLock
-from flexlock_prefect.redact import strip_url_credentials
 from flexlock_prefect.rules import Candidate, Rule, RuleResult, check_rules, parse_rules, rule_results
 from flexlock_prefect.settings import get_settings
 from flexlock_prefect.tracking import registry
-from flexlock_prefect.tracking.client import Tracking, check_tracking_server
+from flexlock_prefect.tracking.client import Tracking, check_tracking_server, run_url
 from flexlock_prefect.tracking.tags import ACTIVE, LOCK_DIGEST, LOGICAL_RUN_ID, STATUS
 from flexlock_prefect.verify import verify_lock
 
@@ -193,14 +192,6 @@ def _num(value: float | None, sign: bool = False) -> str:
     return "" if value is None else f"{value:{'+' if sign else ''}.4f}"
 
 
-def run_link(tracking_uri: str, run: Run) -> str | None:
-    """The run's page in the MLflow UI of an HTTP tracking server (credentials stripped)."""
-    if not tracking_uri.startswith(("http://", "https://")):
-        return None
-    base = strip_url_credentials(tracking_uri).rstrip("/")
-    return f"{base}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
-
-
 def approval_form(model: str, version: str, origin: str | None, to: str, evidence_id: object) -> type[Approval]:
     """The `Approval` form with a description that says what is decided and where the evidence is."""
     ui = PREFECT_UI_URL.value()
@@ -268,7 +259,7 @@ def promote(
     links = {
         r.info.run_id: link
         for r in [run, *(r for _, r in loaded.values())]
-        if r and (link := run_link(client.tracking_uri, r))
+        if r and (link := run_url(client.tracking_uri, r.info.run_id, r.info.experiment_id))
     }
     evidence_id = create_markdown_artifact(
         markdown=evidence_markdown(candidate, target, to, problems, results, links),

@@ -15,6 +15,8 @@ from flexlock_prefect.events import RUN_RELOGGED
 from flexlock_prefect.examples import diag as example_diag
 from flexlock_prefect.examples import train as example_train
 from flexlock_prefect.lock import logical_run_key
+from flexlock_prefect.tracking.client import all_experiment_ids
+from flexlock_prefect.tracking.supersede import runs_of
 from flexlock_prefect.tracking.tags import ACTIVE, STATUS
 from tests.helpers.prefect_api import artifacts, wait_for_events
 from tests.helpers.runs import make_save_dir
@@ -62,6 +64,18 @@ def test_relog_all_relogs_every_run_under_a_root_once(prefect_api: str, mlflow_s
     assert relog_all(root=str(tmp_path / "runs"), diag=entrypoint) == counts | {"relogged": 0, "skipped": 2}
     for save_dir in save_dirs:
         wait_for_events(RUN_RELOGGED, f"flexlock.run.{logical_run_key(save_dir)}")
+
+    relog_all(root=str(tmp_path / "runs"), diag=entrypoint, force=True)
+    for save_dir in save_dirs:  # the link follows every relog: it names the active run, not the one it replaced
+        [active, previous] = runs_newest_first(save_dir)[:2]
+        [newest, *_] = artifacts(artifact_key(save_dir, "mlflow-run"))
+        assert f"/#/runs/{active.info.run_id})" in newest.data and previous.info.run_id not in newest.data
+        assert newest.description == f"{save_dir.rstrip('/').rsplit('/', 1)[-1]}: active MLflow run ({save_dir})"
+
+
+def runs_newest_first(save_dir: str) -> list:
+    client = MlflowClient()
+    return runs_of(client, all_experiment_ids(client), logical_run_key(save_dir))
 
 
 def test_relog_all_reports_every_save_dir_then_fails_naming_the_corrupt_one(

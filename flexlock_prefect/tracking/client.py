@@ -88,6 +88,15 @@ def check_tracking_server(uri: str, healthy_for_s: float | None = None) -> None:
     )
 
 
+def run_url(tracking_uri: str, run_id: str, experiment_id: str | None = None) -> str | None:
+    """The run's page in the MLflow UI of an HTTP tracking server, credentials stripped (MLflow
+    finds the experiment of `#/runs/<id>` itself); None for a local store, which has no UI URL."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return None
+    base = strip_url_credentials(tracking_uri).rstrip("/")
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}" if experiment_id else f"{base}/#/runs/{run_id}"
+
+
 def log_batch(
     client: MlflowClient, run_id: str, params: dict[str, str] | None = None, tags: dict[str, str] | None = None
 ) -> None:

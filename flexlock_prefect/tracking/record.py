@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from flexlock_prefect.capture.config import flatten, value_text
-from flexlock_prefect.lock import LOCK_FILENAME, RepoState, RunLock, logical_run_key
+from flexlock_prefect.lock import LOCK_FILENAME, RepoState, RunLock, logical_run_key, save_dir_name
 from flexlock_prefect.tracking import tags as t
 from flexlock_prefect.tracking.client import log_batch
 
@@ -44,13 +44,9 @@ def run_name(lock: RunLock, explicit: str | None = None) -> str:
     """Explicit name, else config `mlflow.run_name`, else the save_dir's last part, after the
     config's `model_name` when it has one (`resnet · 2026-01-02_run`): runs of one model from
     different save_dirs keep distinct names in MLflow's list."""
-    save_dir_name = lock.logical_run_id.rstrip("/").rsplit("/", 1)[-1]
+    name = save_dir_name(lock.logical_run_id)
     model = _config_text(lock, "model_name")
-    return (
-        explicit
-        or _mlflow_setting(lock, "run_name")
-        or (f"{model} · {save_dir_name}" if model and model != save_dir_name else save_dir_name)
-    )
+    return explicit or _mlflow_setting(lock, "run_name") or (f"{model} · {name}" if model and model != name else name)
 
 
 def mlflow_enabled(lock: RunLock) -> bool:
