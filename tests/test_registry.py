@@ -63,6 +63,17 @@ def test_a_version_walks_new_dev_staging_prod_with_aliases_tags_and_history(mode
     assert resolve(model, "prod").version == "1"
 
 
+def test_a_versions_description_keeps_the_users_text_and_shows_its_lifecycle_newest_first(model: str) -> None:
+    MlflowClient().update_model_version(model, "1", description="Trained on the May data.")
+    move(model, "1", "dev", by="ana")
+    move(model, "1", "staging", by="bo", comment="good | offline\nmetrics")
+    description = MlflowClient().get_model_version(model, "1").description
+    own, table = description.split("#### Lifecycle (flexlock)")
+    assert own == "Trained on the May data.\n\n"
+    rows = [line.split(" | ")[1:] for line in table.strip().splitlines()[2:]]
+    assert rows == [["dev → staging", "bo", "good \\| offline metrics |"], ["new → dev", "ana", " |"]]
+
+
 def test_promoting_a_second_version_to_prod_archives_the_first(model: str) -> None:
     for version in ("1", "2"):
         for state in ("dev", "staging", "prod"):
@@ -141,13 +152,19 @@ def requests_made(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     return made
 
 
-WRITES = {"POST model-versions/set-tag", "POST registered-models/alias", "DELETE registered-models/alias"}
+WRITES = {
+    "POST model-versions/set-tag",
+    "POST registered-models/alias",
+    "DELETE registered-models/alias",
+    "PATCH model-versions/update",  # the lifecycle table in the description
+}
 
 
 @pytest.mark.parametrize("serialized", [False, True])
 @pytest.mark.parametrize(
     ("version", "to", "at_most"),
-    [("1", "dev", 9), ("1", "staging", 15), ("1", "prod", 21)],  # each 13, 20, 31 when it read as it went
+    # each 13, 20, 31 when it read as it went; 2 more per version moved for the description
+    [("1", "dev", 11), ("1", "staging", 17), ("1", "prod", 25)],
 )
 def test_a_move_reads_the_model_once(
     model: str, requests_made: list, version: str, to: str, at_most: int, serialized: bool

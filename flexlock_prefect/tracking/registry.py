@@ -136,12 +136,14 @@ class _Model:
     name: str
     aliases: dict[str, str]  # alias -> version
     tags: dict[str, dict[str, str]]  # version -> its tags
+    descriptions: dict[str, str]  # version -> its description
 
     def tags_of(self, tracking: Tracking, version: str) -> dict[str, str]:
         """A version's tags, read once more only if the search did not list it (a LifecycleError
         then says whether it is missing or no version at all)."""
         if version not in self.tags:
-            self.tags[version] = dict(model_version(tracking, self.name, version).tags)
+            found = model_version(tracking, self.name, version)
+            self.tags[version], self.descriptions[version] = dict(found.tags), found.description or ""
         return self.tags[version]
 
 
@@ -150,7 +152,12 @@ def _read(tracking: Tracking, model: str) -> _Model:
     aliases = _aliases(tracking, model)
     with mlflow_errors(tracking, f"the versions of registered model {model!r}"):
         versions = tracking.client.search_model_versions(f"name='{_quoted(model)}'")
-    return _Model(model, aliases, {str(v.version): dict(v.tags) for v in versions})  # MLflow gives an int version here
+    return _Model(  # MLflow gives an int version here
+        model,
+        aliases,
+        {str(v.version): dict(v.tags) for v in versions},
+        {str(v.version): v.description or "" for v in versions},
+    )
 
 
 def move(
@@ -278,7 +285,48 @@ def _apply(tracking: Tracking, found: _Model, step: Move, approved: bool = False
         with mlflow_errors(tracking, f"alias {step.from_state!r} of {step.model!r}"):
             client.delete_registered_model_alias(step.model, step.from_state)
         del found.aliases[step.from_state]
+    described = with_lifecycle(found.descriptions.get(step.version, ""), json.loads(tags[HISTORY]))
+    with mlflow_errors(tracking, f"{step.model!r} version {step.version!r}"):  # for people only: the tags rule
+        client.update_model_version(step.model, step.version, description=described)
+    found.descriptions[step.version] = described
     return step
+
+
+LIFECYCLE_HEADING = "#### Lifecycle (flexlock)"
+"""Starts the part of a version's description that flexlock writes; what comes before is the user's."""
+LIFECYCLE_ROWS = 50
+"""Moves shown in a version's description at most (MLflow limits a description's length)."""
+
+
+def _cell(text: object) -> str:
+    """One line of a markdown table cell."""
+    return " ".join(str(text or "").split()).replace("|", "\\|")
+
+
+def with_lifecycle(description: str, record: list[dict[str, Any]]) -> str:
+    """`description` with its lifecycle part rewritten as a table of `record` (the history tag),
+    newest first, so that the version's page in MLflow reads as a history, not as JSON.
+
+    Example:
+        >>> print(with_lifecycle("Trained on May data.", [{"from": None, "to": "dev", "at": "2026-12-01T10:00:00Z",
+        ...       "by": "ana", "comment": "", "flow_run_id": None}]))
+        Trained on May data.
+        <BLANKLINE>
+        #### Lifecycle (flexlock)
+        <BLANKLINE>
+        | when (UTC) | move | by | comment |
+        |---|---|---|---|
+        | 2026-12-01T10:00:00Z | new → dev | ana |  |
+    """
+    own = description.split(LIFECYCLE_HEADING, 1)[0].rstrip()
+    rows = [
+        f"| {e['at']} | {e['from'] or 'new'} → {e['to']} | {_cell(e['by'])} | {_cell(e['comment'])} |"
+        for e in reversed(record[-LIFECYCLE_ROWS:])
+    ]
+    if len(record) > LIFECYCLE_ROWS:
+        rows.append(f"| … | {len(record) - LIFECYCLE_ROWS} earlier moves in the tag `{HISTORY}` | | |")
+    table = [LIFECYCLE_HEADING, "", "| when (UTC) | move | by | comment |", "|---|---|---|---|", *rows]
+    return "\n\n".join(part for part in (own, "\n".join(table)) if part)
 
 
 def _settle(tracking: Tracking, found: _Model) -> list[str]:
