@@ -18,6 +18,7 @@ from pathlib import Path
 import mlflow
 import pytest
 from mlflow import MlflowClient
+from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES
 
 from flexlock_prefect import mlflowlink, reconcile, relog
 from flexlock_prefect.capture import capture_run
@@ -268,7 +269,7 @@ def test_a_tracking_server_lost_mid_relog_fails_that_relog_within_flexlocks_retr
         server.stop()
     assert seen == {"retries": "1"}
     assert outcome.outcome == "failed" and "Max retries exceeded" in (outcome.reason or "")
-    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # restored after the relog
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == str(MLFLOW_HTTP_REQUEST_MAX_RETRIES.default)
 
 
 def test_no_secret_reaches_mlflow_params_tags_artifacts_or_logs(

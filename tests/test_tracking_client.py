@@ -1,5 +1,6 @@
 """`bounded_retries`: inside flexlock's MLflow operations a lost server fails a request within
-seconds, the user's own MLflow settings win, and the environment is restored afterwards."""
+seconds, the user's own MLflow settings win, and afterwards MLflow reads its defaults again,
+without a variable ever being deleted under a thread that iterates the environment."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import os
 import threading
 
 import pytest
+from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR, MLFLOW_HTTP_REQUEST_MAX_RETRIES
 
 from flexlock_prefect.tracking.client import bounded_retries
 
-RETRIES = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
-BACKOFF = "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"
+RETRIES = MLFLOW_HTTP_REQUEST_MAX_RETRIES.name
+BACKOFF = MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.name
 
 
 @pytest.fixture(autouse=True)
@@ -21,20 +23,37 @@ def mlflow_retry_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(BACKOFF, raising=False)
 
 
-def test_inside_the_block_mlflow_retries_follow_the_setting_and_are_unset_again_after(
+def mlflow_reads() -> tuple[int, int]:
+    return MLFLOW_HTTP_REQUEST_MAX_RETRIES.get(), MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get()
+
+
+def test_inside_the_block_mlflow_retries_follow_the_setting_and_its_defaults_after(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("FLEXLOCK_TRACKING_RETRIES", "2")
+    defaults = mlflow_reads()
     with bounded_retries():
-        assert (os.environ[RETRIES], os.environ[BACKOFF]) == ("2", "1")
-    assert RETRIES not in os.environ and BACKOFF not in os.environ
+        assert mlflow_reads() == (2, 1)
+    assert mlflow_reads() == defaults
+    with bounded_retries():  # restored to the defaults, the variables are still flexlock's to set
+        assert mlflow_reads() == (2, 1)
+
+
+def test_a_variable_unset_before_is_restored_to_mlflows_default_not_deleted() -> None:
+    """Deleting it could raise KeyError in a thread iterating os.environ (requests does, for proxies)."""
+    with bounded_retries():
+        pass
+    assert (os.environ[RETRIES], os.environ[BACKOFF]) == (
+        str(MLFLOW_HTTP_REQUEST_MAX_RETRIES.default),
+        str(MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.default),
+    )
 
 
 def test_a_retry_policy_the_user_set_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(RETRIES, "7")
+    monkeypatch.setenv(RETRIES, "5")
     with bounded_retries():
-        assert (os.environ[RETRIES], os.environ[BACKOFF]) == ("7", "1")
-    assert os.environ[RETRIES] == "7" and BACKOFF not in os.environ
+        assert os.environ[RETRIES] == "5" and os.environ[BACKOFF] == "1"
+    assert os.environ[RETRIES] == "5"
 
 
 def test_overlapping_blocks_in_threads_restore_only_when_the_last_one_ends() -> None:
@@ -54,4 +73,4 @@ def test_overlapping_blocks_in_threads_restore_only_when_the_last_one_ends() -> 
     first_left.set()
     thread.join()
     assert seen_after_first == ["3"]  # the default, FLEXLOCK_TRACKING_RETRIES=3
-    assert RETRIES not in os.environ
+    assert mlflow_reads() == (MLFLOW_HTTP_REQUEST_MAX_RETRIES.default, MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.default)

@@ -15,11 +15,17 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import mlflow
 import requests
 from mlflow import MlflowClient
 from mlflow.entities import Param, RunTag, ViewType
+from mlflow.environment_variables import (
+    MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR,
+    MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+    MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT,
+)
 from mlflow.exceptions import MlflowException
 
 from flexlock_prefect.exceptions import TrackingError
@@ -140,27 +146,39 @@ def all_experiment_ids(client: MlflowClient) -> list[str]:
 
 
 class _EnvOverlay:
-    """Environment variables set only while blocks that need them run, then restored.
+    """MLflow environment variables given other values only while blocks that need them run.
 
     Some MLflow behaviours have no switch but an environment variable read on every call. Blocks
     may nest and run at once in threads, so they are counted: the first sets the variables, the
-    last restores them. With `override=False` a variable the user set is left as it is.
+    last restores them. A variable that was unset is restored to MLflow's default value, never
+    deleted: another thread iterating `os.environ` (requests and httpx do, to find proxies) would
+    get a `KeyError` for a key deleted under it. With `override=False` a variable the user set
+    is left as it is.
     """
 
-    def __init__(self, values: Callable[[], Mapping[str, str]], *, override: bool) -> None:
-        self._values = values
+    def __init__(self, values: Callable[[], Mapping[Any, str]], *, override: bool) -> None:
+        self._values = values  # MLflow's variable (from mlflow.environment_variables) -> value
         self._override = override
         self._lock = threading.Lock()
         self._depth = 0
-        self._saved: dict[str, str | None] = {}
+        self._saved: dict[str, tuple[str, bool]] = {}  # name -> (value to restore, is MLflow's default)
+        self._defaults_written: dict[str, str] = {}  # where a restore wrote MLflow's default
+
+    def _set_by_user(self, name: str) -> bool:
+        return name in os.environ and os.environ[name] != self._defaults_written.get(name)
 
     @contextmanager
     def __call__(self) -> Iterator[None]:
         with self._lock:
             if self._depth == 0:
-                wanted = {k: v for k, v in self._values().items() if self._override or k not in os.environ}
-                self._saved = {k: os.environ.get(k) for k in wanted}
-                os.environ.update(wanted)
+                self._saved = {}
+                for variable, value in self._values().items():
+                    by_user = self._set_by_user(variable.name)
+                    if by_user and not self._override:
+                        continue
+                    before = os.environ[variable.name] if by_user else str(variable.default)
+                    self._saved[variable.name] = (before, not by_user)
+                    os.environ[variable.name] = value
             self._depth += 1
         try:
             yield
@@ -168,14 +186,13 @@ class _EnvOverlay:
             with self._lock:
                 self._depth -= 1
                 if self._depth == 0:
-                    for name, value in self._saved.items():
-                        if value is None:
-                            os.environ.pop(name, None)
-                        else:
-                            os.environ[name] = value
+                    for name, (value, is_default) in self._saved.items():
+                        os.environ[name] = value
+                        if is_default:
+                            self._defaults_written[name] = value
 
 
-quiet_run_end = _EnvOverlay(lambda: {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}, override=True)
+quiet_run_end = _EnvOverlay(lambda: {MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT: "true"}, override=True)
 """Inside the block, ending a run neither prints its URL nor fetches the run again for it.
 
 MLflow prints the URL of a run it ends on stdout, built from the tracking URI (which may hold
@@ -183,8 +200,8 @@ credentials), and fetches the run to build it."""
 
 bounded_retries = _EnvOverlay(
     lambda: {
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(get_settings().tracking_retries),
-        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES: str(get_settings().tracking_retries),
+        MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR: "1",
     },
     override=False,
 )
