@@ -206,13 +206,19 @@ def read_holder(client: SyncPrefectClient, name: str) -> HolderRecord | None:
 
 
 def _write_holder(client: SyncPrefectClient, name: str, holder: HolderRecord) -> None:
+    """Update the record, or create it; created meanwhile by another writer (a holder whose lease
+    was freed while it still ran), it is updated after all: the last write is the holder's."""
     variable = record_name(name)
     try:
         client.update_variable(VariableUpdate(name=variable, value=asdict(holder)))
+        return
     except httpx.HTTPStatusError as exc:
         if exc.response.status_code != httpx.codes.NOT_FOUND:
             raise
+    try:
         client.create_variable(VariableCreate(name=variable, value=asdict(holder), tags=["flexlock-lock"]))
+    except ObjectAlreadyExists:
+        client.update_variable(VariableUpdate(name=variable, value=asdict(holder)))
 
 
 def _release(client: SyncPrefectClient, name: str, lease_id: UUID) -> None:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,34 @@ def test_holder_record_names_are_valid_prefect_variable_names_and_distinct() -> 
     assert record_name("flexlock-run-de961c6972ce12f6") == "flexlock-run-de961c6972ce12f6"
     assert record_name("flexlock-model-My Model") != record_name("flexlock-model-my model")
     assert record_name("flexlock-model-My Model").startswith("flexlock-model-my-model-")
+
+
+def test_a_holder_record_created_by_another_writer_meanwhile_is_overwritten_with_ours(prefect_api: str) -> None:
+    """A holder whose lease a waiter freed may still write its record while the new holder
+    writes its own: both find none, both create, and the second create must not fail."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import VariableCreate
+
+    from flexlock_prefect.concurrency import HolderRecord, _write_holder, read_holder
+
+    lock = "flexlock-run-0123456789abcdef"
+    theirs = HolderRecord("lease-a", "host-a", 1, "2026-12-01T10:00:00Z", "2026-12-01T10:00:00Z")
+    ours = HolderRecord("lease-b", "host-b", 2, "2026-12-01T10:01:00Z", "2026-12-01T10:01:00Z")
+
+    class OtherWriterFirst:
+        """The real client, but the other writer's create lands just before ours."""
+
+        def __init__(self, client) -> None:
+            self.client = client
+
+        def __getattr__(self, name: str):
+            return getattr(self.client, name)
+
+        def create_variable(self, variable: VariableCreate):
+            self.client.create_variable(VariableCreate(name=variable.name, value=asdict(theirs)))
+            return self.client.create_variable(variable)
+
+    with get_client(sync_client=True) as client:
+        _write_holder(OtherWriterFirst(client), lock, ours)
+        assert read_holder(client, lock) == ours
+        client.delete_variable_by_name(record_name(lock))
