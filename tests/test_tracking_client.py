@@ -49,6 +49,13 @@ def test_a_variable_unset_before_is_restored_to_mlflows_default_not_deleted() ->
     )
 
 
+def test_mlflows_default_inherited_from_a_parent_process_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a process started after a flexlock operation inherits: the bound still applies."""
+    monkeypatch.setenv(RETRIES, str(MLFLOW_HTTP_REQUEST_MAX_RETRIES.default))
+    with bounded_retries():
+        assert mlflow_reads() == (3, 1)
+
+
 def test_a_retry_policy_the_user_set_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(RETRIES, "5")
     with bounded_retries():

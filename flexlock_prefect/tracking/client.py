@@ -152,8 +152,9 @@ class _EnvOverlay:
     may nest and run at once in threads, so they are counted: the first sets the variables, the
     last restores them. A variable that was unset is restored to MLflow's default value, never
     deleted: another thread iterating `os.environ` (requests and httpx do, to find proxies) would
-    get a `KeyError` for a key deleted under it. With `override=False` a variable the user set
-    is left as it is.
+    get a `KeyError` for a key deleted under it. So a variable holding MLflow's default counts
+    as unset (it is what a restore leaves, and what child processes inherit); with
+    `override=False`, any other value the user set is left as it is.
     """
 
     def __init__(self, values: Callable[[], Mapping[Any, str]], *, override: bool) -> None:
@@ -161,11 +162,7 @@ class _EnvOverlay:
         self._override = override
         self._lock = threading.Lock()
         self._depth = 0
-        self._saved: dict[str, tuple[str, bool]] = {}  # name -> (value to restore, is MLflow's default)
-        self._defaults_written: dict[str, str] = {}  # where a restore wrote MLflow's default
-
-    def _set_by_user(self, name: str) -> bool:
-        return name in os.environ and os.environ[name] != self._defaults_written.get(name)
+        self._saved: dict[str, str] = {}
 
     @contextmanager
     def __call__(self) -> Iterator[None]:
@@ -173,11 +170,10 @@ class _EnvOverlay:
             if self._depth == 0:
                 self._saved = {}
                 for variable, value in self._values().items():
-                    by_user = self._set_by_user(variable.name)
-                    if by_user and not self._override:
-                        continue
-                    before = os.environ[variable.name] if by_user else str(variable.default)
-                    self._saved[variable.name] = (before, not by_user)
+                    before = os.environ.get(variable.name, str(variable.default))
+                    if before != str(variable.default) and not self._override:
+                        continue  # the user's own setting
+                    self._saved[variable.name] = before
                     os.environ[variable.name] = value
             self._depth += 1
         try:
@@ -186,10 +182,7 @@ class _EnvOverlay:
             with self._lock:
                 self._depth -= 1
                 if self._depth == 0:
-                    for name, (value, is_default) in self._saved.items():
-                        os.environ[name] = value
-                        if is_default:
-                            self._defaults_written[name] = value
+                    os.environ.update(self._saved)
 
 
 quiet_run_end = _EnvOverlay(lambda: {MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT: "true"}, override=True)
