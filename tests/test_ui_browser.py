@@ -4,14 +4,19 @@ The demo runs once for the module, as `flexlock-prefect demo --keep` runs it (a 
 UI on a free loopback port, the served example pipeline, one main run and the diag run its event
 triggers, logging to a local SQLite MLflow store), then `mlflow server` opens that store (what the
 demo's `mlflow ui --backend-store-uri …` line does) and one forced relog deprecates the diag's run.
+The model version the relog registers is then promoted to staging, and the promotion pauses for a
+reviewer: the module looks at its approval form and evidence as the reviewer does.
 Screenshots (1600x1000) go to a directory the module prints.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
-from contextlib import ExitStack, nullcontext
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, nullcontext, suppress
+from contextvars import copy_context
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +27,7 @@ import pytest
 from tests.helpers.browser import Page, chromium, chromium_executable
 
 if TYPE_CHECKING:
-    from prefect.client.schemas.objects import FlowRun
+    from prefect.client.schemas.objects import Artifact, FlowRun
 
 pytestmark = [
     pytest.mark.integration,
@@ -32,6 +37,8 @@ pytestmark = [
 ]
 
 ACTIVE_FILTER = "tags.`flexlock.status` = 'active'"
+MODEL = "breast-cancer-classifier"  # the example config's model_name (flexlock_prefect.examples.train)
+RULE = "accuracy >= 0.9"  # holds for the example model (~0.96)
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
 
     from flexlock_prefect import RunLock, local, relog
     from flexlock_prefect.demo import DEMO_EXPERIMENT, DIAG_DEPLOYMENT, run_demo
+    from flexlock_prefect.examples.diag import log_example_run
     from tests.helpers.prefect_api import flow_run, wait_for_flow_runs
     from tests.helpers.servers import prefect_client_pointed_at, start_mlflow_server
 
@@ -76,7 +84,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         )
         stack.callback(mlflow.stop)
         patch.setenv("MLFLOW_TRACKING_URI", mlflow_url)
-        [relogged] = relog([result.save_dir], force=True)
+        # with the example's diag body, as the pipeline's relog-all relogs: it registers the model again
+        [relogged] = relog([result.save_dir], force=True, diag=log_example_run)
         assert relogged.outcome == "relogged" and relogged.superseded_run_ids == [result.mlflow_run_id]
 
         client = MlflowClient(mlflow_url)
@@ -100,6 +109,65 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             deprecated_run_ids={result.mlflow_run_id},
             shots=shots,
         )
+
+
+@dataclass(frozen=True)
+class Promotion:
+    version: str
+    flow_run_id: str  # paused for approval until a test answers it
+    evidence: Artifact
+    result: Future[str]  # what the promote flow returns
+
+
+@pytest.fixture(scope="module")
+def promotion(demo: Demo) -> Iterator[Promotion]:
+    """The relogged run's model version moved to dev, then promoted to staging with `RULE` in a
+    thread (in this context: the demo's Prefect API and MLflow server), once that promotion has
+    paused for approval. Whatever is still paused when the module ends is rejected, so no paused
+    run and no thread outlives the module."""
+    from mlflow import MlflowClient
+
+    from flexlock_prefect.promote import promote
+    from flexlock_prefect.registry import move
+    from tests.helpers.prefect_api import artifacts, poll, wait_for_flow_run
+
+    versions = MlflowClient().search_model_versions(f"name='{MODEL}'")
+    [version] = [v.version for v in versions if v.run_id in demo.active_run_ids]
+    move(MODEL, version, "dev", by="ana")  # not through promote: its evidence would share the key
+    key = f"promotion-{MODEL}-{version}"
+    with ThreadPoolExecutor(1, thread_name_prefix="promote") as pool:
+        result = pool.submit(
+            copy_context().run, promote, MODEL, version, to="staging", checks=[RULE], timeout=300, poll_interval=1
+        )
+        try:
+            found, _ = poll(lambda: artifacts(key), lambda versions: bool(versions) or result.done(), timeout_s=60)
+            assert not result.done(), _ended_early(result)
+            assert found, f"no evidence {key} within 60 s"
+            [evidence] = found
+            run = wait_for_flow_run(str(evidence.flow_run_id), lambda run: run.state.is_paused() or result.done())
+            assert not result.done(), _ended_early(result)
+            yield Promotion(version, str(run.id), evidence, result)
+        finally:
+            _, done = poll(lambda: _rejected_unless_done(key, result), bool, timeout_s=60)
+            assert done, "the promotion is still running"
+
+
+def _ended_early(promotion: Future[str]) -> str:
+    return f"the promotion ended before it paused for approval: {promotion.exception() or promotion.result()!r}"
+
+
+def _rejected_unless_done(evidence_key: str, promotion: Future[str]) -> bool:
+    """Whether the promotion has ended; if not, reject the runs that published `evidence_key` and wait for approval."""
+    from flexlock_prefect.approval import answer
+    from flexlock_prefect.exceptions import FlexlockError
+    from tests.helpers.prefect_api import artifacts
+
+    if promotion.done():
+        return True
+    for artifact in artifacts(evidence_key):
+        with suppress(FlexlockError):  # it is not paused (it runs, or has ended)
+            answer(str(artifact.flow_run_id), approved=False, reviewer="tests", comment="the tests ended", wait_s=0)
+    return False
 
 
 @pytest.fixture
@@ -159,6 +227,66 @@ def test_the_mlflow_active_filter_lists_exactly_the_active_runs(demo: Demo, page
     assert listed == demo.active_run_ids and not listed & demo.deprecated_run_ids
 
 
+def test_the_approval_form_opens_undecided_links_the_evidence_and_resumes_with_the_reviewers_answer(
+    demo: Demo, promotion: Promotion, page: Page
+) -> None:
+    from flexlock_prefect.registry import history
+    from tests.helpers.prefect_api import flow_run
+
+    page.goto(f"{demo.prefect_ui}/runs/flow-run/{promotion.flow_run_id}")
+    page.click_button("Resume")
+    page.wait_for_text("Resume Flow Run", f"Move {MODEL} version {promotion.version}: dev → staging.", "Decision")
+    form = ".p-modal__body"
+    links = page.evaluate(f"[...document.querySelectorAll('{form} a')].map(a => a.getAttribute('href'))")
+    labels = page.evaluate(
+        f"[...document.querySelectorAll('{form} .schema-form-property__label')].map(l => l.innerText)"
+    )
+    decision = f"{form} .schema-form-property:nth-of-type(1) select:not(.p-native-select__control--placeholder)"
+    choice = page.evaluate(
+        f"(s => [s.selectedIndex, [...s.options].map(o => o.value)])(document.querySelector('{decision}'))"
+    )
+    page.screenshot(demo.shots / "approval-form.png")
+    assert links == [f"{demo.prefect_ui}/artifacts/artifact/{promotion.evidence.id}"]
+    assert labels == ["Decision", "Reviewer", "Comment (Optional)"]
+    assert choice == [-1, ["approve", "reject"]]  # nothing chosen
+
+    required = ["'decision' is a required property", "'reviewer' is a required property"]
+    page.click_button("Submit")  # as it opened: refused by the form, the run stays paused
+    page.wait_for_text(*required)
+    assert flow_run(promotion.flow_run_id).state.is_paused()
+
+    # The reviewer's answer. Filled right after the form renders, a value was lost in about every
+    # other run (Prefect 3.8.8); once it has shown its errors the form re-validates each change,
+    # so it says when it holds both.
+    page.fill(decision, "approve")
+    page.fill(f"{form} .schema-form-property:nth-of-type(2) textarea", "bo")
+    page.wait_for(
+        "the form accepting the answer", f"!{json.dumps(required)}.some(t => document.body.innerText.includes(t))"
+    )
+    page.click_button("Submit")
+    page.wait_for_text("Flow run resumed")  # Prefect's toast
+    assert promotion.result.result(timeout=60) == f"models:/{MODEL}@staging"
+    assert (promotion.version, "dev", "staging", "bo") in [
+        (m.version, m.from_state, m.to_state, m.by) for m in history(MODEL)
+    ]
+
+
+def test_the_promotion_evidence_page_renders_its_tables(demo: Demo, promotion: Promotion, page: Page) -> None:
+    expected = markdown_tables(promotion.evidence.data)
+    page.goto(f"{demo.prefect_ui}/artifacts/artifact/{promotion.evidence.id}")
+    page.wait_for("the evidence tables", f"document.querySelectorAll('table').length >= {len(expected)}")
+    rendered = page.tables()
+    links = page.evaluate("[...document.querySelectorAll('table a')].map(a => [a.innerText, a.getAttribute('href')])")
+    page.screenshot(demo.shots / "evidence.png")
+    [run_id] = demo.active_run_ids  # the run that registered the version
+    assert rendered == expected
+    versions, checks, metrics = rendered[:3]
+    assert versions[1:] == [["candidate", promotion.version, run_id]]
+    assert links == [[run_id, f"{demo.mlflow_ui}/#/experiments/{demo.experiment_id}/runs/{run_id}"]]
+    assert [row[:2] for row in checks[1:]] == [["✅", "record"], ["✅", RULE]]
+    assert metrics[0] == ["metric", "candidate", "holder", "delta"] and "accuracy" in [row[0] for row in metrics]
+
+
 def listed_runs(page: Page, experiment_id: str, count: int) -> set[str]:
     """The run ids the MLflow run list links to, once it says it matched `count` runs and shows them
     (the count is rendered before the rows)."""
@@ -172,7 +300,8 @@ def listed_runs(page: Page, experiment_id: str, count: int) -> set[str]:
 
 
 def markdown_tables(markdown: str) -> list[list[list[str]]]:
-    """The cells of each table of a markdown text, header row first, as a browser shows them."""
+    """The cells of each table of a markdown text, header row first, as a browser shows them
+    (code without its backticks, a link as its text)."""
     tables: list[list[list[str]]] = []
     previous = ""
     for line in markdown.splitlines():
@@ -180,6 +309,10 @@ def markdown_tables(markdown: str) -> list[list[list[str]]]:
             if not previous.startswith("|"):
                 tables.append([])
             cells = re.split(r"(?<!\\)\|", line)[1:-1]
-            tables[-1].append([cell.strip().strip("`").replace("\\|", "|") for cell in cells])
+            tables[-1].append([_shown(cell) for cell in cells])
         previous = line
     return tables
+
+
+def _shown(cell: str) -> str:
+    return re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", cell.strip().strip("`").replace("\\|", "|"))

@@ -24,6 +24,7 @@ from tests.helpers.prefect_api import poll
 
 WINDOW = (1600, 1000)
 PAGE_TIMEOUT_S = 60.0
+_CLICK = "(e => e ? (e.click(), true) : false)"  # applied to an element or null: whether it was clicked
 
 
 def chromium_executable() -> str | None:
@@ -75,8 +76,22 @@ class Page:
         return self.evaluate(f"[...document.querySelectorAll('table')].map(t => {cells})")
 
     def click(self, selector: str) -> None:
-        if not self.evaluate(f"(e => e ? (e.click(), true) : false)(document.querySelector({json.dumps(selector)}))"):
+        if not self.evaluate(f"{_CLICK}(document.querySelector({json.dumps(selector)}))"):
             raise AssertionError(f"nothing to click at {selector!r} on {self.evaluate('location.href')}")
+
+    def click_button(self, label: str, timeout_s: float = PAGE_TIMEOUT_S) -> None:
+        """Poll until a button labelled `label` (its trimmed text) is shown, then click it once."""
+        button = f"[...document.querySelectorAll('button')].find(b => b.innerText.trim() === {json.dumps(label)})"
+        self.wait_for(f"the {label} button", f"{_CLICK}({button})", timeout_s)
+
+    def fill(self, selector: str, value: str) -> None:
+        """Set a form control's value as typing or choosing does: the app hears `input` and `change`."""
+        fill = (
+            "(e, v) => { if (!e) return false; e.value = v;"
+            " ['input', 'change'].forEach(t => e.dispatchEvent(new Event(t, {bubbles: true}))); return true; }"
+        )
+        if not self.evaluate(f"({fill})(document.querySelector({json.dumps(selector)}), {json.dumps(value)})"):
+            raise AssertionError(f"no form control at {selector!r} on {self.evaluate('location.href')}")
 
     def wait_for(self, what: str, expression: str, timeout_s: float = PAGE_TIMEOUT_S) -> Any:
         """Poll until the expression is truthy; returns its value. On timeout the assertion says
