@@ -44,6 +44,7 @@ from flexlock_prefect.rules import Candidate, Rule, RuleResult, check_rules, par
 from flexlock_prefect.settings import get_settings
 from flexlock_prefect.tracking import registry
 from flexlock_prefect.tracking.client import Tracking, check_tracking_server, run_url
+from flexlock_prefect.tracking.supersede import current_active
 from flexlock_prefect.tracking.tags import ACTIVE, LOCK_DIGEST, LOGICAL_RUN_ID, STATUS
 from flexlock_prefect.verify import verify_lock
 
@@ -115,9 +116,7 @@ def _exists(url: str) -> bool:
 def automatic_checks(candidate: Candidate, run: Run | None, holders: dict[str, Candidate]) -> list[str]:
     """What stops the promotion before any rule: the candidate's run and record, and the records
     of the holders the rules compare with (the rules are `rule_results`)."""
-    failures = []
-    if run is not None and run.data.tags.get(STATUS) != ACTIVE:
-        failures.append(f"run {candidate.run_id} is not the active flexlock run of its save_dir (relogged since?)")
+    failures = [problem] if (problem := _not_current(candidate, run)) else []
     if candidate.lock is None:
         failures.append(f"version {candidate.version}: {candidate.problem}")
     elif run is not None:
@@ -126,6 +125,20 @@ def automatic_checks(candidate: Candidate, run: Run | None, holders: dict[str, C
         if holder.problem:
             failures.append(f"the {alias} version {holder.version}, which the checks compare with: {holder.problem}")
     return failures
+
+
+def _not_current(candidate: Candidate, run: Run | None) -> str | None:
+    """Why the version's run record is not the current one, or None (DESIGN.md §6): its run is
+    active, or its logical run has an active run logged from the same run.lock (a relog that
+    changed nothing the version depends on)."""
+    if run is None or run.data.tags.get(STATUS) == ACTIVE:
+        return None
+    active = current_active(candidate.lock) if candidate.lock else None
+    digest = run.data.tags.get(LOCK_DIGEST)
+    if active is not None and digest and active.data.tags.get(LOCK_DIGEST) == digest:
+        return None
+    why = f"its active run {active.info.run_id} was logged from another run.lock" if active else "it has no active run"
+    return f"run {candidate.run_id} is not the active flexlock run of its save_dir, and {why} (relogged since?)"
 
 
 def evidence_markdown(
@@ -158,7 +171,8 @@ def evidence_markdown(
         lines.append(f"| {to} holder | {holder.version} | {run_cell(holder)} |")
     lines += ["", "## Checks", "", "| | check | outcome |", "|---|---|---|"]
     lines += [f"| ❌ | record | {problem} |" for problem in problems] or [
-        "| ✅ | record | the active flexlock run of its save_dir; run.lock verifies against the logged digest |"
+        "| ✅ | record | the active flexlock run of its save_dir (or one logged from the same run.lock); "
+        "run.lock verifies against the logged digest |"
     ]
     lines += [f"| {'✅' if r.holds else '❌'} | `{r.text}` | {r.detail} |" for r in rules or []]
     if not rules:
@@ -192,15 +206,23 @@ def _num(value: float | None, sign: bool = False) -> str:
     return "" if value is None else f"{value:{'+' if sign else ''}.4f}"
 
 
-def approval_form(model: str, version: str, origin: str | None, to: str, evidence_id: object) -> type[Approval]:
-    """The `Approval` form with a description that says what is decided and where the evidence is."""
+def approval_form(
+    model: str, version: str, origin: str | None, to: str, evidence_id: object, holder: str | None = None
+) -> type[Approval]:
+    """The `Approval` form with a description that says what is decided and where the evidence
+    is; `holder` is the version now in `to`, which the evidence compares with."""
     ui = PREFECT_UI_URL.value()
     evidence = f"[the evidence]({ui.rstrip('/')}/artifacts/artifact/{evidence_id})" if ui else "the evidence artifact"
+    compared = (
+        f"checks, metrics and inputs against version {holder}, now in {to}"
+        if holder
+        else f"checks and metrics; no version is in {to} yet"
+    )
     return Approval.with_initial_data(
         description=(
             f"**Move {model} version {version}: {origin or 'new'} → {to}.** The automatic checks passed; read "
-            f"{evidence} (checks, metrics against the {to} holder, differing inputs), then choose *approve* or "
-            "*reject* and give your name. Both are recorded in the version's lifecycle history."
+            f"{evidence} ({compared}), then choose *approve* or *reject* and give your name. Both are recorded "
+            "in the version's lifecycle history."
         )
     )
 
@@ -281,7 +303,8 @@ def promote(
             to,
             flow_run.id,
         )
-        answer = wait_for_approval(timeout, poll_interval, approval_form(model, version, origin, to, evidence_id))
+        form = approval_form(model, version, origin, to, evidence_id, holding.get(to))
+        answer = wait_for_approval(timeout, poll_interval, form)
         if answer is None:
             raise reject(f"no approval within {timeout} s")
         if not answer.approved:

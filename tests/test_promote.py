@@ -235,6 +235,19 @@ def test_an_approval_form_submitted_without_a_decision_is_refused_and_the_run_st
     assert future.result(timeout=120) == f"models:/{model}@staging"
 
 
+def test_a_version_whose_run_a_relog_of_the_same_record_deprecated_still_passes_the_active_check(
+    model: str, tmp_path: Path
+) -> None:
+    """DESIGN.md §6: the check passes when the version's logical run has an active run with the
+    version's lock digest, so a relog of an unchanged run.lock (new diag code) blocks nothing."""
+    from flexlock_prefect import relog
+
+    [relogged] = relog([f"file://{tmp_path}/runs/0"], force=True)  # the default body: no new version
+    assert relogged.outcome == "relogged"
+    assert promote(model=model, version="1", to="dev", approval=False) == f"models:/{model}@dev"
+    assert "| ✅ | record | the active flexlock run of its save_dir" in evidence(model, "1")
+
+
 def test_a_failing_check_stops_before_approval_is_asked(model: str) -> None:
     promote(model=model, version="1", to="dev", approval=False)
     before = state(model)
@@ -309,7 +322,7 @@ def test_an_archived_version_whose_save_dir_is_gone_does_not_stop_a_promotion(
     promote(model=model, version="2", to="dev", approval=False)
     future, run_id = start(promotions, model=model, version="2", to="staging", checks=["accuracy >= 0.5"])
     report = evidence(model, "2")
-    assert "to `staging`" in report and "| ✅ | record | the active flexlock run of its save_dir;" in report
+    assert "to `staging`" in report and "| ✅ | record | the active flexlock run of its save_dir" in report
     assert "| ✅ | `accuracy >= 0.5` | accuracy is " in report
     approve_with_client(run_id)
     assert future.result(timeout=120) == f"models:/{model}@staging"

@@ -65,7 +65,7 @@ def test_the_evidence_notes_a_target_holder_whose_record_is_gone_without_failing
     candidate = Candidate("churn", "3", "run-3", {"accuracy": 0.91}, None, "its save_dir file:///runs/3 is gone")
     holder = Candidate("churn", "1", "run-1", {"accuracy": 0.9}, None, "its save_dir file:///runs/1 is gone")
     report = evidence_markdown(candidate, holder, "archived", [])
-    assert "| ✅ | record | the active flexlock run of its save_dir;" in report
+    assert "| ✅ | record | the active flexlock run of its save_dir" in report
     assert (
         "| ⚠️ | archived holder | version 1: its save_dir file:///runs/1 is gone (not checked; no input diff) |"
         in report
@@ -99,8 +99,11 @@ def test_the_evidence_lists_every_rule_with_its_outcome_and_links_both_runs() ->
 
 def test_the_approval_form_starts_undecided_and_points_to_the_evidence() -> None:
     with temporary_settings({PREFECT_UI_URL: "http://127.0.0.1:4200"}):
-        form = approval_form("churn", "3", "staging", "prod", "0b7c")
+        form = approval_form("churn", "3", "staging", "prod", "0b7c", holder="2")
+        first = approval_form("churn", "1", "staging", "prod", "0b7d")
     assert "**Move churn version 3: staging → prod.**" in form._description
+    assert "(checks, metrics and inputs against version 2, now in prod)" in form._description
+    assert "(checks and metrics; no version is in prod yet)" in first._description
     assert "[the evidence](http://127.0.0.1:4200/artifacts/artifact/0b7c)" in form._description
     with pytest.raises(ValidationError, match="decision"):
         form(reviewer="bo")  # a form submitted unchanged neither approves nor rejects
