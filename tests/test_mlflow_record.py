@@ -59,12 +59,12 @@ def test_an_explicit_run_name_wins_over_the_config(tmp_path: Path) -> None:
     ("config", "expected"),
     [
         ({"mlflow": {"run_name": "baseline"}, "model_name": "resnet"}, "baseline"),
-        ({"model_name": "resnet"}, "resnet · 2026-01-02_run"),
+        ({"model_name": "resnet"}, "2026-01-02_run · resnet"),
         ({"model_name": "2026-01-02_run"}, "2026-01-02_run"),
         ({}, "2026-01-02_run"),
     ],
 )
-def test_the_run_name_is_mlflow_run_name_else_the_save_dirs_last_part_after_the_model_name(
+def test_the_run_name_is_mlflow_run_name_else_the_save_dirs_last_part_then_the_model_name(
     tmp_path: Path, config, expected
 ) -> None:
     assert run_name(make_lock(tmp_path / "2026-01-02_run", config)) == expected

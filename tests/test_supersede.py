@@ -64,7 +64,7 @@ def test_first_log_records_the_run_with_contract_tags_params_inputs_and_artifact
         "clf",
         "dev",
         "supersede-tests",
-        "clf · run-a",
+        "run-a · clf",
     )
     assert run.data.params["lr"] == "0.1" and run.data.params["save_dir"].endswith("run-a")
     assert run.data.metrics == {"acc": 0.9, "loss.train": 0.2}

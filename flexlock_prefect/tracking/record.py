@@ -41,12 +41,13 @@ def experiment_name(lock: RunLock, explicit: str | None = None) -> str:
 
 
 def run_name(lock: RunLock, explicit: str | None = None) -> str:
-    """Explicit name, else config `mlflow.run_name`, else the save_dir's last part, after the
-    config's `model_name` when it has one (`resnet · 2026-01-02_run`): runs of one model from
-    different save_dirs keep distinct names in MLflow's list."""
+    """Explicit name, else config `mlflow.run_name`, else the save_dir's last part, then the
+    config's `model_name` when it has one (`2026-01-02_run · resnet`): runs of one model from
+    different save_dirs keep distinct names, and the part that tells them apart comes first,
+    where MLflow's narrow Run Name column still shows it."""
     name = save_dir_name(lock.logical_run_id)
     model = _config_text(lock, "model_name")
-    return explicit or _mlflow_setting(lock, "run_name") or (f"{model} · {name}" if model and model != name else name)
+    return explicit or _mlflow_setting(lock, "run_name") or (f"{name} · {model}" if model and model != name else name)
 
 
 def mlflow_enabled(lock: RunLock) -> bool:
