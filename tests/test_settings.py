@@ -62,6 +62,7 @@ NOT_KNOBS = {
     "tracking/record.py:TAG_VALUE_LIMIT": "MLflow's limit",
     "tracking/record.py:KEY_LIMIT": "MLflow's limit",
     "tracking/record.py:DATASET_DIGEST_LIMIT": "MLflow's limit",
+    "tracking/registry.py:LIFECYCLE_ROWS": "how much of the history a version's description shows; the tag has it all",
 }
 
 
