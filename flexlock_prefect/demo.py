@@ -33,7 +33,7 @@ class DemoResult:
 
 def run_demo(root: str | Path = "flexlock-demo", keep: bool = False, console: Console | None = None) -> DemoResult:
     """Run the example main flow through the served deployments and wait for its diag run."""
-    from flexlock_prefect.local import prefect_api, served_deployments
+    from flexlock_prefect.local import prefect_api, served_deployments, wait_until_idle
 
     console = console or Console(stderr=True)
     root = Path(root).resolve()
@@ -45,7 +45,7 @@ def run_demo(root: str | Path = "flexlock-demo", keep: bool = False, console: Co
             api_url = services.enter_context(prefect_api(root / "prefect", keep=keep))
         console.print(f"[green]✓[/green] Prefect API at {api_url}")
         log = root / "serve.log"
-        services.enter_context(served_deployments(log, {"MLFLOW_TRACKING_URI": tracking_uri}, keep=keep))
+        runner = services.enter_context(served_deployments(log, {"MLFLOW_TRACKING_URI": tracking_uri}, keep=keep))
         with console.status("serving the example pipeline: train, diag, relog-all, promote…"):
             _wait_for_deployment(DIAG_DEPLOYMENT, log)
         console.print("[green]✓[/green] deployments served (flexlock_prefect.serving.example_pipeline)")
@@ -57,6 +57,8 @@ def run_demo(root: str | Path = "flexlock-demo", keep: bool = False, console: Co
         with console.status("waiting for the diag run that flexlock.run.completed triggers…"):
             run_id = _wait_for_diag(save_dir, log)
         console.print(f"[green]✓[/green] diag logged it as MLflow run {run_id}")
+        if not keep:  # stopping the runner before the diag's process exits would cancel the run
+            wait_until_idle(runner, get_settings().demo_timeout_s)
     return DemoResult(
         prefect_ui=api_url.removesuffix("/api"),
         save_dir=save_dir,

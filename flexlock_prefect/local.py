@@ -168,3 +168,30 @@ def served_deployments(
                     process.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
+
+
+def wait_until_idle(process: subprocess.Popen, timeout_s: float) -> bool:
+    """Wait until a served runner has no flow-run process left; False if one outlived `timeout_s`.
+
+    A runner told to stop cancels every flow run whose process it still tracks, even one whose
+    state is already final (Prefect 3.9 does, for a run that finished a moment earlier but whose
+    process was still flushing its logs). So whoever stops the runner after its last run
+    completed waits here first. The children are read from Linux's `/proc`; elsewhere there is
+    nothing to read and this returns at once.
+    """
+    deadline = time.monotonic() + timeout_s
+    while _child_pids(process.pid):
+        if time.monotonic() > deadline or process.poll() is not None:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def _child_pids(pid: int) -> list[int]:
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            children += [int(child) for child in task.read_text().split()]
+        except OSError:  # the thread ended meanwhile
+            continue
+    return children

@@ -153,6 +153,8 @@ def _judge(rule: Rule, candidate: Candidate, holders: Mapping[str, Candidate]) -
             return RuleResult(rule.text, False, f"the {rule.alias} version {holder.version} has {rule.other} nan")
         bound += _decimal(theirs)
     mine = candidate.metrics[rule.metric]
+    # The detail shows the exact values (`:g`), not the tables' four decimals: an outcome can hinge
+    # on a digit that rounding would hide ("0.9580, needs >= 0.9580" for a rule that failed).
     holds = not math.isnan(mine) and _OPERATORS[rule.op](_decimal(mine), bound)
     return RuleResult(rule.text, holds, f"{rule.metric} is {mine:g}, needs {rule.op} {float(bound):g}")
 

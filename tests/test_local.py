@@ -1,18 +1,20 @@
-"""The local Prefect server that `demo` and `serve` start: its UI talks to its own API."""
+"""The local services that `demo` and `serve` start: the Prefect server's UI talks to its own API,
+and the served runner is stopped only once its flow-run processes have exited."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from flexlock_prefect.local import start_prefect_server
-
-pytestmark = pytest.mark.integration
+from flexlock_prefect.local import _child_pids, start_prefect_server, wait_until_idle
 
 
+@pytest.mark.integration
 def test_the_ui_of_a_server_on_a_free_port_talks_to_that_servers_api(tmp_path: Path) -> None:
     server, url = start_prefect_server(tmp_path / "prefect", ui=True)
     try:
@@ -21,3 +23,23 @@ def test_the_ui_of_a_server_on_a_free_port_talks_to_that_servers_api(tmp_path: P
     finally:
         server.stop()
     assert settings["api_url"] == url
+
+
+# A stand-in for a runner: it runs one "flow run" child that lives until a line arrives on stdin
+# (which the child inherits), then waits for a second line itself.
+RUNNER = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'input()']); input()"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the children from Linux's /proc")
+def test_a_runner_is_idle_only_once_its_flow_run_processes_have_exited() -> None:
+    runner = subprocess.Popen([sys.executable, "-c", RUNNER], stdin=subprocess.PIPE, text=True)
+    try:
+        while not _child_pids(runner.pid):
+            assert runner.poll() is None
+        assert wait_until_idle(runner, timeout_s=0.1) is False
+
+        runner.stdin.write("the flow run ends\n")
+        runner.stdin.flush()
+        assert wait_until_idle(runner, timeout_s=60) is True
+    finally:
+        runner.communicate("the runner stops\n", timeout=60)
