@@ -34,7 +34,10 @@ SEED_TAG_KEYS = ("project", "env", "model_name", "data_name", "debug", "lifecycl
 INPUT_DIGEST = "flexlock.digest"
 """Input tag with the full `algorithm:digest` (a dataset digest holds 36 characters at most)."""
 
-# Registered model versions.
+# Registered model versions (and their MLflow 3 LoggedModels). A version belongs to a logical run
+# and a model content (DESIGN.md §6): it carries LOGICAL_RUN_KEY and LOCK_DIGEST too.
+MODEL_DIGEST = "flexlock.model_digest"
+"""`sha256:<hex>` of the model file's bytes in the save_dir: a relog with the same bytes reuses the version."""
 LIFECYCLE = "flexlock.lifecycle"
 HISTORY = "flexlock.lifecycle_history"
 APPROVED_BY = "flexlock.approved_by"
