@@ -2,8 +2,9 @@
 
 `promote(model, version, to)` is a Prefect flow:
 1. the move must be legal (`registry.check_move`);
-2. automatic checks: the version's MLflow run is the `active` run of its save_dir, its run.lock
-   still verifies against the digest MLflow recorded, and every metric rule holds
+2. automatic checks: the active run of the version's save_dir was logged from the version's
+   run.lock (`flexlock.lock_digest`; the version's own run, or a later relog of the same record,
+   DESIGN.md §6), that run.lock still verifies against that digest, and every metric rule holds
    (`accuracy >= 0.9`, `accuracy >= prod.accuracy - 0.01`, see `flexlock_prefect.rules`). Only
    the candidate and the holders its rules name must be readable: a record that is gone is a
    failed check with its reason, never a crash;
@@ -84,7 +85,8 @@ def load_version(tracking: Tracking, model: str, version: str) -> tuple[Candidat
     server still raises, since it says nothing about the version.
     """
     try:
-        run_id = registry.model_version(tracking, model, version).run_id
+        registered = registry.model_version(tracking, model, version)
+        run_id = registered.run_id
         if not run_id:
             return Candidate(model, version, "", {}, None, "it was registered without an MLflow run"), None
         runs = Tracking(tracking.client.tracking_uri, tracking.client)  # runs are on the tracking server
@@ -94,16 +96,18 @@ def load_version(tracking: Tracking, model: str, version: str) -> tuple[Candidat
         return Candidate(model, version, "", {}, None, str(exc)), None
     metrics = dict(run.data.metrics)
     save_dir = run.data.tags.get(LOGICAL_RUN_ID)
+    digest = registered.tags.get(LOCK_DIGEST) or run.data.tags.get(LOCK_DIGEST)
     if run.info.lifecycle_stage == "deleted":
-        return Candidate(model, version, run_id, metrics, None, f"its MLflow run {run_id} is deleted"), run
+        return Candidate(model, version, run_id, metrics, None, f"its MLflow run {run_id} is deleted", digest), run
     if not save_dir:
-        return Candidate(model, version, run_id, metrics, None, f"its run {run_id} has no flexlock run record"), run
+        problem = f"its run {run_id} has no flexlock run record"
+        return Candidate(model, version, run_id, metrics, None, problem, digest), run
     try:
-        return Candidate(model, version, run_id, metrics, RunLock.load(save_dir)), run
+        return Candidate(model, version, run_id, metrics, RunLock.load(save_dir), lock_digest=digest), run
     except FlexlockError as exc:
         gone = not _exists(save_dir)
         problem = f"its save_dir {save_dir} is gone" if gone else f"its run.lock cannot be read: {exc}"
-        return Candidate(model, version, run_id, metrics, None, problem), run
+        return Candidate(model, version, run_id, metrics, None, problem, digest), run
 
 
 def _exists(url: str) -> bool:
@@ -113,32 +117,46 @@ def _exists(url: str) -> bool:
         return True  # cannot tell: the run.lock's own error says more
 
 
-def automatic_checks(candidate: Candidate, run: Run | None, holders: dict[str, Candidate]) -> list[str]:
+def active_run(candidate: Candidate, run: Run | None) -> Run | None:
+    """The active run of the version's logical run: its own run until a relog supersedes it."""
+    if run is not None and run.data.tags.get(STATUS) == ACTIVE:
+        return run
+    return current_active(candidate.lock) if candidate.lock else None
+
+
+def holds_record(active: Run | None, candidate: Candidate) -> bool:
+    """Whether `active` was logged from the version's run.lock (DESIGN.md §6): then the version is
+    current, whichever relog of its save_dir made that run (one that reused the version, say)."""
+    return (
+        active is not None
+        and bool(candidate.lock_digest)
+        and active.data.tags.get(LOCK_DIGEST) == candidate.lock_digest
+    )
+
+
+def automatic_checks(
+    candidate: Candidate, run: Run | None, holders: dict[str, Candidate], active: Run | None
+) -> list[str]:
     """What stops the promotion before any rule: the candidate's run and record, and the records
-    of the holders the rules compare with (the rules are `rule_results`)."""
-    failures = [problem] if (problem := _not_current(candidate, run)) else []
+    of the holders the rules compare with (the rules are `rule_results`). `active` is the
+    candidate's `active_run`."""
+    failures = [] if run is None or holds_record(active, candidate) else [_not_current(candidate, active)]
     if candidate.lock is None:
         failures.append(f"version {candidate.version}: {candidate.problem}")
     elif run is not None:
-        failures += [str(m) for m in verify_lock(candidate.lock, expected_digest=run.data.tags.get(LOCK_DIGEST))]
+        failures += [str(m) for m in verify_lock(candidate.lock, expected_digest=candidate.lock_digest)]
     for alias, holder in sorted(holders.items()):
         if holder.problem:
             failures.append(f"the {alias} version {holder.version}, which the checks compare with: {holder.problem}")
     return failures
 
 
-def _not_current(candidate: Candidate, run: Run | None) -> str | None:
-    """Why the version's run record is not the current one, or None (DESIGN.md §6): its run is
-    active, or its logical run has an active run logged from the same run.lock (a relog that
-    changed nothing the version depends on)."""
-    if run is None or run.data.tags.get(STATUS) == ACTIVE:
-        return None
-    active = current_active(candidate.lock) if candidate.lock else None
-    digest = run.data.tags.get(LOCK_DIGEST)
-    if active is not None and digest and active.data.tags.get(LOCK_DIGEST) == digest:
-        return None
+def _not_current(candidate: Candidate, active: Run | None) -> str:
     why = f"its active run {active.info.run_id} was logged from another run.lock" if active else "it has no active run"
-    return f"run {candidate.run_id} is not the active flexlock run of its save_dir, and {why} (relogged since?)"
+    return (
+        f"run {candidate.run_id} is not the active flexlock run of its save_dir, and {why} "
+        "(relogged from a changed run.lock since?)"
+    )
 
 
 def evidence_markdown(
@@ -148,16 +166,18 @@ def evidence_markdown(
     problems: list[str],
     rules: list[RuleResult] | None = None,
     run_links: Mapping[str, str] | None = None,
+    current_run_id: str | None = None,
 ) -> str:
     """The evidence a reviewer reads: both versions and their MLflow runs (linked when
     `run_links` has their URL), every check with its outcome (`problems` of the records, then
-    each rule), the metrics side by side and what differs in their inputs."""
+    each rule), the metrics side by side and what differs in their inputs. `current_run_id` is
+    the run that holds the candidate's record now, when a relog made it after the version's own."""
     links = run_links or {}
 
-    def run_cell(who: Candidate) -> str:
-        if not who.run_id:
+    def run_cell(run_id: str) -> str:
+        if not run_id:
             return "no MLflow run"
-        return f"[{who.run_id}]({links[who.run_id]})" if who.run_id in links else f"`{who.run_id}`"
+        return f"[{run_id}]({links[run_id]})" if run_id in links else f"`{run_id}`"
 
     title = f"# Promotion of {candidate.model} version {candidate.version} to `{to}`"
     lines = [
@@ -165,10 +185,12 @@ def evidence_markdown(
         "",
         "| | version | MLflow run |",
         "|---|---|---|",
-        f"| candidate | {candidate.version} | {run_cell(candidate)} |",
+        f"| candidate | {candidate.version} | {run_cell(candidate.run_id)} |",
     ]
+    if current_run_id and current_run_id != candidate.run_id:
+        lines.append(f"| its save_dir's active run (same run.lock, relogged) | | {run_cell(current_run_id)} |")
     if holder:
-        lines.append(f"| {to} holder | {holder.version} | {run_cell(holder)} |")
+        lines.append(f"| {to} holder | {holder.version} | {run_cell(holder.run_id)} |")
     lines += ["", "## Checks", "", "| | check | outcome |", "|---|---|---|"]
     lines += [f"| ❌ | record | {problem} |" for problem in problems] or [
         "| ✅ | record | the active flexlock run of its save_dir (or one logged from the same run.lock); "
@@ -275,16 +297,18 @@ def promote(
     loaded = {alias: load_version(models, model, holding[alias]) for alias in {*_named(rules), to} if alias in holding}
     holders = {alias: found for alias, (found, _) in loaded.items() if alias in _named(rules)}
     target = loaded[to][0] if to in loaded else None
-    problems = automatic_checks(candidate, run, holders)
+    active = active_run(candidate, run)
+    problems = automatic_checks(candidate, run, holders, active)
     results = rule_results(rules, candidate, holders)
     failures = problems + [str(result) for result in results if not result.holds]
     links = {
         r.info.run_id: link
-        for r in [run, *(r for _, r in loaded.values())]
+        for r in [run, active, *(r for _, r in loaded.values())]
         if r and (link := run_url(client.tracking_uri, r.info.run_id, r.info.experiment_id))
     }
+    current = active.info.run_id if active and holds_record(active, candidate) else None
     evidence_id = create_markdown_artifact(
-        markdown=evidence_markdown(candidate, target, to, problems, results, links),
+        markdown=evidence_markdown(candidate, target, to, problems, results, links, current),
         key=f"promotion-{re.sub(r'[^a-z0-9-]+', '-', model.lower())}-{version}",
         description=f"evidence for {model} v{version} → {to}",
     )

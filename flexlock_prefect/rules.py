@@ -44,7 +44,8 @@ class Candidate:
     """A model version as promotion sees it: its run's metrics and its run record.
 
     `lock` is None when the record cannot be used, and `problem` then says why (no flexlock
-    record, save_dir gone, run.lock unreadable, MLflow run deleted).
+    record, save_dir gone, run.lock unreadable, MLflow run deleted). `lock_digest` names the
+    record the version was registered from (its `flexlock.lock_digest` tag, else its run's).
     """
 
     model: str
@@ -53,6 +54,7 @@ class Candidate:
     metrics: dict[str, float]
     lock: RunLock | None
     problem: str | None = None
+    lock_digest: str | None = None
 
 
 @dataclass(frozen=True)

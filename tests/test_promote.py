@@ -235,17 +235,34 @@ def test_an_approval_form_submitted_without_a_decision_is_refused_and_the_run_st
     assert future.result(timeout=120) == f"models:/{model}@staging"
 
 
-def test_a_version_whose_run_a_relog_of_the_same_record_deprecated_still_passes_the_active_check(
-    model: str, tmp_path: Path
+def test_a_promoted_version_follows_its_save_dir_through_a_relog_and_the_evidence_names_both_runs(
+    model: str, promotions: Promotions, tmp_path: Path
 ) -> None:
-    """DESIGN.md §6: the check passes when the version's logical run has an active run with the
-    version's lock digest, so a relog of an unchanged run.lock (new diag code) blocks nothing."""
+    """DESIGN.md §6: a relog of the same model reuses the version, and promotion then checks the
+    version's logical run, whose active run is the relog's, against the version's lock digest."""
+    promote(model=model, version="1", to="dev", approval=False)
+    promote_with(promotions, approve_with_client, model=model, version="1", to="staging")
+    first_run = MlflowClient().get_model_version(model, "1").run_id
+
+    relogged = example_diag.diag(save_dir=f"file://{tmp_path}/runs/0", force=True)
+
+    assert sorted(state(model)[1]) == ["1", "2"]  # no new version: the model bytes are the same
+    assert promote_with(promotions, approve_with_client, model=model, version="1", to="prod") == f"models:/{model}@prod"
+    report = evidence(model, "1")
+    assert "| ✅ | record | the active flexlock run of its save_dir" in report
+    assert f"| candidate | 1 | [{first_run}](" in report
+    assert f"| its save_dir's active run (same run.lock, relogged) | | [{relogged}](" in report
+
+
+def test_a_version_whose_save_dir_was_run_again_into_another_record_is_refused(model: str, tmp_path: Path) -> None:
     from flexlock_prefect import relog
 
-    [relogged] = relog([f"file://{tmp_path}/runs/0"], force=True)  # the default body: no new version
+    save_dir = f"{tmp_path}/runs/0"
+    example_train.train(overrides=[f"input_data={tmp_path}/data.csv", f"save_dir={save_dir}", "model.C=0.2"])
+    [relogged] = relog([save_dir])  # the default body: the version still names the first record
     assert relogged.outcome == "relogged"
-    assert promote(model=model, version="1", to="dev", approval=False) == f"models:/{model}@dev"
-    assert "| ✅ | record | the active flexlock run of its save_dir" in evidence(model, "1")
+    with pytest.raises(PromotionRejected, match=f"its active run {relogged.run_id} was logged from another run.lock"):
+        promote(model=model, version="1", to="dev", approval=False)
 
 
 def test_a_failing_check_stops_before_approval_is_asked(model: str) -> None:

@@ -3,7 +3,8 @@
 It logs `metrics.json` as metrics and the plots and files a person looks at as artifacts
 (`flexlock_prefect.tracking.outputs.log_outputs`), logs `model.pkl` as an MLflow scikit-learn
 model and, when the run's config names a `model_name`, registers it in the Model Registry, so
-that `models:/<model_name>@<alias>` can serve it once promoted.
+that `models:/<model_name>@<alias>` can serve it once promoted. A relog of the same model bytes
+reuses the save_dir's version instead of adding one (`tracking.registration.register_model`).
 
 Run it by hand with `python -m flexlock_prefect.examples.diag SAVE_DIR`; its deployment runs it
 whenever the example main flow completes a run (`flexlock.run.completed`).
@@ -15,31 +16,35 @@ import pickle
 import sys
 
 import mlflow
+from mlflow.models.model import ModelInfo
 
 from flexlock_prefect import RunLock, diag_flow, storage
 from flexlock_prefect.tracking.outputs import log_outputs
+from flexlock_prefect.tracking.registration import register_model
 
 MODEL_FILE = "model.pkl"
 
 
 def log_example_run(save_dir: str, run: mlflow.ActiveRun) -> None:
-    """Log the outputs of `save_dir` and its model; register the model when the config names one."""
+    """Log the outputs of `save_dir`; log and register its model when the config names one (once
+    per model content: a relog of the same model reuses its version, see `register_model`)."""
     log_outputs(save_dir, run)
     model_url = storage.join(storage.canonical_url(save_dir), MODEL_FILE)
     if not storage.exists(model_url):
         return
     import sklearn
 
-    model = pickle.loads(storage.read_bytes(model_url))  # the run's own output, written by examples/train.py
+    def log_model() -> ModelInfo:
+        model = pickle.loads(storage.read_bytes(model_url))  # the run's own output, written by examples/train.py
+        return mlflow.sklearn.log_model(
+            model, name="model", pip_requirements=[f"scikit-learn=={sklearn.__version__}"]
+        )  # pinned requirements: no slow requirement inference
+
     name = RunLock.load(save_dir).config.get("model_name")
-    info = mlflow.sklearn.log_model(
-        model,
-        name="model",
-        registered_model_name=name or None,
-        pip_requirements=[f"scikit-learn=={sklearn.__version__}"],  # no slow requirement inference
-    )
     if name:
-        print(f"registered {name} version {info.registered_model_version}")
+        print(register_model(save_dir, run, name, MODEL_FILE, log_model))
+    else:
+        log_model()
 
 
 @diag_flow(log_prints=True)

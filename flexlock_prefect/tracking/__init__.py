@@ -13,6 +13,7 @@ concurrency limits. The modules:
 - `relog`: relogging many save_dirs, skipping unchanged ones, and `reconcile`;
 - `outcomes`: what those batches report per item, failures included;
 - `outputs`: the default diag body (metrics.json and the files a person looks at);
+- `registration`: one registered version per logical run and model content (`register_model`);
 - `registry`: the lifecycle of registered versions over aliases.
 """
 

@@ -151,7 +151,7 @@ def _read(tracking: Tracking, model: str) -> _Model:
     """The model's aliases and every version's tags: two requests (a LifecycleError if it is missing)."""
     aliases = _aliases(tracking, model)
     with mlflow_errors(tracking, f"the versions of registered model {model!r}"):
-        versions = tracking.client.search_model_versions(f"name='{_quoted(model)}'")
+        versions = tracking.client.search_model_versions(name_filter(model))
     return _Model(  # MLflow gives an int version here
         model,
         aliases,
@@ -378,5 +378,7 @@ def _registered(tracking: Tracking, model: str):
         return tracking.client.get_registered_model(model)
 
 
-def _quoted(name: str) -> str:
-    return name.replace("'", "\\'")
+def name_filter(model: str) -> str:
+    """A model-version search filter on the registered model's name (a quote escaped for MLflow)."""
+    escaped = model.replace("'", "\\'")
+    return f"name = '{escaped}'"
