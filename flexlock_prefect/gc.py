@@ -36,6 +36,7 @@ class Snapshot:
     committed_at: datetime
 
     def age_days(self, now: datetime) -> float:
+        """Days since the snapshot commit was made, measured from `now` so one listing agrees."""
         return (now - self.committed_at).total_seconds() / 86400
 
 
@@ -80,7 +81,8 @@ def gc_snapshots(
     save_dirs) is read before anything is deleted. One that cannot be read might reference any
     snapshot, so it stops the collection instead of being skipped; so does a root without any
     run.lock, which is more likely a mistyped path than a wish to delete every snapshot. With
-    `older_than_days`, snapshots whose commit is that young are kept as well.
+    `older_than_days`, snapshots whose commit is no older than that many days are kept as well;
+    that also spares a run capturing right now, whose run.lock may not be written yet.
 
     Raises:
         RunLockError: a run.lock under a root cannot be read, or a root holds none.
