@@ -202,6 +202,51 @@ def _exit_1_on(failures: str | None) -> None:
 
 
 @app.command()
+def gc(
+    snapshots: Annotated[
+        bool, typer.Option("--snapshots", help="Collect code snapshots (the only kind of garbage so far).")
+    ] = False,
+    root: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="DIR", help="Keep every snapshot a run.lock below DIR records (repeatable; path or s3:// URL)."
+        ),
+    ] = None,
+    repo: Annotated[
+        list[str] | None, typer.Option(metavar="PATH", help="A repository to collect in (repeatable; default: .).")
+    ] = None,
+    older_than: Annotated[
+        float | None, typer.Option(metavar="DAYS", min=0, help="Keep snapshots made within the last DAYS too.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="List what would be removed, remove nothing.")] = False,
+) -> None:
+    """Remove the refs/flexlock/snapshots/ refs that no run.lock under the roots references."""
+    from flexlock_prefect.gc import gc_snapshots
+
+    if not snapshots:
+        raise FlexlockError("say what to collect: `gc --snapshots` (code snapshots are the only kind so far)")
+    if not root:
+        raise FlexlockError("gc --snapshots needs --root DIR: the snapshots that run.locks below it record are kept")
+    result = gc_snapshots(repo or ["."], root, older_than_days=older_than, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for snapshot in result.removed:
+        age = snapshot.age_days(result.checked_at)
+        out.print(
+            f"{verb} {snapshot.ref} (commit {snapshot.commit[:12]}, {age:.1f} days old) in {snapshot.repo}",
+            markup=False,
+            soft_wrap=True,
+        )
+    total = len(result.removed) + result.referenced + result.young
+    young = f" and {result.young} made within the last {older_than:g} days" if older_than is not None else ""
+    out.print(
+        f"{verb} {len(result.removed)} of {total} snapshots; kept {result.referenced} recorded by a run.lock{young}; "
+        f"run.locks read: {result.run_locks}",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
 def promote(
     model: Annotated[str, typer.Argument(help="Registered model name.", show_default=False)],
     version: Annotated[str, typer.Argument(help="Model version.", show_default=False)],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from flexlock_prefect.capture import capture_run
+from flexlock_prefect.lock import RunLock
 from tests.helpers.git_repos import git, make_repo, write_files
 
 
@@ -120,6 +122,60 @@ def test_a_corrupt_lock_is_reported_with_its_path_and_exit_2(tmp_path: Path) -> 
 def test_usage_errors_exit_2() -> None:
     assert cli("show").returncode == 2
     assert cli("no-such-command").returncode == 2
+
+
+def _gc_snapshots_left(project: Path) -> list[str]:
+    return git(project, "for-each-ref", "--format=%(refname)", "refs/flexlock/snapshots/").splitlines()
+
+
+def test_gc_snapshots_lists_each_removed_snapshot_and_a_summary_a_dry_run_lists_the_same(project: Path) -> None:
+    write_files(project, {"train.py": "print('kept')\n"})
+    kept = RunLock.load(_run(project, "kept")).repos["code"].snapshot_ref
+    write_files(project, {"train.py": "print('deleted')\n"})
+    deleted = _run(project, "deleted")
+    gone = RunLock.load(deleted).repos["code"].snapshot_ref
+    shutil.rmtree(deleted)
+    commit = git(project, "rev-parse", gone)[:12]
+    dry = cli("gc", "--snapshots", "--root", "runs", "--dry-run", cwd=project)
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines() == [
+        f"would remove {gone} (commit {commit}, 0.0 days old) in {project}",
+        "would remove 1 of 2 snapshots; kept 1 recorded by a run.lock; run.locks read: 1",
+    ]
+    assert sorted(_gc_snapshots_left(project)) == sorted([kept, gone])
+    young = cli("gc", "--snapshots", "--root", "runs", "--older-than", "30", cwd=project)
+    assert young.stdout.splitlines() == [
+        "removed 0 of 2 snapshots; kept 1 recorded by a run.lock and 1 made within the last 30 days; run.locks read: 1"
+    ]
+    wet = cli("gc", "--snapshots", "--root", str(project / "runs"), "--repo", str(project / "data"))
+    assert wet.returncode == 0, wet.stderr
+    assert wet.stdout.splitlines() == [
+        f"removed {gone} (commit {commit}, 0.0 days old) in {project}",
+        "removed 1 of 2 snapshots; kept 1 recorded by a run.lock; run.locks read: 1",
+    ]
+    assert _gc_snapshots_left(project) == [kept]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["gc", "--root", "runs"], "say what to collect: `gc --snapshots`"),
+        (["gc", "--snapshots"], "gc --snapshots needs --root DIR"),
+        (["gc", "--snapshots", "--root", "no-such-runs"], "no run.lock under no-such-runs: check the path"),
+        (["gc", "--snapshots", "--root", "runs"], "runs/broken/run.lock is not valid YAML"),
+    ],
+)
+def test_gc_errors_are_one_line_on_stderr_and_exit_2_and_remove_nothing(
+    project: Path, args: list[str], message: str
+) -> None:
+    write_files(project, {"train.py": "print('deleted')\n"})
+    shutil.rmtree(_run(project, "deleted"))
+    write_files(project, {"runs/broken/run.lock": "flexlock: 1\nconfig: ["})
+    result = cli(*args, cwd=project)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(_gc_snapshots_left(project)) == 1
 
 
 def test_the_console_script_is_installed() -> None:

@@ -21,6 +21,7 @@ import pytest
 from flexlock_prefect import exceptions
 from flexlock_prefect.local import free_port
 from flexlock_prefect.promote import PromotionRejected
+from tests.helpers.git_repos import git, make_repo
 
 SECRET = "s3cret-pw-7f2e"
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -277,6 +278,13 @@ CASES = [
         "unsupported URL scheme 'ftp'",
         Api(lambda b: _relog(b, ["ftp://host/run"]), exceptions.StorageError),
     ),
+    # code snapshots
+    Case(
+        "gc-corrupt-lock",
+        "`gc --snapshots --root runs` (a truncated run.lock below)",
+        "Fix or remove that run.lock, or give roots that leave it out",
+        Cli(lambda b: ["gc", "--snapshots", "--root", b.save_dir("runs"), "--repo", _gc_repo(b)]),
+    ),
     # the registry
     Case(
         "history-unknown-model",
@@ -438,6 +446,14 @@ def _edited(bench: Bench) -> str:
     lock = Path(save_dir) / "run.lock"
     lock.write_text(lock.read_text().replace("lr: 0.1", "lr: 0.2"))
     return save_dir
+
+
+def _gc_repo(bench: Bench) -> str:
+    """A repository with a snapshot of a deleted run, and a corrupt run.lock under `runs`."""
+    repo = make_repo(bench.tmp / "repo", {"a.txt": "a\n"})
+    git(repo, "update-ref", "refs/flexlock/snapshots/of-a-deleted-run", "HEAD")
+    bench.save_dir("runs/bad", CORRUPT)
+    return str(repo)
 
 
 def _existing(bench: Bench) -> str:

@@ -49,8 +49,11 @@ def run_python(code: str, *, blocked: set[str] = frozenset(), cwd: Path = PROJEC
 def test_the_record_side_imports_and_works_without_prefect_or_mlflow(tmp_path: Path) -> None:
     result = run_python(
         f"""
+        import subprocess
+
         from flexlock_prefect import storage
         from flexlock_prefect.capture import capture_run
+        from flexlock_prefect.gc import gc_snapshots
         from flexlock_prefect.lock import RunLock
         from flexlock_prefect.verify import verify_lock
 
@@ -58,6 +61,8 @@ def test_the_record_side_imports_and_works_without_prefect_or_mlflow(tmp_path: P
         lock.save()
         assert RunLock.load(lock.logical_run_id).digest == lock.digest
         assert verify_lock(lock) == []
+        subprocess.run(["git", "init", "-q", {str(tmp_path / "repo")!r}], check=True)
+        assert gc_snapshots([{str(tmp_path / "repo")!r}], [{str(tmp_path)!r}]).removed == ()
         print(storage.canonical_url({str(tmp_path)!r}))
         """,
         blocked={"prefect", "mlflow"},
