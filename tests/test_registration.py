@@ -5,6 +5,8 @@ registers a new one, and both carry the digests that tie them to their save_dir 
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -73,3 +75,49 @@ def test_a_registration_says_whether_it_reused_a_version() -> None:
         "registered churn version 4; the model differs from version(s) 3"
     )
     assert str(Registration("churn", "1", "sha256:ef", reused=False)) == "registered churn version 1"
+
+
+USER_DIAG = """
+import pickle
+
+import mlflow
+from flexlock_prefect import diag_flow, storage
+from flexlock_prefect.tracking.registration import register_model
+
+
+@diag_flow(experiment="user-registration")
+def diag(save_dir: str, run) -> None:
+    model = pickle.loads(storage.read_bytes(storage.join(save_dir, "model.bin")))
+    register_model(save_dir, run, MODEL_NAME, "model.bin", lambda: mlflow.sklearn.log_model(model, name="model"))
+"""
+
+
+@pytest.mark.integration
+def test_a_users_diag_registers_once_per_model_content_in_one_call(mlflow_server: str, tmp_path: Path) -> None:
+    from sklearn.dummy import DummyClassifier
+
+    from flexlock_prefect.capture import capture_run
+    from flexlock_prefect.capture.data import hash_data
+
+    name = f"user-reg-{uuid.uuid4().hex[:6]}"
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "my_diag.py").write_text(USER_DIAG.replace("MODEL_NAME", repr(name)))
+    _, lock = capture_run({"save_dir": str(tmp_path / "run")})
+    lock.save()
+    (tmp_path / "run" / "model.bin").write_bytes(pickle.dumps(DummyClassifier().fit([[0], [1]], [0, 1])))
+
+    def relog() -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "flexlock_prefect", "relog", str(tmp_path / "run"), "--force"]
+        return subprocess.run(
+            [*command, "--diag", "my_diag.py:diag"], cwd=project, capture_output=True, text=True, timeout=300
+        )
+
+    assert [relog().returncode, relog().returncode] == [0, 0]
+    [version] = versions(name).values()
+    model = hash_data(str(tmp_path / "run" / "model.bin"))
+    assert identity(version) == {
+        LOGICAL_RUN_KEY: logical_run_key(lock.logical_run_id),
+        LOCK_DIGEST: lock.digest,
+        MODEL_DIGEST: f"{model.algorithm}:{model.digest}",
+    }
