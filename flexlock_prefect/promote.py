@@ -42,10 +42,12 @@ from flexlock_prefect.exceptions import FlexlockError, LifecycleError
 from flexlock_prefect.lock import RunLock
 from flexlock_prefect.rules import Candidate, Rule, RuleResult, check_rules, parse_rules, rule_results
 from flexlock_prefect.settings import get_settings
+from flexlock_prefect.trace_view import lineage_mermaid
 from flexlock_prefect.tracking import registry
 from flexlock_prefect.tracking.client import Tracking, check_tracking_server, run_url
 from flexlock_prefect.tracking.supersede import current_active
 from flexlock_prefect.tracking.tags import ACTIVE, LOCK_DIGEST, LOGICAL_RUN_ID, STATUS
+from flexlock_prefect.tracking.trace import trace
 from flexlock_prefect.verify import verify_lock
 
 __all__ = ["Approval", "Candidate", "PromotionRejected", "check_rules", "evidence_markdown", "promote"]
@@ -148,10 +150,12 @@ def evidence_markdown(
     problems: list[str],
     rules: list[RuleResult] | None = None,
     run_links: Mapping[str, str] | None = None,
+    provenance: str | None = None,
 ) -> str:
     """The evidence a reviewer reads: both versions and their MLflow runs (linked when
     `run_links` has their URL), every check with its outcome (`problems` of the records, then
-    each rule), the metrics side by side and what differs in their inputs."""
+    each rule), the metrics side by side, what differs in their inputs and, given as a Mermaid
+    block (`trace_view.lineage_mermaid`), the candidate's `provenance`."""
     links = run_links or {}
 
     def run_cell(who: Candidate) -> str:
@@ -198,6 +202,8 @@ def evidence_markdown(
     if candidate.lock:
         lines += ["", "## Data of the candidate", "", "| input | digest |", "|---|---|"]
         lines += [f"| {name} | `{d.algorithm}:{d.digest}` |" for name, d in candidate.lock.data.items()]
+    if provenance:
+        lines += ["", "## Provenance", "", provenance]
     return "\n".join(lines) + "\n"
 
 
@@ -283,8 +289,9 @@ def promote(
         for r in [run, *(r for _, r in loaded.values())]
         if r and (link := run_url(client.tracking_uri, r.info.run_id, r.info.experiment_id))
     }
+    provenance = lineage_mermaid(trace((model, version), client))  # what made the candidate, as a flowchart
     evidence_id = create_markdown_artifact(
-        markdown=evidence_markdown(candidate, target, to, problems, results, links),
+        markdown=evidence_markdown(candidate, target, to, problems, results, links, provenance),
         key=f"promotion-{re.sub(r'[^a-z0-9-]+', '-', model.lower())}-{version}",
         description=f"evidence for {model} v{version} → {to}",
     )
