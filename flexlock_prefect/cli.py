@@ -325,6 +325,47 @@ def history(model: Annotated[str, typer.Argument(help="Registered model name.", 
 
 
 @app.command()
+def trace(
+    ref: Annotated[
+        str,
+        typer.Argument(help="MODEL@ALIAS, models:/MODEL@ALIAS, or MODEL followed by VERSION.", show_default=False),
+    ],
+    version: Annotated[str | None, typer.Argument(help="The version, after a bare MODEL.", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the trace as JSON.")] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Re-hash the data and check the code now; exit 1 on any mismatch.")
+    ] = False,
+) -> None:
+    """What produced a model version, and who moved it through the lifecycle: registry, MLflow
+    runs, run.lock, code, data and upstream runs on one screen."""
+    from flexlock_prefect.trace_view import trace_tables
+    from flexlock_prefect.tracking.trace import trace as trace_version
+
+    found = trace_version((ref, version) if version else ref, verify=verify)
+    if as_json:
+        out.print_json(json.dumps(found.to_dict()))
+    else:
+        for table in trace_tables(found):
+            if table.rows:
+                out.print(_section(table))
+    if not found.verified:
+        raise typer.Exit(1)
+
+
+def _section(table: Table) -> RichTable:
+    """A section of a trace: a bold title, then its rows without borders, a header only where
+    the columns have names (so it fits one screen)."""
+    rich = RichTable(
+        title=table.title, title_justify="left", title_style="bold", box=None, show_header=any(table.columns)
+    )
+    for column in table.columns:
+        rich.add_column(column, overflow="fold")
+    for row in table.rows:
+        rich.add_row(*map(Text, row))  # as text: a save_dir or a comment may hold [brackets]
+    return rich
+
+
+@app.command()
 def init(
     main: Annotated[
         str, typer.Option("--main", help="Your main flow: FILE.py:NAME of a locked_flow.", show_default=False)

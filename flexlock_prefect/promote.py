@@ -43,10 +43,12 @@ from flexlock_prefect.exceptions import FlexlockError, LifecycleError
 from flexlock_prefect.lock import RunLock
 from flexlock_prefect.rules import Candidate, Rule, RuleResult, check_rules, parse_rules, rule_results
 from flexlock_prefect.settings import get_settings
+from flexlock_prefect.trace_view import lineage_mermaid
 from flexlock_prefect.tracking import registry
 from flexlock_prefect.tracking.client import Tracking, check_tracking_server, run_url
 from flexlock_prefect.tracking.supersede import current_active
 from flexlock_prefect.tracking.tags import ACTIVE, LOCK_DIGEST, LOGICAL_RUN_ID, STATUS
+from flexlock_prefect.tracking.trace import trace
 from flexlock_prefect.verify import verify_lock
 
 __all__ = ["Approval", "Candidate", "PromotionRejected", "check_rules", "evidence_markdown", "promote"]
@@ -167,11 +169,13 @@ def evidence_markdown(
     rules: list[RuleResult] | None = None,
     run_links: Mapping[str, str] | None = None,
     current_run_id: str | None = None,
+    provenance: str | None = None,
 ) -> str:
     """The evidence a reviewer reads: both versions and their MLflow runs (linked when
     `run_links` has their URL), every check with its outcome (`problems` of the records, then
-    each rule), the metrics side by side and what differs in their inputs. `current_run_id` is
-    the run that holds the candidate's record now, when a relog made it after the version's own."""
+    each rule), the metrics side by side, what differs in their inputs and, given as a Mermaid
+    block (`trace_view.lineage_mermaid`), the candidate's `provenance`. `current_run_id` is the
+    run that holds the candidate's record now, when a relog made it after the version's own."""
     links = run_links or {}
 
     def run_cell(run_id: str) -> str:
@@ -220,6 +224,8 @@ def evidence_markdown(
     if candidate.lock:
         lines += ["", "## Data of the candidate", "", "| input | digest |", "|---|---|"]
         lines += [f"| {name} | `{d.algorithm}:{d.digest}` |" for name, d in candidate.lock.data.items()]
+    if provenance:
+        lines += ["", "## Provenance", "", provenance]
     return "\n".join(lines) + "\n"
 
 
@@ -307,8 +313,9 @@ def promote(
         if r and (link := run_url(client.tracking_uri, r.info.run_id, r.info.experiment_id))
     }
     current = active.info.run_id if active and holds_record(active, candidate) else None
+    provenance = lineage_mermaid(trace((model, version), client))  # what made the candidate, as a flowchart
     evidence_id = create_markdown_artifact(
-        markdown=evidence_markdown(candidate, target, to, problems, results, links, current),
+        markdown=evidence_markdown(candidate, target, to, problems, results, links, current, provenance),
         key=f"promotion-{re.sub(r'[^a-z0-9-]+', '-', model.lower())}-{version}",
         description=f"evidence for {model} v{version} → {to}",
     )

@@ -13,7 +13,8 @@ import pytest
 
 from flexlock_prefect.capture import capture_run
 from flexlock_prefect.lock import RunLock
-from tests.helpers.git_repos import git, make_repo, write_files
+from tests.helpers.git_repos import git, write_files
+from tests.helpers.runs import locked_run, make_project
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -30,20 +31,11 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A git repo with code and a data file, as a user's project would be."""
-    repo = make_repo(tmp_path / "project", {"train.py": "print('v1')\n", ".gitignore": "runs/\n"})
-    write_files(repo, {"data/points.csv": "x,y\n1,2\n"})
-    return repo
-
-
-def _run(project: Path, name: str, **config) -> str:
-    base = {"lr": 0.1, "input_data": str(project / "data"), "save_dir": str(project / "runs" / name)} | config
-    _, lock = capture_run(base, data=["input_data"], repos={"code": project})
-    lock.save()
-    return str(project / "runs" / name)
+    return make_project(tmp_path / "project")
 
 
 def test_show_prints_the_record_and_json_round_trips(project: Path) -> None:
-    save_dir = _run(project, "a")
+    save_dir = locked_run(project, "a")
     shown = cli("show", save_dir)
     assert shown.returncode == 0, shown.stderr
     for text in ("fingerprint", "lr", "input_data", "xxh3-128-tree", "code"):
@@ -53,15 +45,15 @@ def test_show_prints_the_record_and_json_round_trips(project: Path) -> None:
 
 
 def test_diff_of_runs_with_equal_inputs_exits_0(project: Path) -> None:
-    a, b = _run(project, "a"), _run(project, "b")
+    a, b = locked_run(project, "a"), locked_run(project, "b")
     result = cli("diff", a, b)
     assert (result.returncode, result.stdout.strip()) == (0, "no differences in config, code, data or environment")
 
 
 def test_diff_names_changed_config_code_files_and_data_and_exits_1(project: Path) -> None:
-    a = _run(project, "a")
+    a = locked_run(project, "a")
     write_files(project, {"train.py": "print('v2')\n", "model.py": "m\n", "data/points.csv": "x,y\n1,3\n"})
-    b = _run(project, "b", lr=0.2)
+    b = locked_run(project, "b", lr=0.2)
     result = cli("diff", a, b)
     assert result.returncode == 1, result.stderr
     for text in ("config", "lr", "0.1", "0.2", "code", "M train.py", "A model.py", "data", "input_data"):
@@ -69,13 +61,13 @@ def test_diff_names_changed_config_code_files_and_data_and_exits_1(project: Path
 
 
 def test_verify_passes_on_an_untouched_run(project: Path) -> None:
-    result = cli("verify", _run(project, "a"))
+    result = cli("verify", locked_run(project, "a"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("OK")
 
 
 def test_verify_names_changed_data_and_exits_1(project: Path) -> None:
-    save_dir = _run(project, "a")
+    save_dir = locked_run(project, "a")
     (project / "data" / "points.csv").write_text("x,y\n9,9\n")
     result = cli("verify", save_dir)
     assert result.returncode == 1
@@ -84,7 +76,7 @@ def test_verify_names_changed_data_and_exits_1(project: Path) -> None:
 
 def test_verify_names_a_lost_code_snapshot_and_exits_1(project: Path) -> None:
     write_files(project, {"train.py": "print('uncommitted')\n"})
-    save_dir = _run(project, "a")
+    save_dir = locked_run(project, "a")
     ref = next(line.split()[1] for line in git(project, "show-ref").splitlines() if "refs/flexlock/" in line)
     git(project, "update-ref", "-d", ref)
     result = cli("verify", save_dir)
@@ -92,7 +84,7 @@ def test_verify_names_a_lost_code_snapshot_and_exits_1(project: Path) -> None:
 
 
 def test_verify_checks_an_expected_digest(project: Path) -> None:
-    save_dir = _run(project, "a")
+    save_dir = locked_run(project, "a")
     assert cli("verify", save_dir, "--digest", "0" * 64).returncode == 1
     digest = json.loads(cli("show", "--json", save_dir).stdout)["digest"]
     assert cli("verify", save_dir, "--digest", digest).returncode == 0
@@ -130,9 +122,9 @@ def _gc_snapshots_left(project: Path) -> list[str]:
 
 def test_gc_snapshots_lists_each_removed_snapshot_and_a_summary_a_dry_run_lists_the_same(project: Path) -> None:
     write_files(project, {"train.py": "print('kept')\n"})
-    kept = RunLock.load(_run(project, "kept")).repos["code"].snapshot_ref
+    kept = RunLock.load(locked_run(project, "kept")).repos["code"].snapshot_ref
     write_files(project, {"train.py": "print('deleted')\n"})
-    deleted = _run(project, "deleted")
+    deleted = locked_run(project, "deleted")
     gone = RunLock.load(deleted).repos["code"].snapshot_ref
     shutil.rmtree(deleted)
     commit = git(project, "rev-parse", gone)[:12]
@@ -169,7 +161,7 @@ def test_gc_errors_are_one_line_on_stderr_and_exit_2_and_remove_nothing(
     project: Path, args: list[str], message: str
 ) -> None:
     write_files(project, {"train.py": "print('deleted')\n"})
-    shutil.rmtree(_run(project, "deleted"))
+    shutil.rmtree(locked_run(project, "deleted"))
     write_files(project, {"runs/broken/run.lock": "flexlock: 1\nconfig: ["})
     result = cli(*args, cwd=project)
     assert result.returncode == 2

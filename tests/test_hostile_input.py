@@ -293,6 +293,30 @@ CASES = [
         Cli(lambda b: ["history", "nope"], needs=("mlflow",)),
     ),
     Case(
+        "trace-not-a-ref",
+        "`trace clf` (neither an alias nor a version)",
+        "cannot read the model reference 'clf': give MODEL@ALIAS, models:/MODEL@ALIAS or MODEL VERSION",
+        Cli(lambda b: ["trace", "clf"]),
+    ),
+    Case(
+        "trace-unknown-alias",
+        "`trace clf@prod` (no version in prod)",
+        "has no version in prod",
+        Cli(lambda b: ["trace", f"{b.model()}@prod"]),
+    ),
+    Case(
+        "trace-unknown-version",
+        "`trace clf 9`",
+        "has no version 9",
+        Cli(lambda b: ["trace", b.model(), "9"]),
+    ),
+    Case(
+        "trace-mlflow-down",
+        "`trace models:/clf@prod`, MLflow down, URI with a password",
+        "is unreachable",
+        Cli(lambda b: ["trace", "models:/clf@prod"], _unreachable_mlflow),
+    ),
+    Case(
         "promote-unknown-state",
         "`promote clf 1 --to production`",
         "unknown lifecycle state 'production': use one of dev, staging, prod, archived",

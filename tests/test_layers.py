@@ -55,6 +55,7 @@ def test_the_record_side_imports_and_works_without_prefect_or_mlflow(tmp_path: P
         from flexlock_prefect.capture import capture_run
         from flexlock_prefect.gc import gc_snapshots
         from flexlock_prefect.lock import RunLock
+        from flexlock_prefect.provenance import checks, lock_record
         from flexlock_prefect.verify import verify_lock
 
         _, lock = capture_run({{"lr": 0.1, "save_dir": {str(tmp_path / "run")!r}}})
@@ -63,6 +64,7 @@ def test_the_record_side_imports_and_works_without_prefect_or_mlflow(tmp_path: P
         assert verify_lock(lock) == []
         subprocess.run(["git", "init", "-q", {str(tmp_path / "repo")!r}], check=True)
         assert gc_snapshots([{str(tmp_path / "repo")!r}], [{str(tmp_path)!r}]).removed == ()
+        assert lock_record(lock).config == {{"lr": "0.1"}} and checks(lock) == ()
         print(storage.canonical_url({str(tmp_path)!r}))
         """,
         blocked={"prefect", "mlflow"},
@@ -75,7 +77,8 @@ def test_the_mlflow_side_imports_without_prefect() -> None:
     result = run_python(
         """
         import flexlock_prefect.tracking
-        from flexlock_prefect.tracking import client, locking, outputs, record, registry, relog, supersede, tags
+        from flexlock_prefect.tracking import client, locking, outputs, record, registry, relog, supersede, tags, trace
+        from flexlock_prefect import trace_view
         from flexlock_prefect import registry as public_registry
         print(sorted(name for name in __import__("sys").modules if name.split(".")[0] == "prefect"))
         """,

@@ -40,6 +40,7 @@ from flexlock_prefect.exceptions import LifecycleError, TrackingError
 from flexlock_prefect.local import free_port
 from flexlock_prefect.promote import PromotionRejected, promote
 from flexlock_prefect.registry import APPROVED_BY, LIFECYCLE, history, move
+from flexlock_prefect.trace_view import mermaid_text
 from tests.helpers.prefect_api import artifacts, wait_for_events
 
 pytestmark = pytest.mark.integration
@@ -263,6 +264,13 @@ def test_a_version_whose_save_dir_was_run_again_into_another_record_is_refused(m
     assert relogged.outcome == "relogged"
     with pytest.raises(PromotionRejected, match=f"its active run {relogged.run_id} was logged from another run.lock"):
         promote(model=model, version="1", to="dev", approval=False)
+
+
+def test_the_evidence_draws_what_produced_the_candidate_as_a_mermaid_flowchart(model: str, tmp_path: Path) -> None:
+    promote(model=model, version="1", to="dev", approval=False)
+    provenance = evidence(model, "1").split("\n## Provenance\n\n", 1)[1]
+    assert provenance.startswith("```mermaid\nflowchart LR\n") and provenance.endswith("\n```\n")
+    assert f"{model} version 1" in provenance and mermaid_text(f"file://{tmp_path}/runs/0") in provenance
 
 
 def test_a_failing_check_stops_before_approval_is_asked(model: str) -> None:

@@ -97,6 +97,14 @@ def test_the_evidence_lists_every_rule_with_its_outcome_and_links_both_runs() ->
     assert "| loss | 0.2000 | 0.2000 | +0.0000 |" in report  # every number with the same four decimals
 
 
+def test_the_evidence_ends_with_the_candidates_provenance_as_a_mermaid_block() -> None:
+    candidate = Candidate("churn", "3", "run-3", {"accuracy": 0.91}, None)
+    flowchart = '```mermaid\nflowchart LR\n  n0["churn version 3"]\n```'
+    report = evidence_markdown(candidate, None, "staging", [], provenance=flowchart)
+    assert report.endswith(f"\n## Provenance\n\n{flowchart}\n")
+    assert "Provenance" not in evidence_markdown(candidate, None, "staging", [])
+
+
 def test_the_approval_form_starts_undecided_and_points_to_the_evidence() -> None:
     with temporary_settings({PREFECT_UI_URL: "http://127.0.0.1:4200"}):
         form = approval_form("churn", "3", "staging", "prod", "0b7c", holder="2")

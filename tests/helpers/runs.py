@@ -1,4 +1,5 @@
-"""Run directories as a main flow leaves them, and the `flexlock-prefect` command as users run it."""
+"""Run directories as a main flow leaves them, in a user's project or not, registered as model
+versions, and the `flexlock-prefect` command as users run it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 from flexlock_prefect.capture import FlowRunRef, capture_run
+from tests.helpers.git_repos import make_repo, write_files
 
 
 def make_save_dir(root: Path, name: str, recorded_by: str | None = None, **config) -> str:
@@ -39,3 +41,39 @@ def cli(*args: str, columns: int = 250, **env: str) -> subprocess.CompletedProce
         timeout=300,
         env={**os.environ, "COLUMNS": str(columns), **env},
     )
+
+
+def make_project(path: Path) -> Path:
+    """A git repo with code and a data file, as a user's project would be. The data file is
+    untracked, so the repo is dirty and a run records a snapshot of it; `runs/` is ignored."""
+    repo = make_repo(path, {"train.py": "print('v1')\n", ".gitignore": "runs/\n"})
+    write_files(repo, {"data/points.csv": "x,y\n1,2\n"})
+    return repo
+
+
+def locked_run(project: Path, name: str, **config) -> str:
+    """A run of `project`'s code on its data (or on `input_data=`), recorded in
+    `project/runs/<name>`; its path."""
+    base = {"lr": 0.1, "input_data": str(project / "data"), "save_dir": str(project / "runs" / name)} | config
+    _, lock = capture_run(base, data=["input_data"], repos={"code": project})
+    lock.save()
+    return str(project / "runs" / name)
+
+
+def register_version(model: str, save_dir: str) -> str:
+    """Log `save_dir` to MLflow as its active run (`mlflowlink`, no Prefect) and register a new
+    version of `model` from that run, with the version tags that name its logical run and
+    run.lock (DESIGN.md §6); the version number."""
+    from mlflow import MlflowClient
+
+    from flexlock_prefect.lock import RunLock, logical_run_key
+    from flexlock_prefect.tracking.supersede import mlflowlink
+    from flexlock_prefect.tracking.tags import LOCK_DIGEST, LOGICAL_RUN_KEY
+
+    client, lock = MlflowClient(), RunLock.load(save_dir)
+    if not client.search_registered_models(f"name='{model}'"):
+        client.create_registered_model(model)
+    with mlflowlink(save_dir) as run:
+        run_id = run.info.run_id
+    tags = {LOGICAL_RUN_KEY: logical_run_key(lock.logical_run_id), LOCK_DIGEST: lock.digest}
+    return str(client.create_model_version(model, f"runs:/{run_id}/model", run_id=run_id, tags=tags).version)
