@@ -195,10 +195,42 @@ def test_the_readme_demo_runs_end_to_end_on_a_clean_home(tmp_path: Path) -> None
     assert lines["MLflow UI"].strip() == f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/flexlock-demo/mlflow.db"
     from mlflow import MlflowClient
 
-    run = MlflowClient(f"sqlite:///{tmp_path}/flexlock-demo/mlflow.db").get_run(lines["MLflow run"].strip())
+    store = f"sqlite:///{tmp_path}/flexlock-demo/mlflow.db"
+    run = MlflowClient(store).get_run(lines["MLflow run"].strip())
     assert run.data.tags["flexlock.status"] == "active" and run.data.tags["flexlock.logical_run_id"] == save_dir
     assert "diag logged it as MLflow run" in result.stderr
     assert (tmp_path / "flexlock-demo" / "mlruns").is_dir()  # everything under the demo root
+    assert_the_promoted_demo_model_traces_back_to_its_run_lock(store, save_dir, env)
+
+
+def assert_the_promoted_demo_model_traces_back_to_its_run_lock(store: str, save_dir: str, env: dict) -> None:
+    """`trace <model>@prod` after the demo's model went dev → staging → prod names the approver,
+    each repo's commit (and snapshot ref when dirty) and the data digests of its run.lock."""
+    from flexlock_prefect.registry import move
+
+    lock = RunLock.load(save_dir)
+    model = lock.config["model_name"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", store)
+        for to, by in (("dev", "ana"), ("staging", "bo"), ("prod", "cy")):
+            move(model, "1", to, by=by, comment=f"to {to}", approved=True)
+    env = env | {"MLFLOW_TRACKING_URI": store}
+    traced = subprocess.run(["flexlock-prefect", "trace", f"{model}@prod"], env=env, capture_output=True, text=True)
+    assert traced.returncode == 0, traced.stderr
+    expected = ["approved_by", "cy", "staging → prod", *(f"{d.algorithm}:{d.digest}" for d in lock.data.values())]
+    for repo in lock.repos.values():
+        expected += [repo.commit, repo.snapshot_ref] if repo.dirty else [repo.commit]
+    assert [text for text in expected if text not in traced.stdout] == []
+    as_json = subprocess.run(["flexlock-prefect", "trace", "--json", f"{model}@prod"], env=env, capture_output=True)
+    printed = json.loads(as_json.stdout)
+    assert printed["version"]["tags"]["flexlock.approved_by"] == "cy"
+    assert printed["record"]["digest"] == lock.digest
+    assert {c["name"]: (c["commit"], c["snapshot_ref"]) for c in printed["record"]["code"]} == {
+        name: (repo.commit, repo.snapshot_ref) for name, repo in lock.repos.items()
+    }
+    assert {d["name"]: d["digest"] for d in printed["record"]["data"]} == {
+        name: f"{d.algorithm}:{d.digest}" for name, d in lock.data.items()
+    }
 
 
 @pytest.mark.integration

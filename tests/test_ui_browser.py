@@ -84,7 +84,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         )
         stack.callback(mlflow.stop)
         patch.setenv("MLFLOW_TRACKING_URI", mlflow_url)
-        # with the example's diag body, as the pipeline's relog-all relogs: it registers the model again
+        # with the example's diag body, as the pipeline's relog-all relogs: it reuses the model's version
         [relogged] = relog([result.save_dir], force=True, diag=log_example_run)
         assert relogged.outcome == "relogged" and relogged.superseded_run_ids == [result.mlflow_run_id]
 
@@ -131,8 +131,7 @@ def promotion(demo: Demo) -> Iterator[Promotion]:
     from flexlock_prefect.registry import move
     from tests.helpers.prefect_api import artifacts, poll, wait_for_flow_run
 
-    versions = MlflowClient().search_model_versions(f"name='{MODEL}'")
-    [version] = [v.version for v in versions if v.run_id in demo.active_run_ids]
+    [version] = [v.version for v in MlflowClient().search_model_versions(f"name='{MODEL}'")]  # the relog reused it
     move(MODEL, version, "dev", by="ana")  # not through promote: its evidence would share the key
     key = f"promotion-{MODEL}-{version}"
     with ThreadPoolExecutor(1, thread_name_prefix="promote") as pool:
@@ -278,13 +277,35 @@ def test_the_promotion_evidence_page_renders_its_tables(demo: Demo, promotion: P
     rendered = page.tables()
     links = page.evaluate("[...document.querySelectorAll('table a')].map(a => [a.innerText, a.getAttribute('href')])")
     page.screenshot(demo.shots / "evidence.png")
-    [run_id] = demo.active_run_ids  # the run that registered the version
+    [registered] = demo.deprecated_run_ids  # the demo's diag registered the version; the relog reused it
+    [active] = demo.active_run_ids
     assert rendered == expected
     versions, checks, metrics = rendered[:3]
-    assert versions[1:] == [["candidate", promotion.version, run_id]]
-    assert links == [[run_id, f"{demo.mlflow_ui}/#/experiments/{demo.experiment_id}/runs/{run_id}"]]
+    assert versions[1:] == [
+        ["candidate", promotion.version, registered],
+        ["its save_dir's active run (same run.lock, relogged)", "", active],
+    ]
+    assert links == [
+        [run_id, f"{demo.mlflow_ui}/#/experiments/{demo.experiment_id}/runs/{run_id}"]
+        for run_id in (registered, active)
+    ]
     assert [row[:2] for row in checks[1:]] == [["✅", "record"], ["✅", RULE]]
     assert metrics[0] == ["metric", "candidate", "holder", "delta"] and "accuracy" in [row[0] for row in metrics]
+
+
+def test_the_evidence_draws_the_candidates_provenance_as_a_flowchart(
+    demo: Demo, promotion: Promotion, page: Page
+) -> None:
+    """Prefect's V2 UI (`/v2`, the default entry of Prefect 3.8) renders Mermaid blocks; V1 shows their text."""
+    flowchart = "svg[aria-roledescription^=flowchart]"
+    page.goto(f"{demo.prefect_ui}/v2/artifacts/artifact/{promotion.evidence.id}")
+    page.wait_for("the provenance flowchart", f"document.querySelectorAll('{flowchart}').length")
+    drawn = page.evaluate(f"document.querySelector('{flowchart}').textContent")
+    page.evaluate(f"document.querySelector('{flowchart}').scrollIntoView({{block: 'center'}})")
+    page.screenshot(demo.shots / "evidence-provenance.png")
+    [registered], [active] = demo.deprecated_run_ids, demo.active_run_ids
+    for label in (f"{MODEL} version {promotion.version}", f"MLflow run {registered}", f"active MLflow run {active}"):
+        assert label in drawn, label
 
 
 def listed_runs(page: Page, experiment_id: str, count: int) -> set[str]:
