@@ -92,6 +92,8 @@ def test_an_alias_names_the_version_that_entered_its_state_last(model: str) -> N
     move(model, "2", "staging", by="ana")
     assert snapshot(model)[0] == {"staging": "2"}  # v2 took the dev alias with it...
     assert states(model)["1"] == "dev"  # ...while v1 stays in dev: no alias names a version in another state
+    move(model, "3", "archived", by="ana")
+    assert snapshot(model)[0] == {"staging": "2", "archived": "3"}  # and the next move does not hand dev to v1
 
 
 @pytest.mark.parametrize(
