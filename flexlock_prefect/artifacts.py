@@ -97,11 +97,12 @@ def publish_skipped(previous_save_dir: str, fingerprint: str) -> None:
 
 def lock_markdown(lock: RunLock) -> str:
     sections = [f"# Run record\n\n`{lock.logical_run_id}`"]
-    sections += [_markdown_table(table) for table in lock_tables(lock) if table.rows]
+    sections += [markdown_table(table) for table in lock_tables(lock) if table.rows]
     return "\n\n".join(sections) + "\n"
 
 
-def _markdown_table(table: Table) -> str:
+def markdown_table(table: Table) -> str:
+    """A `report.Table` as a markdown section: its title as a heading, then the table."""
     header = "| " + " | ".join(table.columns) + " |"
     rule = "|" + "---|" * len(table.columns)
     rows = ["| " + " | ".join(_cell(cell) for cell in row) + " |" for row in table.rows]

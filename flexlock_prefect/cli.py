@@ -1,6 +1,6 @@
 """The `flexlock-prefect` command (DESIGN.md §7).
 
-Exit codes: 0 success; 1 a difference or mismatch was found (`diff`, `verify`), or some items of
+Exit codes: 0 success; 1 a difference or mismatch was found (`diff`, `verify`, `audit`), or some items of
 a batch failed (`relog`, `reconcile`: the others are done, the table says why each failed);
 2 bad usage, bad input or an unreachable service, reported as one line on stderr.
 """
@@ -363,6 +363,46 @@ def _section(table: Table) -> RichTable:
     for row in table.rows:
         rich.add_row(*map(Text, row))  # as text: a save_dir or a comment may hold [brackets]
     return rich
+
+
+@app.command()
+def audit(
+    model: Annotated[str, typer.Argument(help="Registered model name.", show_default=False)],
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Realign aliases and lifecycle tags with the history (never approvals).")
+    ] = False,
+) -> None:
+    """Check that MODEL's aliases, lifecycle tags and approvals agree with its lifecycle history;
+    exit 1 naming each finding.
+
+    --repair realigns aliases and lifecycle tags first, but gives no staging or prod alias to a
+    version whose move there was not approved; exit 1 then only if findings remain. With a
+    Prefect API (PREFECT_API_URL) it runs under the model's lock and emits flexlock.model.drift
+    on findings; without one it audits all the same, without lock or event.
+    """
+    from flexlock_prefect.audit import audit_model
+    from flexlock_prefect.report import counted
+    from flexlock_prefect.tracking.audit import AGREES
+
+    findings = audit_model(model, repair)
+    if not findings:
+        out.print(f"{model}: {AGREES}", soft_wrap=True)
+        return
+    for finding in findings:  # one line each, whatever the width: greppable
+        outcome = [("repaired " if finding.repaired else "unresolved ", "green" if finding.repaired else "red")]
+        line = Text.assemble(*(outcome if repair else []), (finding.kind, "bold"), ": ")
+        out.print(line.append(finding.message), soft_wrap=True)  # as text: a tag may hold [brackets]
+    unresolved = sum(not finding.repaired for finding in findings)
+    if repair:
+        out.print(f"{model}: repaired {len(findings) - unresolved} of {counted(len(findings), 'finding')}")
+    if not unresolved:
+        return
+    remains = f"{model}: {counted(unresolved, 'finding')}"
+    if repair:
+        _exit_1_on(f"{remains} that repair cannot resolve: each needs a person (an approval, or a tag fixed by hand)")
+    _exit_1_on(
+        f"{remains} against the lifecycle history; `flexlock-prefect audit {model} --repair` realigns what it can"
+    )
 
 
 @app.command()

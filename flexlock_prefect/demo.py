@@ -46,7 +46,7 @@ def run_demo(root: str | Path = "flexlock-demo", keep: bool = False, console: Co
         console.print(f"[green]✓[/green] Prefect API at {api_url}")
         log = root / "serve.log"
         runner = services.enter_context(served_deployments(log, {"MLFLOW_TRACKING_URI": tracking_uri}, keep=keep))
-        with console.status("serving the example pipeline: train, diag, relog-all, promote…"):
+        with console.status("serving the example pipeline: train, diag, relog-all, promote, registry-audit…"):
             _wait_for_deployment(DIAG_DEPLOYMENT, log)
         console.print("[green]✓[/green] deployments served (flexlock_prefect.serving.example_pipeline)")
         with console.status("running the example main flow (flexlock_prefect.examples.train)…"):

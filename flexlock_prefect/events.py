@@ -19,6 +19,8 @@ RUN_RELOGGED = "flexlock.run.relogged"
 RELOG_REQUESTED = "flexlock.relog.requested"
 MODEL_PROMOTED = "flexlock.model.promoted"
 MODEL_REJECTED = "flexlock.model.rejected"
+MODEL_DRIFT = "flexlock.model.drift"
+"""A registry audit found aliases, lifecycle tags or approvals that disagree with the lifecycle history."""
 FLOW_LABEL = "flexlock.flow"
 """The main flow's name, on run events and relog requests: what a pipeline's triggers match on."""
 
@@ -101,6 +103,21 @@ def emit_model_event(
         resource={"prefect.resource.id": f"flexlock.model.{model}.{version}", "flexlock.model": model},
         payload={"name": model, "version": version, "from": origin, "to": to, "approved_by": by, "comment": comment},
     )
+
+
+def emit_model_drift(model: str, findings: list[dict[str, Any]]) -> None:
+    """Announce what an audit of `model` found (`tracking.audit.Finding.to_dict()` each, with
+    `kind`, `version`, `state`, `message`, `repaired`): what an automation hangs a notification on.
+
+    The resource is the model, the one-model form of `emit_model_event`'s. Sent before the
+    caller returns (the CLI exits right after).
+    """
+    emit_event(
+        event=MODEL_DRIFT,
+        resource={"prefect.resource.id": f"flexlock.model.{model}", "flexlock.model": model},
+        payload={"model": model, "findings": findings},
+    )
+    EventsWorker.drain_all(timeout=30)
 
 
 def relog_listeners(root: str, main: MainFlow = None) -> tuple[list[str], list[str]]:

@@ -1,7 +1,8 @@
-"""`Pipeline`: a user's main flow and its diag, with relog-all and promotion, as deployments.
+"""`Pipeline`: a user's main flow and its diag, with relog-all, promotion and the registry
+audit, as deployments.
 
-One pipeline is four deployments, each named after the pipeline (the main flow's name unless
-`name=` says otherwise), so that several pipelines live side by side on one server:
+One pipeline is up to five deployments, each named after the pipeline (the main flow's name
+unless `name=` says otherwise), so that several pipelines live side by side on one server:
 
 - `<main>/<pipeline>`: the main flow, by hand or on `cron`;
 - `<diag>/<pipeline>`: the diag flow, on each `flexlock.run.completed` of *this* main flow
@@ -9,7 +10,10 @@ One pipeline is four deployments, each named after the pipeline (the main flow's
 - `relog-all/<pipeline>`: `flexlock_prefect.diag.relog_all` with this diag, on each
   `flexlock.relog.requested` addressed to this pipeline (`relog_trigger(main)`);
 - `promote/<pipeline>`: `flexlock_prefect.promote.promote`, by hand or `flexlock-prefect
-  promote` (with `promote=True`).
+  promote` (with `promote=True`);
+- `registry-audit/<pipeline>`: `flexlock_prefect.audit.registry_audit` daily (`AUDIT_CRON`),
+  which audits every model flexlock manages and emits `flexlock.model.drift` on findings
+  (with `audit=True`; by default whenever `promote=True`: what promotes should be audited).
 
 `to_deployments()` gives them for `prefect.serve`, `to_prefect_yaml()` for `prefect deploy`
 (what `flexlock-prefect init` writes); both come from `_specs`, so they cannot disagree.
@@ -30,6 +34,7 @@ from prefect.events import DeploymentEventTrigger
 from prefect.types.entrypoint import EntrypointType
 
 from flexlock_prefect._user_flow import bound_name
+from flexlock_prefect.audit import registry_audit
 from flexlock_prefect.diag import diag_spec, relog_all
 from flexlock_prefect.events import diag_trigger, relog_trigger
 from flexlock_prefect.exceptions import FlexlockError
@@ -38,6 +43,8 @@ from flexlock_prefect.promote import promote as promote_flow
 DIAG_QUEUE = "diag"
 """The work queue of a pool that diag, relog-all and promote runs go to (served first)."""
 TAGS = ("flexlock",)
+AUDIT_CRON = "0 6 * * *"
+"""When the registry-audit deployment runs: daily, early (UTC), so drift is news at the start of a day."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,9 @@ class Pipeline:
         promote: also deploy the approval-gated promotion flow for this pipeline.
         cron: a schedule for the main flow.
         name: the deployments' name (default: the main flow's name).
+        audit: also deploy the daily registry audit (default: when `promote`). It audits every
+            model flexlock manages, not only this pipeline's: of several pipelines on one
+            server, let one deploy it (`audit=False` on the others) or each reports the same drift.
 
     Example:
         >>> Pipeline(main=train, diag=diag, promote=True).serve()  # doctest: +SKIP
@@ -79,6 +89,7 @@ class Pipeline:
     promote: bool = False
     cron: str | None = None
     name: str | None = None
+    audit: bool | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.main, Flow):
@@ -160,6 +171,17 @@ class Pipeline:
                     module_entrypoint(promote_flow),
                     f"Approval-gated promotion of the {name} pipeline's models.",
                     DIAG_QUEUE,
+                )
+            )
+        if self.promote if self.audit is None else self.audit:
+            specs.append(
+                _Spec(
+                    registry_audit,
+                    module_entrypoint(registry_audit),
+                    "Daily audit of the registry's aliases, lifecycle tags and approvals against the lifecycle "
+                    "histories (flexlock.model.drift on findings).",
+                    DIAG_QUEUE,
+                    AUDIT_CRON,
                 )
             )
         return specs

@@ -1,5 +1,5 @@
 """Titled tables of text, rendered by the CLI with rich and by artifacts for Prefect: a run.lock,
-and the outcomes of a relog or reconcile batch.
+the outcomes of a relog or reconcile batch, and the findings of a registry audit.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from flexlock_prefect.capture.config import flatten, value_text
 from flexlock_prefect.lock import RunLock, logical_run_key
 
 if TYPE_CHECKING:  # the MLflow side is imported only by those that produce outcomes
+    from flexlock_prefect.tracking.audit import Finding
     from flexlock_prefect.tracking.outcomes import ReconcileOutcome, RelogOutcome
 
 MAX_NAMED = 10
@@ -125,6 +126,29 @@ def reconcile_failures(outcomes: Sequence[ReconcileOutcome]) -> str | None:
     return _failures(failed, len(outcomes), "logical runs", "reconcile")
 
 
+def audit_table(findings: Sequence[Finding], audited: Sequence[str], repair: bool = False) -> Table:
+    """Every finding of an audit of the `audited` models, one row each; with `repair`, whether
+    it was repaired or remains for a person."""
+    subject = audited[0] if len(audited) == 1 else counted(len(audited), "model")
+    repaired = sum(f.repaired for f in findings)
+    title = f"audit of {subject}: {counted(len(findings), 'finding')}"
+    columns = ("model", "version", "alias/state", "kind", "finding")
+    rows = [(f.model, f.version, f.state or "", f.kind, f.message) for f in findings]
+    if not repair:
+        return Table(title, columns, rows)
+    outcomes = ["repaired" if f.repaired else "unresolved" for f in findings]
+    return Table(
+        f"{title}, {repaired} repaired, {len(findings) - repaired} unresolved",
+        (*columns, "repair"),
+        [(*row, outcome) for row, outcome in zip(rows, outcomes, strict=True)],
+    )
+
+
+def audit_failures(failed: Sequence[str], total: int) -> str | None:
+    """The message naming the models an audit could not read, or None."""
+    return _failures(list(failed), total, "models", "audit")
+
+
 def _title(total: int, items: str, counts: Counter[str], kinds: tuple[str, ...]) -> str:
     parts = [f"{counts[kind]} {kind}" for kind in (*kinds, "failed") if counts[kind] or kind == "failed"]
     return f"{total} {items}: {', '.join(parts)}"
@@ -138,6 +162,11 @@ def _failures(failed: list[str], total: int, items: str, verb: str) -> str | Non
         f"{len(failed)} of {total} {items} failed to {verb}: {named}; each one's reason is in the outcome table, "
         f"and {verb} them again once fixed"
     )
+
+
+def counted(count: int, noun: str) -> str:
+    """`1 finding`, `2 findings`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def human_size(size: int) -> str:

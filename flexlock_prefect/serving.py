@@ -22,16 +22,17 @@ PROJECT_YAML_HEADER = """\
 #   prefect work-queue create diag --pool flexlock-process --priority 1
 #   prefect deploy --prefect-file deployments/prefect.yaml --all
 #   prefect worker start --pool flexlock-process
-# Main runs go to the pool's default queue; diag, relog-all and promote to the `diag` queue,
-# which workers serve first: a finished run is logged before another main run starts, instead
-# of waiting behind a whole burst of main runs.
+# Main runs go to the pool's default queue; diag, relog-all, promote and registry-audit to the
+# `diag` queue, which workers serve first: a finished run is logged before another main run
+# starts, instead of waiting behind a whole burst of main runs.
 # Written by `python -m flexlock_prefect.serving --write-yaml deployments/prefect.yaml` from
 # flexlock_prefect.serving.example_pipeline(); a test checks it is up to date.
 """
 
 
 def example_pipeline() -> Pipeline:
-    """The bundled example: `examples.train` nightly, `examples.diag` on its completed runs, promotion."""
+    """The bundled example: `examples.train` nightly, `examples.diag` on its completed runs,
+    promotion and the daily registry audit."""
     from flexlock_prefect.examples.diag import diag
     from flexlock_prefect.examples.train import train
 

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 YAML = ROOT / "deployments" / "prefect.yaml"
 
 
-SERVED = {"train/train", "diag/train", "relog-all/train", "promote/train"}
+SERVED = {"train/train", "diag/train", "relog-all/train", "promote/train", "registry-audit/train"}
 
 
 def test_prefect_yaml_is_the_one_written_from_the_example_pipeline(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from prefect.events.schemas.events import Resource
 
 import flexlock_prefect.events as events
 from flexlock_prefect.events import (
+    MODEL_DRIFT,
     MODEL_PROMOTED,
     MODEL_REJECTED,
     RELOG_REQUESTED,
@@ -24,6 +25,7 @@ from flexlock_prefect.events import (
     RUN_FAILED,
     RUN_RELOGGED,
     diag_trigger,
+    emit_model_drift,
     emit_relog_requested,
     emit_relogged,
     emit_run_finished,
@@ -78,6 +80,7 @@ def test_event_names_are_the_contract_names() -> None:
         "flexlock.run.relogged",
     )
     assert (MODEL_PROMOTED, MODEL_REJECTED) == ("flexlock.model.promoted", "flexlock.model.rejected")
+    assert MODEL_DRIFT == "flexlock.model.drift"
     assert RELOG_REQUESTED == "flexlock.relog.requested"
 
 
@@ -159,6 +162,19 @@ def test_a_relog_request_names_the_root_and_is_sent_before_returning(sent: Sent)
                 "flexlock.root": "s3://bucket/runs",
             },
             "payload": {"root": "s3://bucket/runs", "force": True},
+        }
+    ]
+    assert sent.drains == [1]
+
+
+def test_drift_is_about_the_model_carries_the_findings_and_is_sent_before_returning(sent: Sent) -> None:
+    findings = [{"kind": "alias-misplaced", "model": "churn", "version": "2", "state": "prod", "message": "…"}]
+    emit_model_drift("churn", findings)
+    assert sent.events == [
+        {
+            "event": MODEL_DRIFT,
+            "resource": {"prefect.resource.id": "flexlock.model.churn", "flexlock.model": "churn"},
+            "payload": {"model": "churn", "findings": findings},
         }
     ]
     assert sent.drains == [1]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,16 +57,10 @@ class Bench:
         return self.request.getfixturevalue("prefect_api")
 
     def model(self, versions: int = 1) -> str:
-        from mlflow import MlflowClient
+        from tests.helpers.models import registered_model
 
         self.mlflow()
-        client, name = MlflowClient(), f"hostile-{uuid.uuid4().hex[:8]}"
-        client.create_registered_model(name)
-        experiment = client.create_experiment(name)
-        for _ in range(versions):
-            run = client.create_run(experiment)
-            client.create_model_version(name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
-        return name
+        return registered_model("hostile", versions)
 
 
 def closed_url(scheme: str = "http", credentials: str = "") -> str:
@@ -315,6 +308,12 @@ CASES = [
         "`trace models:/clf@prod`, MLflow down, URI with a password",
         "is unreachable",
         Cli(lambda b: ["trace", "models:/clf@prod"], _unreachable_mlflow),
+    ),
+    Case(
+        "audit-unknown-model",
+        "`audit nope`",
+        "no registered model named 'nope'",
+        Cli(lambda b: ["audit", "nope"], needs=("mlflow",)),
     ),
     Case(
         "promote-unknown-state",

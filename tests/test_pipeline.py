@@ -23,7 +23,7 @@ from flexlock_prefect.diag import diag_spec, load_diag
 from flexlock_prefect.events import run_resource
 from flexlock_prefect.exceptions import FlexlockError
 from flexlock_prefect.lock import PrefectState
-from flexlock_prefect.pipeline import Pipeline
+from flexlock_prefect.pipeline import AUDIT_CRON, Pipeline
 from flexlock_prefect.tracking.relog import code_version
 from tests.helpers import two_pipelines
 from tests.helpers.fakes import make_lock
@@ -46,10 +46,22 @@ def test_a_pipeline_is_main_diag_and_relog_all_named_after_the_main_flow() -> No
     assert deployments["relog-all"].parameters == {"diag": f"{MODULE}:diag_a", "main": "train-a"}
 
 
-def test_promote_is_deployed_when_asked() -> None:
+def test_promote_is_deployed_when_asked_with_the_daily_registry_audit() -> None:
     deployments = by_flow(Pipeline(main=two_pipelines.train_a, diag=two_pipelines.diag_a, promote=True))
     assert deployments["promote"].entrypoint == "flexlock_prefect.promote.promote"
     assert deployments["promote"].name == "train-a"
+    audit = deployments["registry-audit"]
+    assert (audit.entrypoint, audit.name) == ("flexlock_prefect.audit.registry_audit", "train-a")
+    assert [s.schedule.cron for s in audit.schedules] == [AUDIT_CRON]
+    assert audit.parameters == {}  # every managed model, no repair
+
+
+@pytest.mark.parametrize(
+    ("promote", "audit", "audited"), [(False, None, False), (True, False, False), (False, True, True)]
+)
+def test_the_registry_audit_follows_promote_unless_told(promote: bool, audit: bool | None, audited: bool) -> None:
+    pipeline = Pipeline(two_pipelines.train_a, two_pipelines.diag_a, promote=promote, audit=audit)
+    assert ("registry-audit" in by_flow(pipeline)) is audited
 
 
 def test_a_diag_in_the_call_form_deploys_from_the_name_it_is_bound_to() -> None:
@@ -155,6 +167,7 @@ def test_init_writes_a_prefect_yaml_with_the_scoped_deployments(tmp_path: Path) 
         f"{MODULE}:diag_for_b",
         "flexlock_prefect.diag.relog_all",
         "flexlock_prefect.promote.promote",
+        "flexlock_prefect.audit.registry_audit",
     ]
     assert entries[1]["triggers"][0]["match"] == {"prefect.resource.id": "flexlock.run.*", "flexlock.flow": "train-b"}
     assert {e["work_pool"]["name"] for e in entries} == {"p"}

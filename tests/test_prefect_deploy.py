@@ -23,7 +23,9 @@ def test_prefect_deploy_of_the_yaml_creates_the_deployments_queues_schedule_and_
         deploy_project(ROOT, {"PREFECT_API_URL": prefect_api})
         with get_client(sync_client=True) as client:
             deployments = {f"{client.read_flow(d.flow_id).name}/{d.name}": d for d in client.read_deployments()}
-            assert {"train/train", "diag/train", "relog-all/train", "promote/train"} <= set(deployments)
+            assert {"train/train", "diag/train", "relog-all/train", "promote/train", "registry-audit/train"} <= set(
+                deployments
+            )
             assert deployments["train/train"].entrypoint == "flexlock_prefect.examples.train.train"
             assert [s.schedule.cron for s in deployments["train/train"].schedules] == ["0 2 * * *"]
             assert {d.work_pool_name for d in deployments.values()} == {pool}

@@ -51,14 +51,14 @@ def test_the_use_it_in_your_project_code_records_deploys_and_relogs(
     result = subprocess.run(
         [sys.executable, "-c", script],
         cwd=project,
-        env={**os.environ, "PYTHONPATH": str(project)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(project), os.environ.get("PYTHONPATH")]))},
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     names, save_dir, run_id = result.stdout.strip().splitlines()[-1].rsplit(" ", 2)
-    assert names == "['diag/train', 'promote/train', 'relog-all/train', 'train/train']"
+    assert names == "['diag/train', 'promote/train', 'registry-audit/train', 'relog-all/train', 'train/train']"
     client = MlflowClient()
     run = client.get_run(run_id)
     assert run.data.metrics["acc"] == 0.9 and run.data.tags[STATUS] == ACTIVE

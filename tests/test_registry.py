@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from contextvars import copy_context
@@ -17,6 +16,7 @@ from mlflow.utils import rest_utils
 from flexlock_prefect.concurrency import exclusive
 from flexlock_prefect.exceptions import LifecycleError, TrackingError
 from flexlock_prefect.registry import APPROVED_BY, HISTORY, LIFECYCLE, alias_holder, check_move, history, move, resolve
+from tests.helpers.models import registered_model
 from tests.helpers.servers import as_user, start_mlflow_server
 
 pytestmark = pytest.mark.integration
@@ -25,14 +25,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def model(mlflow_server: str) -> str:
     """A registered model with versions 1, 2 and 3, all new."""
-    client = MlflowClient()
-    name = f"clf-{uuid.uuid4().hex[:8]}"
-    client.create_registered_model(name)
-    experiment = client.create_experiment(name)
-    for _ in range(3):
-        run = client.create_run(experiment)
-        client.create_model_version(name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
-    return name
+    return registered_model("clf")
 
 
 def snapshot(name: str) -> tuple[dict, dict]:
@@ -92,6 +85,8 @@ def test_an_alias_names_the_version_that_entered_its_state_last(model: str) -> N
     move(model, "2", "staging", by="ana")
     assert snapshot(model)[0] == {"staging": "2"}  # v2 took the dev alias with it...
     assert states(model)["1"] == "dev"  # ...while v1 stays in dev: no alias names a version in another state
+    move(model, "3", "archived", by="ana")
+    assert snapshot(model)[0] == {"staging": "2", "archived": "3"}  # and the next move does not hand dev to v1
 
 
 @pytest.mark.parametrize(

@@ -53,7 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 USER_PROJECT = Path(__file__).resolve().parent / "user_project"
 PIPELINE_A = ("train-a/train-a", "diag-a/train-a", "relog-all/train-a")
 PIPELINE_B = ("train-b/train-b", "diag-b/train-b", "relog-all/train-b")
-DEMO_DEPLOYMENTS = ("train/train", "diag/train", "relog-all/train", "promote/train")
+DEMO_DEPLOYMENTS = ("train/train", "diag/train", "relog-all/train", "promote/train", "registry-audit/train")
 QUIET_WINDOW_S = 5
 """How long a diag that must not run is given to show up after the other diag completed: its run
 would be created by the same event, before that diag even started (trigger latency p95 ~2.5 s)."""
@@ -343,7 +343,7 @@ def test_init_writes_a_prefect_yaml_that_prefect_deploy_accepts_with_the_scoped_
     venv: Venv, user_project: Path, prefect_api: str
 ) -> None:
     pool = f"user-project-{uuid.uuid4().hex[:8]}"
-    names = (*PIPELINE_A, "promote/train-a")
+    names = (*PIPELINE_A, "promote/train-a", "registry-audit/train-a")
     env = venv.env(PREFECT_API_URL=prefect_api)
     cli = venv.bin / "flexlock-prefect"
     run(

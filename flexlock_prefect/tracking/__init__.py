@@ -1,5 +1,5 @@
 """The MLflow side: how run records appear in MLflow, logical-run supersession, relog and
-reconcile, the default diag body and the registry lifecycle.
+reconcile, the default diag body, the registry lifecycle and its audit.
 
 It knows MLflow and never Prefect: wherever work must be serialised across processes, the lock
 is passed in (`serialize=`, see `locking.py`), and the Prefect side passes its global
@@ -14,7 +14,9 @@ concurrency limits. The modules:
 - `outcomes`: what those batches report per item, failures included;
 - `outputs`: the default diag body (metrics.json and the files a person looks at);
 - `registration`: one registered version per logical run and model content (`register_model`);
-- `registry`: the lifecycle of registered versions over aliases.
+- `lifecycle`: what a version's lifecycle history says (its state, the alias holders);
+- `registry`: the lifecycle of registered versions over aliases;
+- `audit`: whether aliases, lifecycle tags and approvals agree with the histories, and repair.
 """
 
 from __future__ import annotations

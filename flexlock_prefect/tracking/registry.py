@@ -42,10 +42,10 @@ from flexlock_prefect.exceptions import FlexlockError, LifecycleError
 from flexlock_prefect.lock import utc_now
 from flexlock_prefect.tracking.client import Tracking, bounded_retries, check_tracking_server
 from flexlock_prefect.tracking.errors import NOT_FOUND, meaning
+from flexlock_prefect.tracking.lifecycle import STATES, lifecycle_record, recorded_holders, state_of
 from flexlock_prefect.tracking.locking import Serializer, unserialized
 from flexlock_prefect.tracking.tags import APPROVED_AT, APPROVED_BY, HISTORY, LIFECYCLE
 
-STATES = ("dev", "staging", "prod", "archived")
 ALLOWED: dict[str | None, tuple[str, ...]] = {
     None: ("dev", "archived"),
     "dev": ("staging", "archived"),
@@ -213,7 +213,7 @@ def history(model: str, client: MlflowClient | None = None) -> list[Move]:
     """Every move of every version of `model`, oldest first."""
     moves = []
     for version, tags in _read(connect(client), model).tags.items():
-        for entry in json.loads(tags.get(HISTORY, "[]")):
+        for entry in lifecycle_record(model, version, tags):
             moves.append(
                 Move(
                     model,
@@ -272,7 +272,8 @@ def _apply(tracking: Tracking, found: _Model, step: Move, approved: bool = False
     half way through. The alias of the state left goes too, unless the move `hands_on_alias` to
     the version that enters that state next (prod is then never without a version)."""
     client, tags = tracking.client, found.tags_of(tracking, step.version)
-    written = {HISTORY: json.dumps([*json.loads(tags.get(HISTORY, "[]")), step.to_entry()]), LIFECYCLE: step.to_state}
+    record = [*lifecycle_record(step.model, step.version, tags), step.to_entry()]
+    written = {HISTORY: json.dumps(record), LIFECYCLE: step.to_state}
     if approved:
         written |= {APPROVED_BY: step.by, APPROVED_AT: step.at}
     with mlflow_errors(tracking, f"{step.model!r} version {step.version!r}"):
@@ -285,7 +286,7 @@ def _apply(tracking: Tracking, found: _Model, step: Move, approved: bool = False
         with mlflow_errors(tracking, f"alias {step.from_state!r} of {step.model!r}"):
             client.delete_registered_model_alias(step.model, step.from_state)
         del found.aliases[step.from_state]
-    described = with_lifecycle(found.descriptions.get(step.version, ""), json.loads(tags[HISTORY]))
+    described = with_lifecycle(found.descriptions.get(step.version, ""), record)
     with mlflow_errors(tracking, f"{step.model!r} version {step.version!r}"):  # for people only: the tags rule
         client.update_model_version(step.model, step.version, description=described)
     found.descriptions[step.version] = described
@@ -331,34 +332,30 @@ def with_lifecycle(description: str, record: list[dict[str, Any]]) -> str:
 
 def _settle(tracking: Tracking, found: _Model) -> list[str]:
     """Finish any move that died after its history entry: each version's lifecycle tag becomes
-    the state its history last entered, and each state's alias names the version that entered
-    that state last. Returns what it changed (nothing when every move completed).
+    the state its history last entered, and each state's alias names the version the histories
+    say (`lifecycle.recorded_holders`). Returns what it changed (nothing when every move completed).
 
-    An alias on a version that no move ever touched is left alone: it was set by hand.
+    An alias on a version that no move ever touched is left alone unless the histories give it
+    to another: it was set by hand, and `audit` reports it.
     """
     client, model = tracking.client, found.name
-    entered: dict[str, tuple[str, str]] = {}  # state -> (when, version) of its newest arrival
-    states: dict[str, str] = {}
+    records = {version: lifecycle_record(model, version, tags) for version, tags in found.tags.items()}
+    states = {version: state_of(record) for version, record in records.items() if record}
+    holders = recorded_holders(records)
     changes = []
-    for version, tags in found.tags.items():
-        record = json.loads(tags.get(HISTORY, "[]"))
-        if not record:
-            continue
-        last = record[-1]
-        states[version] = last["to"]
-        entered[last["to"]] = max(entered.get(last["to"], ("", "")), (last["at"], version))
-        if tags.get(LIFECYCLE) != last["to"]:
+    for version, state in states.items():
+        if found.tags[version].get(LIFECYCLE) != state:
             with mlflow_errors(tracking, f"{model!r} version {version!r}"):
-                client.set_model_version_tag(model, version, LIFECYCLE, last["to"])
-            tags[LIFECYCLE] = last["to"]
-            changes.append(f"version {version}: {LIFECYCLE}={last['to']}")
+                client.set_model_version_tag(model, version, LIFECYCLE, state)
+            found.tags[version][LIFECYCLE] = state
+            changes.append(f"version {version}: {LIFECYCLE}={state}")
     for alias, holder in list(found.aliases.items()):
-        if alias in STATES and holder in states and entered.get(alias, ("", ""))[1] != holder:
+        if alias in STATES and holder in states and holders.get(alias) != holder:
             with mlflow_errors(tracking, f"alias {alias!r} of {model!r}"):
                 client.delete_registered_model_alias(model, alias)
             del found.aliases[alias]
             changes.append(f"alias {alias} removed from version {holder}")
-    for state, (_, version) in entered.items():
+    for state, version in holders.items():
         if found.aliases.get(state) != version:
             with mlflow_errors(tracking, f"alias {state!r} of {model!r}"):
                 client.set_registered_model_alias(model, state, version)
