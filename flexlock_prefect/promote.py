@@ -46,14 +46,13 @@ from flexlock_prefect.settings import get_settings
 from flexlock_prefect.trace_view import lineage_mermaid
 from flexlock_prefect.tracking import registry
 from flexlock_prefect.tracking.client import Tracking, check_tracking_server, run_url
+from flexlock_prefect.tracking.lifecycle import NEEDS_APPROVAL
 from flexlock_prefect.tracking.supersede import current_active
 from flexlock_prefect.tracking.tags import ACTIVE, LOCK_DIGEST, LOGICAL_RUN_ID, STATUS
 from flexlock_prefect.tracking.trace import trace
 from flexlock_prefect.verify import verify_lock
 
 __all__ = ["Approval", "Candidate", "PromotionRejected", "check_rules", "evidence_markdown", "promote"]
-
-NEVER_UNAPPROVED = ("staging", "prod")
 
 
 class Approval(RunInput):
@@ -326,7 +325,7 @@ def promote(
 
     if failures:
         raise reject("failed checks: " + "; ".join(failures), "checks")
-    if approval or to in NEVER_UNAPPROVED:
+    if approval or to in NEEDS_APPROVAL:
         logger.info(
             "waiting for approval of %s v%s → %s: approve in the UI or with `flexlock-prefect approve %s`",
             model,

@@ -42,7 +42,14 @@ from mlflow import MlflowClient
 
 from flexlock_prefect.exceptions import LifecycleError
 from flexlock_prefect.tracking.client import Tracking
-from flexlock_prefect.tracking.lifecycle import STATES, Record, lifecycle_record, recorded_holders, state_of
+from flexlock_prefect.tracking.lifecycle import (
+    NEEDS_APPROVAL,
+    STATES,
+    Record,
+    lifecycle_record,
+    recorded_holders,
+    state_of,
+)
 from flexlock_prefect.tracking.locking import Serializer, unserialized
 from flexlock_prefect.tracking.registry import _Model, _read, connect, mlflow_errors
 from flexlock_prefect.tracking.tags import APPROVED_AT, APPROVED_BY, HISTORY, LIFECYCLE
@@ -59,8 +66,6 @@ AGREES = "every alias, lifecycle tag and approval agrees with the lifecycle hist
 """What a clean audit says."""
 EXCLUSIVE = ("prod",)
 """The states one version at most may be in: a promotion to prod archives the one it replaces."""
-NEEDS_APPROVAL = ("staging", "prod")
-"""The states no version may enter without an approval (the promote flow never skips it)."""
 logger = logging.getLogger(__name__)
 
 

@@ -16,6 +16,9 @@ from flexlock_prefect.exceptions import LifecycleError
 from flexlock_prefect.tracking.tags import HISTORY
 
 STATES = ("dev", "staging", "prod", "archived")
+NEEDS_APPROVAL = ("staging", "prod")
+"""The states no version may enter without a person's approval: the promote flow never skips it
+there, and `audit` reports a holder without one."""
 
 Record = list[dict[str, Any]]
 """A version's history: its moves `{from, to, at, by, comment, flow_run_id}`, oldest first."""
