@@ -107,21 +107,31 @@ def compute_fingerprint(
     data: dict[str, DataState],
     env: EnvState,
 ) -> str:
-    """SHA-256 of the inputs alone, the same on any machine for the same inputs.
+    """SHA-256 of the inputs alone (`fingerprint_inputs`), the same on any machine for the same inputs."""
+    return hashlib.sha256(canonical_json(fingerprint_inputs(config, repos, data, env))).hexdigest()
 
-    It covers the config without `save_dir` (and with the save_dir's value replaced by the text
+
+def fingerprint_inputs(
+    config: dict[str, Any],
+    repos: dict[str, RepoState],
+    data: dict[str, DataState],
+    env: EnvState,
+) -> dict[str, Any]:
+    """What the fingerprint hashes: `{config, repos, data, lockfiles}`.
+
+    The config without `save_dir` (and with the save_dir's value replaced by the text
     `${save_dir}` wherever a value embeds it, so `log: ${save_dir}/log` does not differ per run),
-    the working-tree hash of each repo, the digest of each data input and the lockfile digests.
-    Machine-specific facts (paths, URIs, hostnames, installed packages) are left out.
+    the working-tree hash of each repo, `algorithm:digest` of each data input and the lockfile
+    digests. Machine-specific facts (paths, URIs, hostnames, installed packages) are left out.
+    A sweep's study key hashes the same inputs less what the sweep varies (`study.py`).
     """
     save_dir = config.get("save_dir")
-    inputs = {
+    return {
         "config": _without_save_dir({k: v for k, v in config.items() if k != "save_dir"}, save_dir),
         "repos": {name: repo.tree for name, repo in repos.items()},
         "data": {name: f"{d.algorithm}:{d.digest}" for name, d in data.items()},
         "lockfiles": env.lockfiles,
     }
-    return hashlib.sha256(canonical_json(inputs)).hexdigest()
 
 
 def _without_save_dir(value: Any, save_dir: Any) -> Any:
