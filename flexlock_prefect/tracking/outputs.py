@@ -78,4 +78,3 @@ def _log_file(client: MlflowClient, run_id: str, fs: AbstractFileSystem, path: s
         target = Path(scratch) / name
         fs.get_file(path, str(target))
         client.log_artifact(run_id, str(target))
-
