@@ -151,19 +151,24 @@ def _run(
         return outcome(trial, metric, flow_run_id, error)
 
     workers = max_parallel or get_settings().sweep_max_parallel
+    waiting = iter(todo)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flexlock-trial") as pool:
-        pending: set[Future[TrialRecord]] = {pool.submit(copy_context().run, one, trial) for trial in todo}
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+        # Submitted one by one as others finish, so that after a failure with `fail_fast` no
+        # further trial starts (a queue of submitted trials would already be on its way).
+        running: set[Future[TrialRecord]] = set()
+        stop = False
+        while True:
+            while not stop and len(running) < workers and (trial := next(waiting, None)):
+                running.add(pool.submit(copy_context().run, one, trial))
+            if not running:
+                break
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 result = future.result()
                 reason = f": {result.error}" if result.error else ""
                 logger.info("%s %s%s", save_dir_name(result.save_dir), result.status, reason)
                 artifacts.publish_sweep(record.update(result), progress)
-                if fail_fast and result.status == "failed":
-                    for waiting in pending:
-                        waiting.cancel()  # those not started stay pending; running ones finish
-                    pending = {f for f in pending if not f.cancelled()}
+                stop = stop or (fail_fast and result.status == "failed")
 
 
 def _conclude(lock: SweepLock, fail_fast: bool) -> SweepLock:
