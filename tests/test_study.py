@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import doctest
 from pathlib import Path
 
 import pytest
 
+from flexlock_prefect import metrics
+from flexlock_prefect import study as study_module
 from flexlock_prefect.capture import capture_run
 from flexlock_prefect.exceptions import ConfigError, SweepError
 from flexlock_prefect.lock import RunLock
@@ -195,3 +198,9 @@ def test_cli_options_read_values_as_overrides_do() -> None:
             parse_grid_option(bad)
     with pytest.raises(SweepError, match="write KEY=uniform:LOW:HIGH"):
         parse_distribution_option("lr=normal:0:1")
+
+
+def test_the_docstring_examples_hold() -> None:
+    for module in (study_module, metrics):
+        results = doctest.testmod(module)
+        assert results.attempted > 0 and results.failed == 0, module.__name__
