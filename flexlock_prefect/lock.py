@@ -10,13 +10,13 @@ import hashlib
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from flexlock_prefect import storage
-from flexlock_prefect.exceptions import RunLockError, StorageError, StorageNotFound
+from flexlock_prefect.exceptions import FlexlockError, RunLockError, StorageError, StorageNotFound
 
 SCHEMA_VERSION = 1
 LOCK_FILENAME = "run.lock"
@@ -240,19 +240,7 @@ class RunLock(_Section):
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> RunLock:
-        if not isinstance(data, dict) or "flexlock" not in data:
-            raise RunLockError(f"{where} is not a run.lock: expected a mapping with a `flexlock` schema version")
-        version = data["flexlock"]
-        if version != SCHEMA_VERSION:
-            raise RunLockError(
-                f"{where} has run.lock schema version {version!r}; this flexlock-prefect reads version "
-                f"{SCHEMA_VERSION}: upgrade flexlock-prefect to read it"
-            )
-        try:
-            lock = cls.model_validate(data)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<top>'}: {e['msg']}" for e in exc.errors()[:5])
-            raise RunLockError(f"{where} is incomplete or corrupt ({problems})") from exc
+        lock = validate_record(cls, data, where, LOCK_FILENAME, SCHEMA_VERSION, RunLockError)
         expected = compute_fingerprint(lock.config, lock.repos, lock.data, lock.env)
         if lock.fingerprint != expected:
             raise RunLockError(
@@ -260,6 +248,28 @@ class RunLock(_Section):
                 "edited after capture. Re-run the flow to record it again"
             )
         return lock
+
+
+Record = TypeVar("Record", bound=BaseModel)
+
+
+def validate_record(
+    model: type[Record], data: Any, where: str, kind: str, version: int, error: type[FlexlockError]
+) -> Record:
+    """A record file's parsed YAML (run.lock, sweep.lock) as `model`: a mapping whose `flexlock`
+    schema version is `version`; else `error`, naming the file `where` and its problems."""
+    if not isinstance(data, dict) or "flexlock" not in data:
+        raise error(f"{where} is not a {kind}: expected a mapping with a `flexlock` schema version")
+    if data["flexlock"] != version:
+        raise error(
+            f"{where} has {kind} schema version {data['flexlock']!r}; this flexlock-prefect reads version "
+            f"{version}: upgrade flexlock-prefect to read it"
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<top>'}: {e['msg']}" for e in exc.errors()[:5])
+        raise error(f"{where} is incomplete or corrupt ({problems})") from exc
 
 
 def find_save_dirs(root: str, max_depth: int = 6) -> Iterator[str]:

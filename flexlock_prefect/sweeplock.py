@@ -13,11 +13,11 @@ import threading
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from flexlock_prefect import storage
 from flexlock_prefect.exceptions import RunLockError, StorageError, StorageNotFound, SweepError
-from flexlock_prefect.lock import RunLock, utc_now
+from flexlock_prefect.lock import RunLock, utc_now, validate_record
 from flexlock_prefect.metrics import read_metrics
 from flexlock_prefect.study import Study, Trial, study_key
 
@@ -146,17 +146,7 @@ class SweepLock(_Record):
             raise SweepError(f"no sweep.lock in {root}: {exc}") from exc
         except (StorageError, yaml.YAMLError) as exc:
             raise SweepError(f"cannot read {url}: {' '.join(str(exc).split())}") from exc
-        if not isinstance(data, dict) or data.get("flexlock") != SWEEP_SCHEMA_VERSION:
-            version = data.get("flexlock") if isinstance(data, dict) else None
-            raise SweepError(
-                f"{url} has sweep.lock schema version {version!r}; this flexlock-prefect reads version "
-                f"{SWEEP_SCHEMA_VERSION}"
-            )
-        try:
-            lock = cls.model_validate(data)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
-            raise SweepError(f"{url} is incomplete or corrupt ({problems})") from exc
+        lock = validate_record(cls, data, url, SWEEP_LOCK_FILENAME, SWEEP_SCHEMA_VERSION, SweepError)
         if study_key(lock.base, lock.space) != lock.study_key_hash:
             raise SweepError(f"{url}: the study key does not match the recorded base and space (edited by hand?)")
         return lock
