@@ -29,6 +29,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
+from prefect.runtime import flow_run as current_run
 from prefect.states import State
 
 from flexlock_prefect import artifacts, events, storage
@@ -45,7 +46,18 @@ RunTrial = Callable[[Trial, dict[str, Any]], tuple[str | None, str | None]]
 """Runs one trial with the flow's parameters; returns its flow run id and, if it failed, why."""
 
 
-@flow(name="sweep", description="Run a locked flow once per point of a search space, under one root.")
+def _run_name() -> str:
+    """`sweep-<flow>-<root's name>`: the UI shows the flow parameter only as `<Flow>`."""
+    parameters = current_run.parameters
+    name = f"sweep-{getattr(parameters.get('flow'), 'name', 'flow')}"
+    return f"{name}-{save_dir_name(str(parameters['root']))}" if parameters.get("root") else name
+
+
+@flow(
+    name="sweep",
+    flow_run_name=_run_name,
+    description="Run a locked flow once per point of a search space, under one root.",
+)
 def sweep(
     flow: Flow[..., Any],
     grid: dict[str, list[Any]] | None = None,
