@@ -163,6 +163,15 @@ def test_the_cli_sweeps_random_draws_and_prints_the_trials_and_the_best(
     assert f"best: {lock.best.save_dir} (accuracy = " in result.stdout and "2 trials: 2 completed" in result.stdout
 
 
+@pytest.mark.integration
+def test_the_cli_exits_1_when_trials_failed_and_shows_why(prefect_api: str, data: Path, tmp_path: Path) -> None:
+    root = tmp_path / "sweep"
+    result = cli("sweep", TRAIN, "--grid", "model.C=-1", "--root", str(root), "--override", f"input_data={data}")
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert f"error: 1 of 1 trials failed; each one's error is in file://{root}/sweep.lock\n" in result.stderr
+    assert "1 trials: 1 failed" in result.stdout and "InvalidParameterError" in result.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [
