@@ -59,10 +59,11 @@ class Distribution:
 
     @classmethod
     def parse(cls, key: str, spec: Sequence[Any]) -> Distribution:
-        if isinstance(spec, str) or not spec or spec[0] not in KINDS or len(spec) != KINDS[spec[0]] + 1:
+        listed = isinstance(spec, Sequence) and not isinstance(spec, str) and spec
+        if not listed or spec[0] not in KINDS or len(spec) != KINDS[spec[0]] + 1:
             raise SweepError(
-                f"the distribution of {key!r} is {list(spec) if not isinstance(spec, str) else spec!r}: "
-                "write (uniform|loguniform|int, low, high) or (choice, [options])"
+                f"the distribution of {key!r} is {spec!r}: write (uniform|loguniform|int, low, high) "
+                "or (choice, [options])"
             )
         kind, *args = spec
         if kind == "choice":
@@ -121,6 +122,9 @@ class Space:
         """Exactly one of `grid`, `points` or `distributions` (with `n`, the number of draws)."""
         if sum(given is not None for given in (grid, points, distributions)) != 1:
             raise SweepError("give exactly one search space: a grid, a list of points, or distributions with n")
+        named = [*(grid or {}), *(distributions or {}), *(k for p in points or () if isinstance(p, Mapping) for k in p)]
+        if not all(isinstance(key, str) for key in named):
+            raise SweepError(f"the swept keys must be dotted config keys, got {named!r}")
         if grid is not None:
             for key, values in grid.items():
                 if isinstance(values, str) or not isinstance(values, Sequence) or not values:
