@@ -1,8 +1,9 @@
 """Prefect artifacts of a run: the run.lock for people (markdown), data digests (table), progress;
-and any `report.Table` (a batch's outcomes) as a table artifact.
+any `report.Table` (a batch's outcomes) as a table artifact; a sweep's trials and progress.
 
 Artifacts are keyed `run-lock-<logical run key>`, so the Prefect UI keeps one history per
-logical run: every run of the same save_dir adds a version under the same key.
+logical run: every run of the same save_dir adds a version under the same key. A sweep's are
+keyed by its root likewise (`sweep-trials-<key>`, `sweep-progress-<key>`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from uuid import UUID
 
 import mlflow
 from prefect.artifacts import (
@@ -23,8 +25,9 @@ from prefect.artifacts import (
 
 from flexlock_prefect.lock import RunLock, logical_run_key, save_dir_name
 from flexlock_prefect.redact import strip_url_credentials
-from flexlock_prefect.report import Table, lock_tables
+from flexlock_prefect.report import Table, lock_tables, sweep_table
 from flexlock_prefect.settings import get_settings
+from flexlock_prefect.sweeplock import SweepLock
 from flexlock_prefect.tracking.client import run_url
 
 PROGRESS_INTERVAL_S = 1.0
@@ -81,6 +84,25 @@ def publish_table(table: Table, key: str, description: str | None = None) -> Non
         key=key,
         description=description or table.title,
     )
+
+
+def publish_sweep(lock: SweepLock, progress_id: UUID | None = None) -> UUID:
+    """A sweep's trials as a new version of the table `sweep-trials-<root key>`, and its share of
+    finished trials in a progress artifact (created when `progress_id` is None); returns that id."""
+    total = len(lock.trials)
+    finished = total - lock.count("pending") - lock.count("running")
+    progress = 100.0 * finished / total if total else 100.0
+    if progress_id is None:
+        progress_id = create_progress_artifact(
+            progress=progress,
+            key=artifact_key(lock.root, "sweep-progress"),
+            description=f"{save_dir_name(lock.root)}: trials finished",
+        )
+    else:
+        update_progress_artifact(progress_id, progress=progress)
+    table = sweep_table(lock)
+    publish_table(table, artifact_key(lock.root, "sweep-trials"), f"{save_dir_name(lock.root)}: {table.title}")
+    return progress_id
 
 
 def publish_skipped(previous_save_dir: str, fingerprint: str) -> None:

@@ -247,6 +247,83 @@ def gc(
 
 
 @app.command()
+def sweep(
+    entrypoint: Annotated[
+        str,
+        typer.Argument(metavar="FILE:FLOW", help="Your locked_flow: FILE.py:NAME or module.NAME.", show_default=False),
+    ],
+    grid: Annotated[
+        list[str] | None, typer.Option(metavar="KEY=V1,V2", help="Values of one config key (repeatable).")
+    ] = None,
+    random: Annotated[int | None, typer.Option(metavar="N", min=1, help="N random draws from --space instead.")] = None,
+    space: Annotated[
+        list[str] | None,
+        typer.Option(metavar="KEY=KIND:…", help="uniform:LOW:HIGH, loguniform:LOW:HIGH, int:LOW:HIGH or choice:A,B."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="The seed of the random draws.")] = 0,
+    root: Annotated[str | None, typer.Option(metavar="DIR", help="sweep.lock and the trials' save_dirs.")] = None,
+    override: Annotated[
+        list[str] | None, typer.Option(metavar="KEY=VALUE", help="A config override of every trial (repeatable).")
+    ] = None,
+    metric: Annotated[str | None, typer.Option(help="The metrics.json key that ranks the trials.")] = None,
+    mode: Annotated[str, typer.Option(help="max or min: which metric value is best.")] = "max",
+    max_parallel: Annotated[
+        int | None, typer.Option(min=1, help="Trials at once [default: FLEXLOCK_SWEEP_MAX_PARALLEL, 2].")
+    ] = None,
+    deployment: Annotated[
+        str | None, typer.Option(metavar="FLOW/NAME", help="Run each trial as a flow run of this deployment.")
+    ] = None,
+    fail_fast: Annotated[bool, typer.Option(help="Start no trial after one failed.")] = False,
+) -> None:
+    """Run FLOW once per point of a grid or of random draws under --root; completed trials with
+    unchanged inputs are reused. Exit 1 if any trial failed."""
+    from flexlock_prefect._user_flow import load_entrypoint
+    from flexlock_prefect.exceptions import TrialsFailed
+    from flexlock_prefect.report import sweep_table
+    from flexlock_prefect.study import Space, check_overrides, parse_distribution_option, parse_grid_option, plan_study
+    from flexlock_prefect.sweep import sweep as sweep_flow
+    from flexlock_prefect.sweep import trial_capture
+    from flexlock_prefect.sweeplock import SweepLock
+
+    if not root:
+        raise FlexlockError("sweep needs --root DIR: the directory of its sweep.lock and of its trials' save_dirs")
+    if mode not in ("max", "min"):
+        raise FlexlockError(f"--mode is {mode!r}: give max or min")
+    if bool(grid) == bool(random) or bool(space) != bool(random):
+        raise FlexlockError("give either --grid KEY=V1,V2 … or --random N with --space KEY=KIND:… …")
+    flow = load_entrypoint(entrypoint, "the flow")
+    grid_values = dict(parse_grid_option(text) for text in grid or []) if grid else None
+    distributions = dict(parse_distribution_option(text) for text in space or []) if space else None
+    points = Space.of(grid=grid_values, distributions=distributions, n=random, seed=seed)
+    check_overrides(points, override or [])
+    plan_study(points, root, trial_capture(flow, override or []))  # bad keys and values fail here, in one line
+    try:
+        lock = sweep_flow(
+            flow,
+            grid=grid_values,
+            root=root,
+            distributions=distributions,
+            n=random,
+            seed=seed,
+            overrides=override or [],
+            metric=metric,
+            mode=mode,
+            max_parallel=max_parallel,
+            deployment=deployment,
+            fail_fast=fail_fast,
+        )
+    except TrialsFailed as exc:
+        out.print(_rich_table(sweep_table(SweepLock.load(root))))
+        _exit_1_on(str(exc))
+    out.print(_rich_table(sweep_table(lock)))
+    out.print(f"study {lock.study_key_hash} in {lock.root}", soft_wrap=True)
+    if lock.best:
+        out.print(f"best: {lock.best.save_dir} ({lock.best.metric} = {lock.best.value:.6g})", soft_wrap=True)
+    failed = lock.count("failed")
+    _exit_1_on(f"{failed} of {len(lock.trials)} trials failed; see the table" if failed else None)
+
+
+@app.command()
 def promote(
     model: Annotated[str, typer.Argument(help="Registered model name.", show_default=False)],
     version: Annotated[str, typer.Argument(help="Model version.", show_default=False)],

@@ -12,6 +12,7 @@ from prefect.events import DeploymentEventTrigger, emit_event
 from prefect.events.worker import EventsWorker
 
 from flexlock_prefect.lock import RunLock, logical_run_key
+from flexlock_prefect.sweeplock import SweepLock
 
 RUN_COMPLETED = "flexlock.run.completed"
 RUN_FAILED = "flexlock.run.failed"
@@ -21,6 +22,7 @@ MODEL_PROMOTED = "flexlock.model.promoted"
 MODEL_REJECTED = "flexlock.model.rejected"
 MODEL_DRIFT = "flexlock.model.drift"
 """A registry audit found aliases, lifecycle tags or approvals that disagree with the lifecycle history."""
+SWEEP_COMPLETED = "flexlock.sweep.completed"
 FLOW_LABEL = "flexlock.flow"
 """The main flow's name, on run events and relog requests: what a pipeline's triggers match on."""
 
@@ -73,6 +75,29 @@ def emit_relogged(lock: RunLock, mlflow_run_id: str, superseded_run_ids: list[st
         event=RUN_RELOGGED,
         resource=run_resource(lock),
         payload=run_payload(lock) | {"mlflow_run_id": mlflow_run_id, "superseded_run_ids": superseded_run_ids},
+    )
+
+
+def emit_sweep_completed(lock: SweepLock) -> None:
+    """Announce a sweep that ended with at least one completed trial (and none failed, with
+    `fail_fast`). Resource `flexlock.sweep.<study key>`; payload `{root, study_key_hash, best,
+    trials}`: `best` is `{trial_key_hash, save_dir, values, metric, value}` or None (no metric,
+    or no trial reported it), `trials` counts them by status."""
+    emit_event(
+        event=SWEEP_COMPLETED,
+        resource={
+            "prefect.resource.id": f"flexlock.sweep.{lock.study_key_hash}",
+            "prefect.resource.name": lock.root,
+            "flexlock.sweep_root": lock.root,
+            "flexlock.study_key_hash": lock.study_key_hash,
+            FLOW_LABEL: lock.flow,
+        },
+        payload={
+            "root": lock.root,
+            "study_key_hash": lock.study_key_hash,
+            "best": lock.best.model_dump(mode="json") if lock.best else None,
+            "trials": {"total": len(lock.trials)} | {s: lock.count(s) for s in ("completed", "failed", "pending")},
+        },
     )
 
 

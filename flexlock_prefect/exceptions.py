@@ -57,3 +57,11 @@ class LockTimeout(FlexlockError):
 
 class PrefectApiError(FlexlockError):
     """The Prefect API is unreachable, refused the credentials, or refused a request."""
+
+
+class SweepError(FlexlockError):
+    """A sweep's search space is invalid, its sweep.lock unreadable, or its trials failed."""
+
+
+class TrialsFailed(SweepError):
+    """A sweep ended Failed: no trial completed, or one failed with `fail_fast`; sweep.lock says why each did."""

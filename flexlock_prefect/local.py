@@ -180,11 +180,24 @@ def wait_until_idle(process: subprocess.Popen, timeout_s: float) -> bool:
     nothing to read and this returns at once.
     """
     deadline = time.monotonic() + timeout_s
-    while _child_pids(process.pid):
+    while _flow_run_pids(process.pid):
         if time.monotonic() > deadline or process.poll() is not None:
             return False
         time.sleep(0.2)
     return True
+
+
+def _flow_run_pids(pid: int) -> list[int]:
+    """The children of a runner but multiprocessing's resource tracker: a runner that starts its
+    flow runs as spawned processes (Prefect 3.8's `serve`) keeps one for as long as it lives."""
+    return [child for child in _child_pids(pid) if not _is_resource_tracker(child)]
+
+
+def _is_resource_tracker(pid: int) -> bool:
+    try:
+        return b"multiprocessing.resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # it exited meanwhile
+        return False
 
 
 def _child_pids(pid: int) -> list[int]:

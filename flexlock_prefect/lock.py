@@ -10,13 +10,13 @@ import hashlib
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from flexlock_prefect import storage
-from flexlock_prefect.exceptions import RunLockError, StorageError, StorageNotFound
+from flexlock_prefect.exceptions import FlexlockError, RunLockError, StorageError, StorageNotFound
 
 SCHEMA_VERSION = 1
 LOCK_FILENAME = "run.lock"
@@ -107,21 +107,31 @@ def compute_fingerprint(
     data: dict[str, DataState],
     env: EnvState,
 ) -> str:
-    """SHA-256 of the inputs alone, the same on any machine for the same inputs.
+    """SHA-256 of the inputs alone (`fingerprint_inputs`), the same on any machine for the same inputs."""
+    return hashlib.sha256(canonical_json(fingerprint_inputs(config, repos, data, env))).hexdigest()
 
-    It covers the config without `save_dir` (and with the save_dir's value replaced by the text
+
+def fingerprint_inputs(
+    config: dict[str, Any],
+    repos: dict[str, RepoState],
+    data: dict[str, DataState],
+    env: EnvState,
+) -> dict[str, Any]:
+    """What the fingerprint hashes: `{config, repos, data, lockfiles}`.
+
+    The config without `save_dir` (and with the save_dir's value replaced by the text
     `${save_dir}` wherever a value embeds it, so `log: ${save_dir}/log` does not differ per run),
-    the working-tree hash of each repo, the digest of each data input and the lockfile digests.
-    Machine-specific facts (paths, URIs, hostnames, installed packages) are left out.
+    the working-tree hash of each repo, `algorithm:digest` of each data input and the lockfile
+    digests. Machine-specific facts (paths, URIs, hostnames, installed packages) are left out.
+    A sweep's study key hashes the same inputs less what the sweep varies (`study.py`).
     """
     save_dir = config.get("save_dir")
-    inputs = {
+    return {
         "config": _without_save_dir({k: v for k, v in config.items() if k != "save_dir"}, save_dir),
         "repos": {name: repo.tree for name, repo in repos.items()},
         "data": {name: f"{d.algorithm}:{d.digest}" for name, d in data.items()},
         "lockfiles": env.lockfiles,
     }
-    return hashlib.sha256(canonical_json(inputs)).hexdigest()
 
 
 def _without_save_dir(value: Any, save_dir: Any) -> Any:
@@ -230,19 +240,7 @@ class RunLock(_Section):
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> RunLock:
-        if not isinstance(data, dict) or "flexlock" not in data:
-            raise RunLockError(f"{where} is not a run.lock: expected a mapping with a `flexlock` schema version")
-        version = data["flexlock"]
-        if version != SCHEMA_VERSION:
-            raise RunLockError(
-                f"{where} has run.lock schema version {version!r}; this flexlock-prefect reads version "
-                f"{SCHEMA_VERSION}: upgrade flexlock-prefect to read it"
-            )
-        try:
-            lock = cls.model_validate(data)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<top>'}: {e['msg']}" for e in exc.errors()[:5])
-            raise RunLockError(f"{where} is incomplete or corrupt ({problems})") from exc
+        lock = validate_record(cls, data, where, LOCK_FILENAME, SCHEMA_VERSION, RunLockError)
         expected = compute_fingerprint(lock.config, lock.repos, lock.data, lock.env)
         if lock.fingerprint != expected:
             raise RunLockError(
@@ -250,6 +248,28 @@ class RunLock(_Section):
                 "edited after capture. Re-run the flow to record it again"
             )
         return lock
+
+
+Record = TypeVar("Record", bound=BaseModel)
+
+
+def validate_record(
+    model: type[Record], data: Any, where: str, kind: str, version: int, error: type[FlexlockError]
+) -> Record:
+    """A record file's parsed YAML (run.lock, sweep.lock) as `model`: a mapping whose `flexlock`
+    schema version is `version`; else `error`, naming the file `where` and its problems."""
+    if not isinstance(data, dict) or "flexlock" not in data:
+        raise error(f"{where} is not a {kind}: expected a mapping with a `flexlock` schema version")
+    if data["flexlock"] != version:
+        raise error(
+            f"{where} has {kind} schema version {data['flexlock']!r}; this flexlock-prefect reads version "
+            f"{version}: upgrade flexlock-prefect to read it"
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<top>'}: {e['msg']}" for e in exc.errors()[:5])
+        raise error(f"{where} is incomplete or corrupt ({problems})") from exc
 
 
 def find_save_dirs(root: str, max_depth: int = 6) -> Iterator[str]:

@@ -23,15 +23,17 @@ from prefect.runtime import deployment, flow_run
 
 from flexlock_prefect import artifacts, events, storage
 from flexlock_prefect._user_flow import user_flow
-from flexlock_prefect.capture import Capture, Facet, FlowRunRef, capture_run
+from flexlock_prefect.capture import Capture, Facet, FlowRunRef, Step, capture_run
 from flexlock_prefect.capture.config import ConfigSource
 from flexlock_prefect.capture.data import file_digests
+from flexlock_prefect.capture.facet import ProgressFactory, run_directly
 from flexlock_prefect.concurrency import inputs_lock
-from flexlock_prefect.exceptions import RunLockError
+from flexlock_prefect.exceptions import FlexlockError, RunLockError
 from flexlock_prefect.lock import LOCK_FILENAME, RunLock, RunResult, find_save_dirs, utc_now
 from flexlock_prefect.redact import Redactor
 
 Compute = Callable[[DictConfig], Any]
+_LOCKED = "flexlock_locked_run"
 
 
 def locked_flow(
@@ -77,11 +79,26 @@ def locked_flow(
         def run(overrides: list[str] | None = None, config: dict[str, Any] | None = None) -> str:
             return locked.run(list(overrides or []), dict(config or {}))
 
+        setattr(run, _LOCKED, locked)  # on the function: copies made by `with_options` share it
         # The flow carries the user's names (not `__wrapped__`, whose signature Prefect would
         # read), and deploys from the name it is bound to (`_user_flow`).
         return user_flow(compute, run, flow_kwargs)
 
     return decorate(fn) if fn is not None else decorate
+
+
+def locked_run_of(made: Flow[..., Any]) -> _LockedRun:
+    """What a `locked_flow` was decorated with (config, data, repos): a sweep captures the inputs
+    of its trials with it, as the flow will, before running them.
+
+    Raises:
+        FlexlockError: `made` is not a `locked_flow`.
+    """
+    locked = getattr(getattr(made, "fn", None), _LOCKED, None)
+    if locked is None:
+        name = made.name if isinstance(made, Flow) else repr(made)
+        raise FlexlockError(f"{name} is not a locked_flow: decorate it with `@locked_flow(config=...)`")
+    return locked
 
 
 @cache
@@ -157,13 +174,9 @@ class _LockedRun:
     def run(self, overrides: list[str], partial: dict[str, Any]) -> str:
         logger = get_run_logger()
         started_at, started = utc_now(), time.monotonic()
-        cfg, lock = capture_run(
-            self.config,
-            overrides=overrides,
-            partial=partial,
-            save_dir=self.save_dir,
-            data=self.data,
-            repos=self.repos,
+        cfg, lock = self.capture(
+            overrides,
+            partial,
             flow_run=FlowRunRef(flow_run.id, flow_run.flow_name, deployment.name),
             progress=artifacts.progress_artifact,
             step=run_facet_as_task,
@@ -182,6 +195,29 @@ class _LockedRun:
                 artifacts.publish_skipped(previous, lock.fingerprint)
                 return previous
             return self._compute(cfg, lock, started_at, started)
+
+    def capture(
+        self,
+        overrides: Sequence[str],
+        partial: Mapping[str, Any],
+        *,
+        flow_run: FlowRunRef | None = None,
+        progress: ProgressFactory | None = None,
+        step: Step = run_directly,
+    ) -> tuple[DictConfig, RunLock]:
+        """The resolved config and the unsaved record of one run with these parameters; writes
+        nothing to a save_dir, so a sweep can key its trials on their inputs before running them."""
+        return capture_run(
+            self.config,
+            overrides=overrides,
+            partial=partial,
+            save_dir=self.save_dir,
+            data=self.data,
+            repos=self.repos,
+            flow_run=flow_run,
+            progress=progress,
+            step=step,
+        )
 
     def _compute(self, cfg: DictConfig, lock: RunLock, started_at: str, started: float) -> str:
         """Write run.lock, run the user's compute, record its result."""

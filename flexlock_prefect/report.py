@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from flexlock_prefect.capture.config import flatten, value_text
-from flexlock_prefect.lock import RunLock, logical_run_key
+from flexlock_prefect.lock import RunLock, logical_run_key, save_dir_name
 
 if TYPE_CHECKING:  # the MLflow side is imported only by those that produce outcomes
+    from flexlock_prefect.sweeplock import SweepLock
     from flexlock_prefect.tracking.audit import Finding
     from flexlock_prefect.tracking.outcomes import ReconcileOutcome, RelogOutcome
 
@@ -112,6 +113,29 @@ def reconcile_table(outcomes: Sequence[ReconcileOutcome]) -> Table:
         _title(len(outcomes), "logical runs", counts, ("repaired", "sound")),
         ("logical run", "outcome", "MLflow run", "change or reason"),
         rows,
+    )
+
+
+def sweep_table(lock: SweepLock) -> Table:
+    """Every trial of a sweep: its status, values, metric, save_dir and why it failed; the best
+    trial is marked `best`."""
+    counts = Counter("reused" if t.reused else t.status for t in lock.trials)
+    best = lock.best.trial_key_hash if lock.best else None
+    metric = lock.metric or "metric"
+    return Table(
+        _title(len(lock.trials), "trials", counts, ("completed", "reused", "running", "pending")),
+        ("trial", "status", "values", metric, "save_dir", "error"),
+        [
+            (
+                save_dir_name(t.save_dir) + (" (best)" if t.trial_key_hash == best else ""),
+                "reused" if t.reused else t.status,
+                ", ".join(f"{key}={value_text(value)}" for key, value in t.values.items()),
+                "" if t.metric_value is None else f"{t.metric_value:.6g}",
+                t.save_dir,
+                t.error or "",
+            )
+            for t in lock.trials
+        ],
     )
 
 

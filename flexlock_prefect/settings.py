@@ -187,6 +187,17 @@ class FlexlockSettings(BaseSettings):
         description="How long `flexlock-prefect demo` waits for its deployments to be served, and for the diag run.",
     )
 
+    # Sweeps.
+    sweep_max_parallel: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description=(
+            "Trials a sweep runs at once (`--max-parallel` default): subflows in threads of the sweep's "
+            "process, or flow runs of a deployment that its workers share."
+        ),
+    )
+
 
 def get_settings() -> FlexlockSettings:
     """Read the settings afresh, so that tests and long-lived workers see environment changes.

@@ -56,11 +56,19 @@ def test_the_record_side_imports_and_works_without_prefect_or_mlflow(tmp_path: P
         from flexlock_prefect.gc import gc_snapshots
         from flexlock_prefect.lock import RunLock
         from flexlock_prefect.provenance import checks, lock_record
+        from flexlock_prefect.metrics import read_metrics
+        from flexlock_prefect.study import Space, plan_study
+        from flexlock_prefect.sweeplock import SweepLock
         from flexlock_prefect.verify import verify_lock
 
         _, lock = capture_run({{"lr": 0.1, "save_dir": {str(tmp_path / "run")!r}}})
         lock.save()
         assert RunLock.load(lock.logical_run_id).digest == lock.digest
+        assert read_metrics(lock.logical_run_id) == {{}}
+        study = plan_study(Space.of(grid={{"lr": [0.1]}}), {str(tmp_path / "sweep")!r},
+                           lambda partial: capture_run({{"lr": 0.1, "save_dir": "???"}}, partial=partial)[1])
+        assert study.trials[0].key == lock.fingerprint
+        SweepLock.create({str(tmp_path / "sweep")!r}, study, "train", None, "max").save()
         assert verify_lock(lock) == []
         subprocess.run(["git", "init", "-q", {str(tmp_path / "repo")!r}], check=True)
         assert gc_snapshots([{str(tmp_path / "repo")!r}], [{str(tmp_path)!r}]).removed == ()

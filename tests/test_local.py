@@ -43,3 +43,23 @@ def test_a_runner_is_idle_only_once_its_flow_run_processes_have_exited() -> None
         assert wait_until_idle(runner, timeout_s=60) is True
     finally:
         runner.communicate("the runner stops\n", timeout=60)
+
+
+# A runner whose flow runs are spawned processes: multiprocessing starts its resource tracker, a
+# child that lives as long as the runner does.
+SPAWNING_RUNNER = (
+    "import multiprocessing as mp; ctx = mp.get_context('spawn'); p = ctx.Process(target=print); p.start(); "
+    "p.join(); input()"
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the children from Linux's /proc")
+def test_a_runners_resource_tracker_is_no_flow_run() -> None:
+    runner = subprocess.Popen([sys.executable, "-c", SPAWNING_RUNNER], stdin=subprocess.PIPE, text=True)
+    try:
+        while not _child_pids(runner.pid):
+            assert runner.poll() is None
+        assert wait_until_idle(runner, timeout_s=60) is True
+        assert _child_pids(runner.pid)  # the tracker is still there
+    finally:
+        runner.communicate("the runner stops\n", timeout=60)

@@ -41,6 +41,7 @@ FIELDS: dict[str, dict[str, object]] = {
     "approval_timeout_s": {"ge": 1},
     "approval_poll_interval_s": {"ge": 1, "le": 600},
     "demo_timeout_s": {"gt": 0},
+    "sweep_max_parallel": {"ge": 1, "le": 64},
 }
 
 NOT_KNOBS = {
@@ -64,6 +65,7 @@ NOT_KNOBS = {
     "tracking/record.py:TAG_VALUE_LIMIT": "MLflow's limit",
     "tracking/record.py:KEY_LIMIT": "MLflow's limit",
     "tracking/record.py:DATASET_DIGEST_LIMIT": "MLflow's limit",
+    "sweeplock.py:SWEEP_SCHEMA_VERSION": "the sweep.lock format",
     "tracking/registry.py:LIFECYCLE_ROWS": "how much of the history a version's description shows; the tag has it all",
 }
 

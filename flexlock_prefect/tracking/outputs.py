@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -17,11 +16,11 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 
 from flexlock_prefect import storage
+from flexlock_prefect.metrics import read_metrics
 from flexlock_prefect.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
 METRIC_BATCH = 1000
 """Metrics per `log_batch` request: MLflow's limit."""
 _CLIENT_ONLY = "__flexlock_logs_through_client__"
@@ -57,13 +56,10 @@ def log_outputs(save_dir: str, run: mlflow.ActiveRun) -> None:
     run_id = run.info.run_id
     url = storage.canonical_url(save_dir)
     fs, root = storage.filesystem(url)
-    metrics_url = storage.join(url, METRICS_FILE)
-    if storage.exists(metrics_url):
-        metrics = _numbers(json.loads(storage.read_bytes(metrics_url)))
-        now = int(time.time() * 1000)
-        items = [Metric(key, value, now, 0) for key, value in metrics.items()]
-        for start in range(0, len(items), METRIC_BATCH):
-            client.log_batch(run_id, metrics=items[start : start + METRIC_BATCH])
+    now = int(time.time() * 1000)
+    items = [Metric(key, value, now, 0) for key, value in read_metrics(url).items()]
+    for start in range(0, len(items), METRIC_BATCH):
+        client.log_batch(run_id, metrics=items[start : start + METRIC_BATCH])
     settings = get_settings()
     suffixes = tuple(settings.artifact_suffixes)
     for entry in fs.ls(root, detail=True):
@@ -82,15 +78,3 @@ def _log_file(client: MlflowClient, run_id: str, fs: AbstractFileSystem, path: s
         target = Path(scratch) / name
         fs.get_file(path, str(target))
         client.log_artifact(run_id, str(target))
-
-
-def _numbers(data: object, prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of a JSON document, keyed by dotted path; other values are skipped."""
-    if isinstance(data, dict):
-        found: dict[str, float] = {}
-        for key, value in data.items():
-            found |= _numbers(value, f"{prefix}{key}.")
-        return found
-    if isinstance(data, bool) or not isinstance(data, int | float):
-        return {}
-    return {prefix.rstrip("."): float(data)}
