@@ -4,10 +4,10 @@
 MLflow run for the save_dir (see `tracking/supersede.py`), runs the body in it, publishes a link
 to the run as an artifact and announces it with `flexlock.run.relogged`.
 
-`mlflowlink`, `relog` and `reconcile` are those of `flexlock_prefect.tracking` with the logical
-run's Prefect lock (`concurrency.run_lock`): relogs and repairs of one save_dir wait for each
-other when a Prefect API is configured, from any process. `relog_all` is the flow that relogs a
-root and reports every save_dir's outcome in a table artifact.
+`mlflowlink`, `relog`, `reconcile` and `relog_sweep` (a sweep root's parent run) are those of
+`flexlock_prefect.tracking` with the logical run's Prefect lock (`concurrency.run_lock`): relogs
+and repairs of one save_dir wait for each other when a Prefect API is configured, from any
+process. `relog_all` is the flow that relogs a root and reports every save_dir's outcome in a table artifact.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from flexlock_prefect.concurrency import run_lock
 from flexlock_prefect.exceptions import FlexlockError
 from flexlock_prefect.lock import RunLock
 from flexlock_prefect.report import relog_failures, relog_table
+from flexlock_prefect.tracking import sweeps
 from flexlock_prefect.tracking.locking import Serializer
 from flexlock_prefect.tracking.outcomes import RELOG_KINDS, RelogOutcome
 from flexlock_prefect.tracking.relog import DiagBody, code_version, relog_one
@@ -49,16 +50,17 @@ def _with_run_lock(operation: Operation) -> Operation:
 
 mlflowlink = _with_run_lock(tracking.mlflowlink)
 reconcile = _with_run_lock(tracking.reconcile)
+relog_sweep = _with_run_lock(sweeps.relog_sweep)
 
 
 @task(name="publish-mlflow-link", cache_policy=NO_CACHE)
-def publish_link(relog: Relog) -> None:
+def publish_link(relog: Relog[RunLock]) -> None:
     # the run holds its experiment id already: no request needed
     publish_mlflow_link(relog.lock.logical_run_id, relog.run_id, relog.run.info.experiment_id if relog.run else None)
 
 
 @task(name="emit-relogged-event", cache_policy=NO_CACHE)
-def emit_relogged(relog: Relog) -> None:
+def emit_relogged(relog: Relog[RunLock]) -> None:
     events.emit_relogged(relog.lock, relog.run_id, relog.superseded_run_ids)
 
 

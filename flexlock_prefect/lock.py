@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
@@ -282,6 +282,13 @@ def find_save_dirs(root: str, max_depth: int = 6) -> Iterator[str]:
         >>> list(find_save_dirs("s3://bucket/runs"))  # doctest: +SKIP
         ['s3://bucket/runs/2026-11-20', 's3://bucket/runs/2026-11-21']
     """
+    return (url for url, _ in find_records(root, (), max_depth))
+
+
+def find_records(root: str, others: Sequence[str], max_depth: int = 6) -> Iterator[tuple[str, str]]:
+    """`(directory URL, record file name)` of the save_dirs at or below `root` (as `find_save_dirs`)
+    and of the directories holding one of the `others` (`sweep.lock`), whose subdirectories
+    (a sweep's trials) are searched too. One walk for both."""
     url = storage.canonical_url(root)
     fs, path = storage.filesystem(url)
     prefix = url[: len(url) - len(path)]
@@ -295,10 +302,13 @@ def find_save_dirs(root: str, max_depth: int = 6) -> Iterator[str]:
         except storage.unreadable() as exc:
             where = f"{prefix}{directory}"
             raise StorageError(f"cannot list {where} while looking for save_dirs under {root}: {exc}") from exc
-        names = {entry["name"].rstrip("/").rsplit("/", 1)[-1]: entry for entry in entries}
-        if LOCK_FILENAME in names and names[LOCK_FILENAME]["type"] == "file":
-            yield prefix + directory.rstrip("/")
+        files = {n for e in entries if e["type"] == "file" and (n := e["name"].rstrip("/").rsplit("/", 1)[-1])}
+        if LOCK_FILENAME in files:
+            yield prefix + directory.rstrip("/"), LOCK_FILENAME
             continue
+        for name in others:
+            if name in files:
+                yield prefix + directory.rstrip("/"), name
         if depth < max_depth:
             pending.extend(
                 (entry["name"].rstrip("/"), depth + 1)

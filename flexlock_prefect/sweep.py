@@ -3,7 +3,8 @@
 Order of work: plan-trials (capture each point's inputs as the flow will, writing nothing, and
 key the study and its trials: `study.py`) → write sweep.lock (`sweeplock.py`) → reuse the
 trials whose save_dir holds a completed run.lock with their inputs → run the others, at most
-`max_parallel` at once → rank them by `metric` → emit `flexlock.sweep.completed`.
+`max_parallel` at once → rank them by `metric` → log the root's MLflow parent run (`tracking/sweeps.py`) → emit
+`flexlock.sweep.completed`.
 
 A trial is an ordinary main run of the flow, with `save_dir=<root>/trial-<16 hex of its key>`
 and its values in the flow's `config` parameter, so it records, publishes and announces itself
@@ -19,6 +20,7 @@ artifact say how far it got.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextvars import copy_context
@@ -34,6 +36,7 @@ from prefect.states import State
 
 from flexlock_prefect import artifacts, events, storage
 from flexlock_prefect.concurrency import exclusive
+from flexlock_prefect.diag import relog_sweep
 from flexlock_prefect.exceptions import FlexlockError, SweepError, TrialsFailed
 from flexlock_prefect.lock import logical_run_key, save_dir_name
 from flexlock_prefect.main import locked_run_of
@@ -107,6 +110,7 @@ def sweep(
         study = plan_trials(space, root, capture, config or {})
         record = SweepRecord(SweepLock.create(root, study, flow.name, metric, mode))
         _run(study, record, run_trial, base_overrides, config or {}, max_parallel, fail_fast)
+    log_parent(record.lock)
     return _conclude(record.lock, fail_fast)
 
 
@@ -181,6 +185,26 @@ def _run(
                 logger.info("%s %s%s", save_dir_name(result.save_dir), result.status, reason)
                 artifacts.publish_sweep(record.update(result), progress)
                 stop = stop or (fail_fast and result.status == "failed")
+
+
+@task(name="log-sweep-parent", cache_policy=NO_CACHE)
+def log_parent(lock: SweepLock) -> str | None:
+    """Relog the root as the sweep's MLflow parent run, which adopts the trials' active runs
+    (`tracking/sweeps.py`); returns its id. Only with `MLFLOW_TRACKING_URI` set (a sweep does not
+    make a local MLflow store of its own) and `mlflow.enabled` not false. A failure is a warning:
+    the trials are done, and `relog(root=…)` logs the parent later."""
+    logger = get_run_logger()
+    settings = lock.base.get("config", {}).get("mlflow")
+    if not os.environ.get("MLFLOW_TRACKING_URI") or (isinstance(settings, dict) and settings.get("enabled") is False):
+        logger.info("no MLFLOW_TRACKING_URI (or mlflow.enabled is false): no parent run logged")
+        return None
+    try:
+        outcome = relog_sweep(lock.root)
+    except FlexlockError as exc:
+        logger.warning("the sweep's parent run was not logged (relog the root later): %s", exc)
+        return None
+    logger.info("sweep parent run %s (%s)", outcome.run_id, outcome.outcome)
+    return outcome.run_id
 
 
 def _conclude(lock: SweepLock, fail_fast: bool) -> SweepLock:

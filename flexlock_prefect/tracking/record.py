@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,12 @@ _INVALID_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 def experiment_name(lock: RunLock, explicit: str | None = None) -> str:
     """Explicit name, else config `mlflow.experiment`, else config `project`, else `Default`."""
-    return explicit or _mlflow_setting(lock, "experiment") or _config_text(lock, "project") or "Default"
+    return config_experiment(lock.config, explicit)
+
+
+def config_experiment(config: Mapping[str, Any], explicit: str | None = None) -> str:
+    """`experiment_name` of a config: a sweep's parent run goes where its trials' runs go."""
+    return explicit or _mlflow_setting(config, "experiment") or _config_text(config, "project") or "Default"
 
 
 def run_name(lock: RunLock, explicit: str | None = None) -> str:
@@ -46,8 +52,9 @@ def run_name(lock: RunLock, explicit: str | None = None) -> str:
     different save_dirs keep distinct names, and the part that tells them apart comes first,
     where MLflow's narrow Run Name column still shows it."""
     name = save_dir_name(lock.logical_run_id)
-    model = _config_text(lock, "model_name")
-    return explicit or _mlflow_setting(lock, "run_name") or (f"{name} · {model}" if model and model != name else name)
+    model = _config_text(lock.config, "model_name")
+    named = f"{name} · {model}" if model and model != name else name
+    return explicit or _mlflow_setting(lock.config, "run_name") or named
 
 
 def mlflow_enabled(lock: RunLock) -> bool:
@@ -76,7 +83,7 @@ def creation_tags(lock: RunLock, name: str, diag_version: str) -> dict[str, str]
             t.MLFLOW_GIT_BRANCH: code.branch or "",
             t.MLFLOW_GIT_REPO_URL: code.remote or "",
         }
-    tags |= {key: _config_text(lock, key) for key in t.SEED_TAG_KEYS if _config_text(lock, key)}
+    tags |= {key: _config_text(lock.config, key) for key in t.SEED_TAG_KEYS if _config_text(lock.config, key)}
     return {key: value[:TAG_VALUE_LIMIT] for key, value in tags.items() if value}
 
 
@@ -160,12 +167,12 @@ def _note(lock: RunLock) -> str:
     return "\n".join(lines)
 
 
-def _mlflow_setting(lock: RunLock, key: str) -> str | None:
-    settings = lock.config.get("mlflow")
+def _mlflow_setting(config: Mapping[str, Any], key: str) -> str | None:
+    settings = config.get("mlflow")
     value = settings.get(key) if isinstance(settings, dict) else None
     return str(value) if value not in (None, "") else None
 
 
-def _config_text(lock: RunLock, key: str) -> str | None:
-    value: Any = lock.config.get(key)
+def _config_text(config: Mapping[str, Any], key: str) -> str | None:
+    value: Any = config.get(key)
     return value_text(value) if value not in (None, "") and not isinstance(value, dict | list) else None

@@ -24,8 +24,9 @@ from mlflow import MlflowClient
 from flexlock_prefect import storage
 from flexlock_prefect._version import __version__
 from flexlock_prefect.exceptions import FlexlockError
-from flexlock_prefect.lock import RunLock, find_save_dirs, logical_run_key
+from flexlock_prefect.lock import RunLock, find_records, logical_run_key
 from flexlock_prefect.settings import get_settings
+from flexlock_prefect.sweeplock import SWEEP_LOCK_FILENAME, SweepLock
 from flexlock_prefect.tracking.client import Tracking, all_experiment_ids, connect, experiment_id
 from flexlock_prefect.tracking.locking import Serializer, unserialized
 from flexlock_prefect.tracking.outcomes import ReconcileOutcome, RelogOutcome, failure_reason
@@ -38,6 +39,7 @@ from flexlock_prefect.tracking.supersede import (
     repair_chain,
     runs_of,
 )
+from flexlock_prefect.tracking.sweeps import attach, relog_sweep, trial_keys
 from flexlock_prefect.tracking.tags import DIAG_VERSION, LOCK_DIGEST, LOGICAL_RUN_ID, LOGICAL_RUN_KEY
 
 logger = logging.getLogger(__name__)
@@ -113,7 +115,7 @@ def relog_one(
     version: str | None = None,
     serialize: Serializer | None = None,
     on_run: Callable[[str], None] | None = None,
-) -> tuple[RelogOutcome, Relog | None]:
+) -> tuple[RelogOutcome, Relog[RunLock] | None]:
     """Relog one save_dir (or its loaded lock) with `diag(save_dir, run)` as the body, unless it
     is up to date. Whatever goes wrong is raised: the diag flow ends Failed with it.
 
@@ -134,10 +136,15 @@ def relog_one(
                 target = experiment_id(tracking, experiment_name(lock, experiment))
             if active.info.experiment_id == target:
                 return RelogOutcome(lock.logical_run_id, "skipped", active.info.run_id), None
-    with linked_run(lock, experiment, diag_version=version, serialize=serialize, fluent=uses_fluent_run(diag)) as relog:
+    keys = trial_keys(lock)
+    tags = keys.trial_tags() if keys else None
+    fluent = uses_fluent_run(diag)
+    with linked_run(lock, experiment, tags=tags, diag_version=version, serialize=serialize, fluent=fluent) as relog:
         if on_run is not None:
             on_run(relog.run_id)
         diag(body_save_dir(lock.logical_run_id), relog.run)
+    if keys is not None:  # after the commit: see tracking/sweeps.py
+        attach(keys, relog.run_id, serialize)
     outcome = RelogOutcome(lock.logical_run_id, "relogged", relog.run_id, relog.superseded_run_ids)
     return outcome, relog
 
@@ -177,12 +184,15 @@ def relog(
         >>> [o.reason for o in relog(root="/runs") if o.outcome == "failed"]  # doctest: +SKIP
         ['file:///runs/c/run.lock is not valid YAML (truncated or corrupt?): ...']
     """
-    targets = list(dict.fromkeys([*map(storage.canonical_url, save_dirs), *(find_save_dirs(root) if root else [])]))
+    found = list(find_records(root, (SWEEP_LOCK_FILENAME,))) if root else []
+    sweep_roots = [url for url, name in found if name == SWEEP_LOCK_FILENAME]
+    below = [url for url, name in found if name != SWEEP_LOCK_FILENAME]
+    targets = list(dict.fromkeys([*map(storage.canonical_url, save_dirs), *below]))
     items: list[str | RunLock | RelogOutcome] = list(targets)
     if recorded_by is not None:
         loaded = [_load_or_failure(target) for target in targets]
         items = [i for i in loaded if not isinstance(i, RunLock) or _flow_name(i) == recorded_by]
-    if not items:
+    if not items and not sweep_roots:
         where = f"under {root}" if root else "given"
         by = f" recorded by {recorded_by!r}" if recorded_by is not None else ""
         raise FlexlockError(f"no save_dir with a run.lock{by} {where}: nothing to relog")
@@ -210,7 +220,20 @@ def relog(
     # Each task runs in a copy of the caller's context: Prefect's settings (the API to lock on)
     # and flow run live in context variables, which pool threads do not inherit.
     with ThreadPoolExecutor(max(1, min(workers or get_settings().relog_workers, len(items)))) as pool:
-        return [f.result() for f in [pool.submit(copy_context().run, one, item) for item in items]]
+        outcomes = [f.result() for f in [pool.submit(copy_context().run, one, item) for item in items]]
+    # Parents last: each adopts its trials' runs, just relogged (tracking/sweeps.py).
+    return outcomes + [_relog_parent(url, force, experiment, serialize, recorded_by) for url in sweep_roots]
+
+
+def _relog_parent(
+    root: str, force: bool, experiment: str | None, serialize: Serializer | None, recorded_by: str | None
+) -> RelogOutcome:
+    try:
+        if recorded_by is not None and SweepLock.load(root).flow != recorded_by:
+            return RelogOutcome(root, "skipped")
+        return relog_sweep(root, force=force, experiment=experiment, serialize=serialize)
+    except Exception as exc:  # noqa: BLE001 - one sweep root's failure is its outcome, not the batch's
+        return _failed(root, exc)
 
 
 def _load_or_failure(save_dir: str) -> RunLock | RelogOutcome:

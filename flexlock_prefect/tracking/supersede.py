@@ -22,9 +22,10 @@ This module knows MLflow, not Prefect: the lock is a callable the caller passes 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import mlflow
 from mlflow import MlflowClient
@@ -53,16 +54,35 @@ from flexlock_prefect.tracking.tags import (
     is_user_tag,
 )
 
+Record = TypeVar("Record")
+
 
 @dataclass
-class Relog:
-    """One relog in progress; after a clean exit `run_id` is the active run of the logical id."""
+class Relog(Generic[Record]):
+    """One relog in progress of a record (a run.lock, a sweep.lock); after a clean exit
+    `run_id` is the active run of the logical id."""
 
-    lock: RunLock
+    lock: Record
     run_id: str
     previous_run_ids: list[str]
     run: mlflow.ActiveRun | None = None
     superseded_run_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RunView:
+    """How a record appears as a new run of its logical run: all that supersession needs of it.
+
+    `log` logs the record into the new run before the caller's body runs; `committed`, when
+    given, runs right after the new run became active, still under the logical run's lock
+    (a sweep's parent adopts its trials' runs there)."""
+
+    logical_run_id: str
+    experiment: str
+    name: str
+    tags: dict[str, str]
+    log: Callable[[MlflowClient, Run], None]
+    committed: Callable[[MlflowClient, list[str], str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -84,7 +104,7 @@ def linked_run(
     diag_version: str = "",
     serialize: Serializer | None = None,
     fluent: bool = True,
-) -> Iterator[Relog]:
+) -> Iterator[Relog[RunLock]]:
     """Relog `save_dir` (or its loaded lock) as a new MLflow run that supersedes the active one
     on success.
 
@@ -93,25 +113,38 @@ def linked_run(
     three requests that resuming a run through the fluent API costs.
     """
     lock = save_dir if isinstance(save_dir, RunLock) else RunLock.load(save_dir)
+    resolved_name = run_name(lock, name)
+    view = RunView(
+        lock.logical_run_id,
+        experiment_name(lock, experiment),
+        resolved_name,
+        creation_tags(lock, resolved_name, diag_version) | (tags or {}),
+        lambda client, run: log_record(client, run, lock),
+    )
+    with superseding_run(lock, view, serialize=serialize, fluent=fluent) as relog:
+        yield relog
+
+
+@contextmanager
+def superseding_run(
+    record: Record, view: RunView, *, serialize: Serializer | None = None, fluent: bool = True
+) -> Iterator[Relog[Record]]:
+    """The steps of the module docstring for any record: a new run of `view`'s logical id that
+    supersedes the active one when the block succeeds (see `linked_run`)."""
     tracking = connect()
     client = tracking.client
-    key = logical_run_key(lock.logical_run_id)
+    key = logical_run_key(view.logical_run_id)
     with bounded_retries(), (serialize or unserialized)(key) as serialized:  # the body's requests too
         with tracking.errors():
-            experiment = experiment_id(tracking, experiment_name(lock, experiment))
+            experiment = experiment_id(tracking, view.experiment)
             everywhere = all_experiment_ids(client)  # one active run per logical run on the whole server
             previous = active_runs(client, everywhere, key)
             inherited = {k: v for k, v in (previous[0].data.tags if previous else {}).items() if is_user_tag(k)}
-            resolved_name = run_name(lock, name)
-            run = client.create_run(
-                experiment,
-                run_name=resolved_name,
-                tags=inherited | creation_tags(lock, resolved_name, diag_version) | (tags or {}),
-            )
-        relog = Relog(lock, run.info.run_id, [r.info.run_id for r in previous])
+            run = client.create_run(experiment, run_name=view.name, tags=inherited | view.tags)
+        relog = Relog(record, run.info.run_id, [r.info.run_id for r in previous])
         try:
             with tracking.errors():
-                log_record(client, run, lock)
+                view.log(client, run)
                 if fluent:
                     relog.run = mlflow.start_run(run_id=relog.run_id, nested=mlflow.active_run() is not None)
                 else:
@@ -129,6 +162,8 @@ def linked_run(
             relog.superseded_run_ids = _promote(client, run, previous)
             if not serialized:  # an unserialised writer may have raced us: check the chain
                 repair_chain(client, runs_of(client, everywhere, key), stale_after_s=None)
+            if view.committed is not None:
+                view.committed(client, everywhere, relog.run_id)
 
 
 @contextmanager
@@ -165,10 +200,15 @@ def mlflowlink(
 def current_active(save_dir: str | RunLock) -> Run | None:
     """The active run of `save_dir`'s logical id on the whole server, or None (two requests)."""
     lock = save_dir if isinstance(save_dir, RunLock) else RunLock.load(save_dir)
+    return active_run_of(lock.logical_run_id)
+
+
+def active_run_of(logical_run_id: str) -> Run | None:
+    """The active run of a logical id (a save_dir's, a sweep root's) on the whole server, or None."""
     tracking = connect()
     with tracking.errors():
         everywhere = all_experiment_ids(tracking.client)
-        active = active_runs(tracking.client, everywhere, logical_run_key(lock.logical_run_id))
+        active = active_runs(tracking.client, everywhere, logical_run_key(logical_run_id))
     return active[0] if active else None
 
 

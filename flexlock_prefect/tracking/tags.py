@@ -30,6 +30,20 @@ LONG_PARAM_PREFIX = "flexlock.long_param."
 SEED_TAG_KEYS = ("project", "env", "model_name", "data_name", "debug", "lifecycle_intent")
 """Config keys copied to run tags of the same name."""
 
+# Sweeps (DESIGN.md §9): a parent run per sweep root, its trials' runs as its children.
+STUDY_KEY_HASH = "flexlock.study_key_hash"
+"""On a sweep's parent and on its trials' runs: the study key of sweep.lock."""
+TRIAL_KEY_HASH = "flexlock.trial_key_hash"
+"""On a trial's runs: its key (its run fingerprint)."""
+SWEEP = "flexlock.sweep"
+"""`true` on a sweep's parent run."""
+SWEEP_SPACE = "flexlock.sweep.space"
+"""On the parent: the search space as canonical JSON (also in its sweep.lock artifact)."""
+SWEEP_ROOT_KEY = "flexlock.sweep_root_key"
+"""On a trial's runs: the logical run key of its sweep root, what the parent's adoption searches on."""
+BEST_TRIAL_KEY_HASH = "flexlock.best_trial_key_hash"
+"""On the parent: the key of the best completed trial by the sweep's metric and mode."""
+
 # Dataset inputs.
 INPUT_DIGEST = "flexlock.digest"
 """Input tag with the full `algorithm:digest` (a dataset digest holds 36 characters at most)."""
@@ -45,6 +59,8 @@ APPROVED_AT = "flexlock.approved_at"
 
 # MLflow's own system tags that flexlock fills in.
 MLFLOW_RUN_NAME = "mlflow.runName"
+MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"
+"""MLflow's UI nests a run under the run this names: a trial's run under its sweep's active parent."""
 MLFLOW_SOURCE_TYPE = "mlflow.source.type"
 MLFLOW_SOURCE_NAME = "mlflow.source.name"
 MLFLOW_NOTE = "mlflow.note.content"
