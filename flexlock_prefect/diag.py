@@ -20,13 +20,14 @@ from typing import Any, TypeVar
 from prefect import Flow, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flexlock_prefect import events, tracking
+from flexlock_prefect import events, storage, tracking
 from flexlock_prefect._user_flow import load_entrypoint, user_flow
 from flexlock_prefect.artifacts import publish_mlflow_link, publish_table
 from flexlock_prefect.concurrency import run_lock
 from flexlock_prefect.exceptions import FlexlockError
 from flexlock_prefect.lock import RunLock
 from flexlock_prefect.report import relog_failures, relog_table
+from flexlock_prefect.sweeplock import SWEEP_LOCK_FILENAME
 from flexlock_prefect.tracking import sweeps
 from flexlock_prefect.tracking.locking import Serializer
 from flexlock_prefect.tracking.outcomes import RELOG_KINDS, RelogOutcome
@@ -207,8 +208,11 @@ def relog_all(root: str, force: bool = False, diag: str | None = None, main: str
             publish_mlflow_link(outcome.save_dir, outcome.run_id)  # the link follows every relog
             try:
                 events.emit_relogged(RunLock.load(outcome.save_dir), outcome.run_id, outcome.superseded_run_ids)
-            except FlexlockError as exc:  # its run.lock changed since: the relog stands, the event is lost
-                logger.warning("%s: no relogged event: %s", outcome.save_dir, exc)
+            except FlexlockError as exc:
+                if not storage.exists(storage.join(outcome.save_dir, SWEEP_LOCK_FILENAME)):
+                    # its run.lock changed since: the relog stands, the event is lost
+                    logger.warning("%s: no relogged event: %s", outcome.save_dir, exc)
+                # a sweep root's parent run: flexlock.run.relogged announces runs of a run.lock only
     counts = {kind: sum(o.outcome == kind for o in outcomes) for kind in RELOG_KINDS}
     print(f"{root}: {counts}")
     if message := relog_failures(outcomes):

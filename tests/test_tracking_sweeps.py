@@ -119,3 +119,17 @@ def test_keys_are_read_from_tags_and_else_recomputed_from_the_sweep_lock(swept: 
     assert keys_of(child) == expected
     MlflowClient().delete_tag(child.info.run_id, t.STUDY_KEY_HASH)
     assert keys_of(MlflowClient().get_run(child.info.run_id)) == expected
+
+
+def test_relog_all_over_a_sweep_root_relogs_its_trials_and_parent_without_a_warning(
+    swept: SweepLock, caplog: pytest.LogCaptureFixture
+) -> None:
+    from flexlock_prefect.diag import relog_all
+
+    counts = relog_all(root=swept.root, force=True)
+
+    assert counts == {"relogged": 5, "skipped": 0, "disabled": 0, "failed": 0}
+    assert "no relogged event" not in caplog.text
+    assert {run.info.run_id for run in children_of(parent_of(swept.root))} == {
+        run.info.run_id for trial in swept.trials for run in active(t.LOGICAL_RUN_KEY, logical_run_key(trial.save_dir))
+    }
