@@ -68,7 +68,7 @@ def register_model(
     """
     client = MlflowClient()
     run_id = run.info.run_id
-    tags = client.get_run(run_id).data.tags
+    tags = run.data.tags  # the relog created it with the logical run's tags: no request needed
     if LOGICAL_RUN_KEY not in tags or LOCK_DIGEST not in tags:
         raise FlexlockError(
             f"MLflow run {run_id} is not a flexlock run (no {LOGICAL_RUN_KEY} tag): "
