@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,18 @@ def test_the_ui_of_a_server_on_a_free_port_talks_to_that_servers_api(tmp_path: P
     assert settings["api_url"] == url
 
 
+@contextmanager
+def started(script: str) -> Iterator[subprocess.Popen]:
+    """A stand-in runner running `script`, once it has a child; told to stop (a line on stdin) after."""
+    runner = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, text=True)
+    try:
+        while not _child_pids(runner.pid):
+            assert runner.poll() is None
+        yield runner
+    finally:
+        runner.communicate("the runner stops\n", timeout=60)
+
+
 # A stand-in for a runner: it runs one "flow run" child that lives until a line arrives on stdin
 # (which the child inherits), then waits for a second line itself.
 RUNNER = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'input()']); input()"
@@ -32,17 +46,12 @@ RUNNER = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'input()
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the children from Linux's /proc")
 def test_a_runner_is_idle_only_once_its_flow_run_processes_have_exited() -> None:
-    runner = subprocess.Popen([sys.executable, "-c", RUNNER], stdin=subprocess.PIPE, text=True)
-    try:
-        while not _child_pids(runner.pid):
-            assert runner.poll() is None
+    with started(RUNNER) as runner:
         assert wait_until_idle(runner, timeout_s=0.1) is False
 
         runner.stdin.write("the flow run ends\n")
         runner.stdin.flush()
         assert wait_until_idle(runner, timeout_s=60) is True
-    finally:
-        runner.communicate("the runner stops\n", timeout=60)
 
 
 # A runner whose flow runs are spawned processes: multiprocessing starts its resource tracker, a
@@ -55,11 +64,6 @@ SPAWNING_RUNNER = (
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the children from Linux's /proc")
 def test_a_runners_resource_tracker_is_no_flow_run() -> None:
-    runner = subprocess.Popen([sys.executable, "-c", SPAWNING_RUNNER], stdin=subprocess.PIPE, text=True)
-    try:
-        while not _child_pids(runner.pid):
-            assert runner.poll() is None
+    with started(SPAWNING_RUNNER) as runner:
         assert wait_until_idle(runner, timeout_s=60) is True
         assert _child_pids(runner.pid)  # the tracker is still there
-    finally:
-        runner.communicate("the runner stops\n", timeout=60)
