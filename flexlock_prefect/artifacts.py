@@ -89,9 +89,12 @@ def publish_table(table: Table, key: str, description: str | None = None) -> Non
 def publish_sweep(lock: SweepLock, progress_id: UUID | None = None) -> UUID:
     """A sweep's trials as a new version of the table `sweep-trials-<root key>`, and its share of
     finished trials in a progress artifact (created when `progress_id` is None); returns that id."""
-    total = len(lock.trials)
-    finished = total - lock.count("pending") - lock.count("running")
-    progress = 100.0 * finished / total if total else 100.0
+    if lock.n_trials:  # asked of a sampler: the share of the completed trials wanted
+        progress = 100.0 * min(lock.count("completed"), lock.n_trials) / lock.n_trials
+    else:
+        total = len(lock.trials)
+        finished = total - lock.count("pending") - lock.count("running")
+        progress = 100.0 * finished / total if total else 100.0
     if progress_id is None:
         progress_id = create_progress_artifact(
             progress=progress,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import httpx
 import typer
@@ -26,6 +26,11 @@ from flexlock_prefect.report import (
     relog_failures,
     relog_table,
 )
+
+if TYPE_CHECKING:
+    import optuna
+
+    from flexlock_prefect.sweeplock import SweepLock
 
 app = typer.Typer(
     name="flexlock-prefect",
@@ -256,11 +261,21 @@ def sweep(
         list[str] | None, typer.Option(metavar="KEY=V1,V2", help="Values of one config key (repeatable).")
     ] = None,
     random: Annotated[int | None, typer.Option(metavar="N", min=1, help="N random draws from --space instead.")] = None,
+    optuna: Annotated[
+        int | None,
+        typer.Option(metavar="N", min=1, help="Or an Optuna study (TPE, --seed) over --space, to N completed trials."),
+    ] = None,
+    optuna_storage: Annotated[
+        str | None, typer.Option(metavar="URL", help="The Optuna study's storage, e.g. sqlite:///optuna.db.")
+    ] = None,
+    study_name: Annotated[
+        str | None, typer.Option(metavar="NAME", help="The Optuna study's name in --optuna-storage.")
+    ] = None,
     space: Annotated[
         list[str] | None,
         typer.Option(metavar="KEY=KIND:…", help="uniform:LOW:HIGH, loguniform:LOW:HIGH, int:LOW:HIGH or choice:A,B."),
     ] = None,
-    seed: Annotated[int, typer.Option(help="The seed of the random draws.")] = 0,
+    seed: Annotated[int, typer.Option(help="The seed of the random draws or of Optuna's sampler.")] = 0,
     root: Annotated[str | None, typer.Option(metavar="DIR", help="sweep.lock and the trials' save_dirs.")] = None,
     override: Annotated[
         list[str] | None, typer.Option(metavar="KEY=VALUE", help="A config override of every trial (repeatable).")
@@ -275,8 +290,9 @@ def sweep(
     ] = None,
     fail_fast: Annotated[bool, typer.Option(help="Start no trial after one failed.")] = False,
 ) -> None:
-    """Run FLOW once per point of a grid or of random draws under --root; completed trials with
-    unchanged inputs are reused. Exit 1 if any trial failed."""
+    """Run FLOW once per point of a grid, of random draws or of an Optuna study under --root;
+    completed trials with unchanged inputs are reused. Exit 1 if any trial failed (with
+    --optuna: if fewer than N completed)."""
     from flexlock_prefect._user_flow import load_entrypoint
     from flexlock_prefect.exceptions import TrialsFailed
     from flexlock_prefect.report import sweep_table
@@ -289,14 +305,19 @@ def sweep(
         raise FlexlockError("sweep needs --root DIR: the directory of its sweep.lock and of its trials' save_dirs")
     if mode not in ("max", "min"):
         raise FlexlockError(f"--mode is {mode!r}: give max or min")
-    if bool(grid) == bool(random) or bool(space) != bool(random):
-        raise FlexlockError("give either --grid KEY=V1,V2 … or --random N with --space KEY=KIND:… …")
+    drawn = bool(random) + bool(optuna)
+    if bool(grid) + drawn != 1 or bool(space) != bool(drawn):
+        raise FlexlockError("give either --grid KEY=V1,V2 … or --random N or --optuna N with --space KEY=KIND:… …")
+    if (optuna_storage or study_name) and not optuna:
+        raise FlexlockError("--optuna-storage and --study-name go with --optuna N")
     flow = load_entrypoint(entrypoint, "the flow")
     grid_values = dict(parse_grid_option(text) for text in grid or []) if grid else None
     distributions = dict(parse_distribution_option(text) for text in space or []) if space else None
-    points = Space.of(grid=grid_values, distributions=distributions, n=random, seed=seed)
+    asked_by = "optuna" if optuna else None
+    points = Space.of(grid=grid_values, distributions=distributions, n=random, seed=seed, asked_by=asked_by)
     check_overrides(points, override or [])
     plan_study(points, root, trial_capture(flow, override or []))  # bad keys and values fail here, in one line
+    study = _optuna_study(optuna_storage, study_name, mode, seed) if optuna else None
     try:
         lock = sweep_flow(
             flow,
@@ -311,6 +332,8 @@ def sweep(
             max_parallel=max_parallel,
             deployment=deployment,
             fail_fast=fail_fast,
+            study=study,
+            n_trials=optuna,
         )
     except TrialsFailed as exc:
         out.print(_rich_table(sweep_table(SweepLock.load(root))))
@@ -319,8 +342,42 @@ def sweep(
     out.print(f"study {lock.study_key_hash} in {lock.root}", soft_wrap=True)
     if lock.best:
         out.print(f"best: {lock.best.save_dir} ({lock.best.metric} = {lock.best.value:.6g})", soft_wrap=True)
+    _exit_1_on(_sweep_shortfall(lock))
+
+
+def _sweep_shortfall(lock: SweepLock) -> str | None:
+    """Why the sweep exits 1: a failed trial, or with an Optuna study (which asks again for what
+    failed) fewer completed trials than wanted."""
+    if lock.n_trials:
+        missing = lock.n_trials - lock.count("completed")
+        wanted = f"{missing} of the {lock.n_trials} trials wanted did not complete; see the table"
+        return wanted if missing > 0 else None
     failed = lock.count("failed")
-    _exit_1_on(f"{failed} of {len(lock.trials)} trials failed; see the table" if failed else None)
+    return f"{failed} of {len(lock.trials)} trials failed; see the table" if failed else None
+
+
+def _optuna_study(storage: str | None, name: str | None, mode: str, seed: int) -> optuna.Study:
+    """The study of `sweep --optuna`: TPE seeded with --seed, loaded from --optuna-storage when it
+    holds --study-name already (with the sweep's direction)."""
+    try:
+        import optuna
+    except ImportError:
+        raise FlexlockError("--optuna needs Optuna: pip install 'flexlock-prefect[optuna]'") from None
+    from flexlock_prefect.redact import Redactor, strip_url_credentials
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # flexlock logs each trial; Optuna's lines repeat them
+    try:
+        return optuna.create_study(
+            storage=storage,
+            study_name=name,
+            load_if_exists=True,
+            direction="maximize" if mode == "max" else "minimize",
+            sampler=optuna.samplers.TPESampler(seed=seed),
+        )
+    except Exception as exc:  # Optuna raises its own, SQLAlchemy's and ValueError for a bad storage URL
+        where = strip_url_credentials(storage) if storage else "memory"
+        reason = Redactor.from_settings().scrub(" ".join(str(exc).split()), [storage] if storage else [])
+        raise FlexlockError(f"cannot open the Optuna study {name!r} in {where}: {reason}") from None
 
 
 @app.command()

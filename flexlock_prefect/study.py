@@ -100,7 +100,8 @@ class Distribution:
 class Space:
     """The points a sweep runs: a grid, an explicit list of points, or seeded random draws.
 
-    Build one with `Space.of(grid=…)`, `Space.of(points=…)` or `Space.of(distributions=…, n=…, seed=…)`.
+    Build one with `Space.of(grid=…)`, `Space.of(points=…)`, `Space.of(distributions=…, n=…, seed=…)`
+    or, for points a sampler asks for, `Space.of(distributions=…, asked_by="optuna")`.
     A point maps dotted config keys to values, e.g. `{"model.C": 0.1, "seed": 0}`.
     """
 
@@ -109,6 +110,7 @@ class Space:
     distributions: tuple[tuple[str, Distribution], ...] = ()
     n: int = 0
     seed: int = 0
+    asked_by: str = ""
 
     @classmethod
     def of(
@@ -118,8 +120,10 @@ class Space:
         distributions: Mapping[str, Sequence[Any]] | None = None,
         n: int | None = None,
         seed: int = 0,
+        asked_by: str | None = None,
     ) -> Space:
-        """Exactly one of `grid`, `points` or `distributions` (with `n`, the number of draws)."""
+        """Exactly one of `grid`, `points` or `distributions` (with `n`, the number of draws, or
+        `asked_by`, the sampler that asks for each point)."""
         if sum(given is not None for given in (grid, points, distributions)) != 1:
             raise SweepError("give exactly one search space: a grid, a list of points, or distributions with n")
         named = [*(grid or {}), *(distributions or {}), *(k for p in points or () if isinstance(p, Mapping) for k in p)]
@@ -135,10 +139,13 @@ class Space:
                 raise SweepError("points must be a non-empty list of non-empty mappings of config keys to values")
             space = cls(listed=tuple(dict(p) for p in points))
         else:
-            if n is None or n < 1 or not distributions:
+            if not distributions or (not asked_by and (n is None or n < 1)):
                 raise SweepError("random draws need distributions and n >= 1, the number of draws")
             parsed = tuple((key, Distribution.parse(key, spec)) for key, spec in sorted(distributions.items()))
-            space = cls(distributions=parsed, n=n, seed=seed)
+            drawn = {"asked_by": asked_by} if asked_by else {"n": n, "seed": seed}
+            space = cls(distributions=parsed, **drawn)
+        if asked_by and not distributions:
+            raise SweepError(f"points asked of {asked_by} need distributions, not a grid or a list of points")
         space._check_keys()
         return space
 
@@ -158,6 +165,8 @@ class Space:
             return [dict(zip(names, values, strict=True)) for values in itertools.product(*(v for _, v in self.grid))]
         if self.listed:
             return [dict(point) for point in self.listed]
+        if self.asked:
+            raise SweepError(f"the points of this space are asked of {self.asked_by} one by one")
         rng = random.Random(self.seed)  # only `random()`: Python keeps its sequence per seed across versions
         return [{key: dist.draw(rng.random()) for key, dist in self.distributions} for _ in range(self.n)]
 
@@ -167,7 +176,19 @@ class Space:
             return {"grid": {key: _sorted_unique(values) for key, values in self.grid}}
         if self.listed:
             return {"points": _sorted_unique(self.listed)}
+        if self.asked:  # the sampler, its seed and its number of trials name no point: not part of the key
+            return {"distributions": {k: d.canonical() for k, d in self.distributions}, "asked_by": self.asked_by}
         return {"distributions": {k: d.canonical() for k, d in self.distributions}, "n": self.n, "seed": self.seed}
+
+    @property
+    def asked(self) -> bool:
+        """The points come from a sampler (`asked_by`), one at a time, not from the space itself."""
+        return bool(self.asked_by)
+
+    def base_point(self) -> dict[str, Any]:
+        """A point of the space known before any is asked: each distribution's low end (a
+        choice's first option); the study key's base is captured there."""
+        return {key: dist.args[0][0] if dist.kind == "choice" else dist.args[0] for key, dist in self.distributions}
 
     def _check_keys(self) -> None:
         for key in self.keys:
@@ -223,31 +244,55 @@ def trial_partial(values: Mapping[str, Any], save_dir: str, base: Mapping[str, A
     return merged
 
 
+@dataclass(frozen=True)
+class TrialPlanner:
+    """Captures a point's inputs as the locked flow will (writing nothing) and keys its trial."""
+
+    root: str
+    capture: CaptureInputs
+    base_config: Mapping[str, Any]
+    redactor: Redactor
+
+    @classmethod
+    def of(cls, root: str, capture: CaptureInputs, base_config: Mapping[str, Any] | None = None) -> TrialPlanner:
+        return cls(storage.canonical_url(root), capture, base_config or {}, Redactor.from_settings())
+
+    def record(self, point: Mapping[str, Any]) -> RunLock:
+        """The unsaved record of the point's run (its save_dir a placeholder: the fingerprint leaves it out)."""
+        placeholder = storage.join(self.root, f"{TRIAL_PREFIX}planned")
+        try:
+            return self.capture(trial_partial(point, placeholder, self.base_config))
+        except ConfigError as exc:  # its message blames "the partial config": the point is what set it
+            shown = self.redactor.redact(dict(point))
+            raise ConfigError(f"the sweep's point {shown} does not fit the config: {exc}") from exc
+
+    def trial(self, point: Mapping[str, Any], record: RunLock | None = None) -> Trial:
+        """The trial of `point`: keyed by the fingerprint of its record (captured unless given)."""
+        key = (record or self.record(point)).fingerprint
+        values = self.redactor.redact(dict(point))
+        return Trial(key, dict(point), values, storage.join(self.root, f"{TRIAL_PREFIX}{key[:16]}"))
+
+
 def plan_study(space: Space, root: str, capture: CaptureInputs, base_config: Mapping[str, Any] | None = None) -> Study:
     """Capture each point's inputs (writing nothing) and key the study and its trials.
 
     `base_config` is the partial config every trial starts from. Points whose inputs are
-    identical (`1` and `1.0` for a float key) are one trial: the first.
+    identical (`1` and `1.0` for a float key) are one trial: the first. A space asked of a
+    sampler (`Space.asked`) has no trials yet: its base is captured at `Space.base_point()`.
     """
-    root = storage.canonical_url(root)
-    placeholder = storage.join(root, f"{TRIAL_PREFIX}planned")  # the fingerprint leaves save_dir out
-    redactor = Redactor.from_settings()
+    planner = TrialPlanner.of(root, capture, base_config)
     trials: dict[str, Trial] = {}
-    locks: dict[str, RunLock] = {}
-    for point in space.points():
-        try:
-            lock = capture(trial_partial(point, placeholder, base_config))
-        except ConfigError as exc:  # its message blames "the partial config": the point is what set it
-            raise ConfigError(f"the sweep's point {redactor.redact(point)} does not fit the config: {exc}") from exc
-        key = lock.fingerprint
-        if key in trials:
-            logger.warning("the point %s has the inputs of %s: one trial", point, trials[key].values)
+    records: dict[str, RunLock] = {}
+    for point in [] if space.asked else space.points():
+        record = planner.record(point)
+        if record.fingerprint in trials:
+            logger.warning("the point %s has the inputs of %s: one trial", point, trials[record.fingerprint].values)
             continue
-        trials[key] = Trial(key, point, redactor.redact(point), storage.join(root, f"{TRIAL_PREFIX}{key[:16]}"))
-        locks[canonical_json(point).decode()] = lock
-    first = locks[min(locks)]
+        trials[record.fingerprint] = planner.trial(point, record)
+        records[canonical_json(point).decode()] = record
+    first = records[min(records)] if records else planner.record(space.base_point())
     study_base = base_inputs(first, space.keys)
-    study_space = redactor.redact(space.canonical())
+    study_space = planner.redactor.redact(space.canonical())
     return Study(study_key(study_base, study_space), study_base, study_space, tuple(trials.values()))
 
 

@@ -18,10 +18,11 @@ The sweep.lock, a table artifact of the trials (a version per finished trial) an
 artifact say how far it got.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: a served deployment's runner pickles the flow by value
+# when its module is "local" (an editable install, say: `prefect.bundles`), keeping only the names
+# the code uses, so the annotations Prefect validates the parameters with must be objects already.
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextvars import copy_context
 from typing import Any
@@ -35,14 +36,25 @@ from prefect.runtime import flow_run as current_run
 from prefect.states import State
 
 from flexlock_prefect import artifacts, events, storage
+from flexlock_prefect._user_flow import load_entrypoint
 from flexlock_prefect.concurrency import exclusive
 from flexlock_prefect.diag import relog_sweep
 from flexlock_prefect.exceptions import FlexlockError, SweepError, TrialsFailed
 from flexlock_prefect.lock import logical_run_key, save_dir_name
 from flexlock_prefect.main import locked_run_of
+from flexlock_prefect.optuna_trials import ASKED_BY, OptunaTrials, study_mode
 from flexlock_prefect.redact import Redactor
 from flexlock_prefect.settings import get_settings
-from flexlock_prefect.study import CaptureInputs, Space, Study, Trial, check_overrides, plan_study, trial_partial
+from flexlock_prefect.study import (
+    CaptureInputs,
+    Space,
+    Study,
+    Trial,
+    TrialPlanner,
+    check_overrides,
+    plan_study,
+    trial_partial,
+)
 from flexlock_prefect.sweeplock import Mode, SweepLock, SweepRecord, TrialRecord, outcome, reusable
 
 RunTrial = Callable[[Trial, dict[str, Any]], tuple[str | None, str | None]]
@@ -50,9 +62,14 @@ RunTrial = Callable[[Trial, dict[str, Any]], tuple[str | None, str | None]]
 
 
 def _run_name() -> str:
-    """`sweep-<flow>-<root's name>`: the UI shows the flow parameter only as `<Flow>`."""
+    """`sweep-<flow>-<root's name>`: the UI shows the flow parameter only as `<Flow>` (or its
+    entrypoint, whose last name is the flow's variable)."""
     parameters = current_run.parameters
-    name = f"sweep-{getattr(parameters.get('flow'), 'name', 'flow')}"
+    swept = parameters.get("flow")
+    flow_name = (
+        swept.rpartition(":")[2].rpartition(".")[2] if isinstance(swept, str) else getattr(swept, "name", "flow")
+    )
+    name = f"sweep-{flow_name}"
     return f"{name}-{save_dir_name(str(parameters['root']))}" if parameters.get("root") else name
 
 
@@ -62,7 +79,7 @@ def _run_name() -> str:
     description="Run a locked flow once per point of a search space, under one root.",
 )
 def sweep(
-    flow: Flow[..., Any],
+    flow: Flow[..., Any] | str,
     grid: dict[str, list[Any]] | None = None,
     root: str | None = None,
     points: list[dict[str, Any]] | None = None,
@@ -72,44 +89,64 @@ def sweep(
     overrides: list[str] | None = None,
     config: dict[str, Any] | None = None,
     metric: str | None = None,
-    mode: Mode = "max",
+    mode: Mode | None = None,
     max_parallel: int | None = None,
     deployment: str | None = None,
     fail_fast: bool = False,
+    study: Any = None,
+    n_trials: int | None = None,
 ) -> SweepLock:
     """Run `flow` (a `locked_flow`) once per point, each trial in `<root>/trial-<key>`; returns
     the final sweep.lock. Completed trials with unchanged inputs are not run again.
 
     Args:
-        flow: the locked flow of the trials.
+        flow: the locked flow of the trials, or its entrypoint (`path/to/file.py:NAME` or
+            `package.module.NAME`, loaded in the sweep's process): a deployment of `sweep` takes
+            the flow that way, as a JSON parameter.
         grid: dotted config key → values; one trial per combination.
         root: the sweep root (local path or s3:// URL): sweep.lock and every trial's save_dir.
         points: instead of a grid, the trials' values, e.g. `[{"model.C": 0.1, "seed": 0}, …]`.
         distributions: instead, key → `("loguniform", 1e-4, 1e-1)`, `("uniform", low, high)`,
             `("int", low, high)` or `("choice", [options])`; `n` draws from `random.Random(seed)`.
         overrides, config: the flow's parameters every trial starts from (no swept key).
-        metric, mode: the key of `metrics.json` that ranks the trials (`max` or `min`).
+        metric, mode: the key of `metrics.json` that ranks the trials (`max`, the default, or
+            `min`; with `study`, its direction).
         max_parallel: trials at once (default `FLEXLOCK_SWEEP_MAX_PARALLEL`).
         deployment: run each trial as a flow run of this deployment (`flow/name`) instead of a subflow.
         fail_fast: start no trial after one failed, and end Failed.
+        study: an `optuna.Study` that asks each point in `distributions` and is told each
+            trial's `metric` (the extra `optuna`; see `optuna_trials.py`).
+        n_trials: with `study`, the completed trials the root should hold.
 
     Example:
         >>> result = sweep(train, grid={"model.C": [0.1, 1, 10], "seed": [0, 1]}, root="sweeps/c",
         ...                metric="roc_auc")  # doctest: +SKIP
         >>> result.best.save_dir, result.study_key_hash  # doctest: +SKIP
     """
+    if isinstance(flow, str):
+        flow = load_entrypoint(flow, "the flow to sweep")
     if root is None:
         raise SweepError("a sweep needs a root: the directory of its sweep.lock and its trials' save_dirs")
-    space = Space.of(grid=grid, points=points, distributions=distributions, n=n, seed=seed)
+    if (study is None) != (n_trials is None) or (n_trials is not None and n_trials < 1):
+        raise SweepError("an Optuna sweep needs both study and n_trials >= 1, the completed trials wanted")
+    if study is not None and not metric:
+        raise SweepError("an Optuna sweep needs metric: the metrics.json key told to the study")
+    asked_by = ASKED_BY if study is not None else None
+    space = Space.of(grid=grid, points=points, distributions=distributions, n=n, seed=seed, asked_by=asked_by)
+    mode = study_mode(study, mode) if study is not None else mode or "max"
     base_overrides = list(overrides or [])
     check_overrides(space, base_overrides)
-    capture = trial_capture(flow, base_overrides)
-    root = storage.canonical_url(root)
+    planner = TrialPlanner.of(root, trial_capture(flow, base_overrides), config)
     run_trial = _deployment_runner(deployment, flow.name) if deployment else _subflow_runner(flow)
-    with exclusive(f"flexlock-sweep-{logical_run_key(root)}"):
-        study = plan_trials(space, root, capture, config or {})
-        record = SweepRecord(SweepLock.create(root, study, flow.name, metric, mode))
-        _run(study, record, run_trial, base_overrides, config or {}, max_parallel, fail_fast)
+    with exclusive(f"flexlock-sweep-{logical_run_key(planner.root)}"):
+        planned = plan_trials(space, planner)
+        if study is None:
+            record = SweepRecord(SweepLock.create(planner.root, planned, flow.name, metric, mode))
+            trials, told = _to_run(planned, record), None
+        else:
+            asked = OptunaTrials.start(study, space, planner, planned, flow.name, metric, mode, n_trials)
+            record, trials, told = asked.record, iter(asked), asked.tell
+        _run(trials, record, run_trial, base_overrides, config or {}, max_parallel, fail_fast, told)
     log_parent(record.lock)
     return _conclude(record.lock, fail_fast)
 
@@ -125,33 +162,41 @@ def trial_capture(trial_flow: Flow[..., Any], overrides: Sequence[str]) -> Captu
 
 
 @task(name="plan-trials", cache_policy=NO_CACHE)
-def plan_trials(space: Space, root: str, capture: CaptureInputs, base_config: Mapping[str, Any]) -> Study:
-    study = plan_study(space, root, capture, base_config)
-    get_run_logger().info(
-        "study %s: %d trials under %s (%s)", study.key[:12], len(study.trials), root, ", ".join(space.keys)
-    )
+def plan_trials(space: Space, planner: TrialPlanner) -> Study:
+    study = plan_study(space, planner.root, planner.capture, planner.base_config)
+    trials = f"trials asked of {space.asked_by}" if space.asked else f"{len(study.trials)} trials"
+    get_run_logger().info("study %s: %s under %s (%s)", study.key[:12], trials, planner.root, ", ".join(space.keys))
     return study
 
 
+def _to_run(study: Study, record: SweepRecord) -> Iterator[Trial]:
+    """The planned trials that must run: those completed with the same inputs are recorded as reused."""
+    todo = []
+    for trial in study.trials:
+        if done := reusable(trial, record.lock.metric):
+            record.update(done)
+        else:
+            todo.append(trial)
+    get_run_logger().info(
+        "%d trials already completed with the same inputs; %d to run", len(study.trials) - len(todo), len(todo)
+    )
+    return iter(todo)
+
+
 def _run(
-    study: Study,
+    trials: Iterator[Trial],
     record: SweepRecord,
     run_trial: RunTrial,
     overrides: list[str],
     base_config: Mapping[str, Any],
     max_parallel: int | None,
     fail_fast: bool,
+    told: Callable[[TrialRecord], None] | None = None,
 ) -> None:
-    """Reuse what is done, run the rest `max_parallel` at a time, record each as it finishes."""
+    """Run `trials` `max_parallel` at a time (taking the next only when one may start), record
+    each as it finishes and pass it to `told`."""
     logger = get_run_logger()
     metric = record.lock.metric
-    todo = []
-    for trial in study.trials:
-        if done := reusable(trial, metric):
-            record.update(done)
-        else:
-            todo.append(trial)
-    logger.info("%d trials already completed with the same inputs; %d to run", len(study.trials) - len(todo), len(todo))
     progress = artifacts.publish_sweep(record.lock)
     redactor = Redactor.from_settings()
 
@@ -167,14 +212,13 @@ def _run(
         return outcome(trial, metric, flow_run_id, error)
 
     workers = max_parallel or get_settings().sweep_max_parallel
-    waiting = iter(todo)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flexlock-trial") as pool:
         # Submitted one by one as others finish, so that after a failure with `fail_fast` no
         # further trial starts (a queue of submitted trials would already be on its way).
         running: set[Future[TrialRecord]] = set()
         stop = False
         while True:
-            while not stop and len(running) < workers and (trial := next(waiting, None)):
+            while not stop and len(running) < workers and (trial := next(trials, None)):
                 running.add(pool.submit(copy_context().run, one, trial))
             if not running:
                 break
@@ -184,6 +228,8 @@ def _run(
                 reason = f": {result.error}" if result.error else ""
                 logger.info("%s %s%s", save_dir_name(result.save_dir), result.status, reason)
                 artifacts.publish_sweep(record.update(result), progress)
+                if told:
+                    told(result)
                 stop = stop or (fail_fast and result.status == "failed")
 
 

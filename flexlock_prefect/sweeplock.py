@@ -83,11 +83,15 @@ class SweepLock(_Record):
     space: dict[str, Any]
     metric: str | None = None
     mode: Mode = "max"
+    n_trials: int | None = None
+    """Set for trials asked of a sampler (`optuna_trials.py`): the completed trials wanted."""
     trials: list[TrialRecord]
     best: BestTrial | None = None
 
     @classmethod
-    def create(cls, root: str, study: Study, flow: str, metric: str | None, mode: Mode) -> SweepLock:
+    def create(
+        cls, root: str, study: Study, flow: str, metric: str | None, mode: Mode, n_trials: int | None = None
+    ) -> SweepLock:
         now = utc_now()
         return cls(
             root=storage.canonical_url(root),
@@ -99,6 +103,7 @@ class SweepLock(_Record):
             space=study.space,
             metric=metric,
             mode=mode,
+            n_trials=n_trials,
             trials=[TrialRecord.planned(trial) for trial in study.trials],
         )
 
@@ -106,8 +111,10 @@ class SweepLock(_Record):
         return sum(trial.status == status for trial in self.trials)
 
     def with_trial(self, record: TrialRecord) -> SweepLock:
-        """This record with one trial replaced (by key), and the best trial chosen again."""
+        """This record with one trial replaced (by key) or added, and the best trial chosen again."""
         trials = [record if t.trial_key_hash == record.trial_key_hash else t for t in self.trials]
+        if record not in trials:
+            trials.append(record)
         return self.model_copy(update={"trials": trials, "updated_at": utc_now(), "best": self._best(trials)})
 
     def _best(self, trials: list[TrialRecord]) -> BestTrial | None:

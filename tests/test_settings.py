@@ -55,6 +55,7 @@ NOT_KNOBS = {
     "capture/lineage.py:MAX_DEPTH": "how far up an input's path a save_dir is looked for",
     "capture/statcache.py:_BATCH": "SQLite's limit of variables per statement",
     "lock.py:SCHEMA_VERSION": "the run.lock format",
+    "optuna_trials.py:REPEATS_IN_A_ROW": "when a sampler's space counts as exhausted, a bound on a loop",
     "provenance.py:CONFIG_HIGHLIGHTS": "how many config values a trace shows; the run.lock (`show`) has them all",
     "report.py:MAX_NAMED": "how many failed items a one-line message names; the outcome table names them all",
     "trace_view.py:SHORT": "how much of a hash a flowchart node shows; the trace has them whole",

@@ -150,6 +150,32 @@ def test_the_random_space_is_keyed_by_its_distributions_n_and_seed(project: Path
     assert plan(project, distributions={"lr": ("uniform", 0.1, 0.2)}, n=2, seed=4).key != study.key
 
 
+def test_a_space_asked_of_a_sampler_is_keyed_by_its_distributions_alone(project: Path) -> None:
+    """The sampler, its seed and its number of trials say how the study is searched, not what it is."""
+    study = plan(project, distributions=DISTRIBUTIONS, asked_by="optuna")
+    assert study.trials == ()
+    assert study.space == {
+        "distributions": {
+            "lr": ["loguniform", 1e-4, 1e-1],
+            "model.act": ["choice", ["relu", "tanh"]],
+            "model.depth": ["int", 2, 8],
+            "seed": ["uniform", 0, 0.5],
+        },
+        "asked_by": "optuna",
+    }
+    assert plan(project, distributions=DISTRIBUTIONS, asked_by="optuna", seed=9, n=50).key == study.key
+    assert plan(project, distributions=DISTRIBUTIONS, n=5).key != study.key
+
+
+def test_an_asked_spaces_base_is_captured_at_its_low_ends(project: Path) -> None:
+    space = Space.of(distributions=DISTRIBUTIONS, asked_by="optuna")
+    assert space.base_point() == {"lr": 1e-4, "model.act": "relu", "model.depth": 2, "seed": 0}
+    with pytest.raises(SweepError, match="asked of optuna one by one"):
+        space.points()
+    swept = plan(project, distributions=DISTRIBUTIONS, asked_by="optuna")
+    assert swept.base == plan(project, points=[{k: 0.5 for k in DISTRIBUTIONS}]).base  # no swept key in it
+
+
 @pytest.mark.parametrize(
     ("space", "says"),
     [
@@ -164,6 +190,7 @@ def test_the_random_space_is_keyed_by_its_distributions_n_and_seed(project: Path
         ({"distributions": {"a": ("choice", [])}, "n": 2}, "needs a non-empty list of options"),
         ({"distributions": {"lr": ("uniform", 0, 1)}}, "random draws need distributions and n >= 1"),
         ({"grid": {"lr": [1]}, "points": [{"lr": 1}]}, "give exactly one search space"),
+        ({"grid": {"lr": [1]}, "asked_by": "optuna"}, "points asked of optuna need distributions"),
     ],
 )
 def test_a_bad_space_is_one_clear_error(space: dict, says: str) -> None:

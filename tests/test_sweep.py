@@ -9,10 +9,12 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
 
 from flexlock_prefect import RunLock, storage
 from flexlock_prefect.artifacts import artifact_key
@@ -210,12 +212,10 @@ def test_a_flow_that_cannot_be_swept_is_one_line_and_exit_2(entrypoint: str, say
     assert (result.returncode, result.stderr.count("\n")) == (2, 1) and says in result.stderr, result.stderr
 
 
-@pytest.fixture
-def served_train(prefect_api: str, tmp_path: Path) -> Iterator[str]:
-    """The example flow served as the deployment `train/sweep-trials` from a subprocess polling
-    every second; the deployment is deleted afterwards."""
-    log = tmp_path / "serve.log"
-    code = "from flexlock_prefect.examples.train import train; train.serve(name='sweep-trials')"
+@contextmanager
+def serving(code: str, deployment: str, log: Path) -> Iterator[str]:
+    """`code` (which serves `deployment`, `flow/name`) run in a subprocess polling every second;
+    the deployment is deleted afterwards."""
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-c", code],
@@ -225,16 +225,24 @@ def served_train(prefect_api: str, tmp_path: Path) -> Iterator[str]:
             env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
         )
     try:
-        _, served = poll(lambda: _deployment_id("train/sweep-trials"), bool, timeout_s=90)
-        assert served, f"train/sweep-trials not served:\n{log.read_text()[-3000:]}"
-        yield "train/sweep-trials"
+        _, served = poll(lambda: _deployment_id(deployment), bool, timeout_s=90)
+        assert served, f"{deployment} not served:\n{log.read_text()[-3000:]}"
+        yield deployment
     finally:
         wait_until_idle(process, timeout_s=60)
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
-        if deployment_id := _deployment_id("train/sweep-trials"):
+        if deployment_id := _deployment_id(deployment):
             with get_client(sync_client=True) as client:
                 client.delete_deployment(deployment_id)
+
+
+@pytest.fixture
+def served_train(prefect_api: str, tmp_path: Path) -> Iterator[str]:
+    """The example flow served as the deployment `train/sweep-trials`."""
+    code = "from flexlock_prefect.examples.train import train; train.serve(name='sweep-trials')"
+    with serving(code, "train/sweep-trials", tmp_path / "serve-train.log") as deployment:
+        yield deployment
 
 
 def _deployment_id(name: str) -> str | None:
@@ -257,6 +265,25 @@ def test_a_sweep_through_a_served_deployment_runs_its_trials_as_that_deployments
         run = RunLock.load(trial.save_dir)
         assert run.fingerprint == trial.trial_key_hash and run.prefect.deployment_name == "sweep-trials"
         assert flow_run(trial.flow_run_id).parent_task_run_id is not None  # linked to the sweep's flow run
+
+
+@pytest.mark.integration
+def test_a_deployment_of_the_sweep_takes_the_flow_to_sweep_as_its_entrypoint(
+    prefect_api: str, data: Path, tmp_path: Path
+) -> None:
+    code = "from flexlock_prefect.sweep import sweep; sweep.serve(name='nightly')"
+    root = tmp_path / "sweep"
+    parameters = {
+        "flow": TRAIN,
+        "grid": {"model.C": [0.5, 2.0]},
+        "root": str(root),
+        "overrides": [f"input_data={data}"],
+    }
+    with serving(code, "sweep/nightly", tmp_path / "serve-sweep.log") as deployment:
+        run = run_deployment(deployment, parameters=parameters, timeout=300, poll_interval=1)
+    assert run.state.is_completed(), run.state
+    assert run.name == "sweep-train-sweep"
+    assert [t.status for t in SweepLock.load(str(root)).trials] == ["completed", "completed"]
 
 
 @pytest.mark.integration

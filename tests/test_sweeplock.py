@@ -60,6 +60,7 @@ def test_sweep_lock_holds_the_study_and_every_trial_and_reads_back(study: Study,
         "space",
         "metric",
         "mode",
+        "n_trials",
         "trials",
         "best",
     ]
