@@ -8,6 +8,7 @@ a batch failed (`relog`, `reconcile`: the others are done, the table says why ea
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import TYPE_CHECKING, Annotated
 
@@ -376,7 +377,8 @@ def _optuna_study(storage: str | None, name: str | None, mode: str, seed: int) -
         )
     except Exception as exc:  # Optuna raises its own, SQLAlchemy's and ValueError for a bad storage URL
         where = strip_url_credentials(storage) if storage else "memory"
-        reason = Redactor.from_settings().scrub(" ".join(str(exc).split()), [storage] if storage else [])
+        said = re.sub(r"\s*\(Background on this error at: [^)]*\)", "", " ".join(str(exc).split()))  # SQLAlchemy's
+        reason = Redactor.from_settings().scrub(said, [storage] if storage else [])
         raise FlexlockError(f"cannot open the Optuna study {name!r} in {where}: {reason}") from None
 
 

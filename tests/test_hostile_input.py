@@ -455,6 +455,61 @@ CASES = [
         "does not exist",
         Api(lambda b: _missing_data(b), exceptions.DataCaptureError),
     ),
+    # sweeps
+    Case(
+        "sweep-no-root",
+        "`sweep train --grid model.C=0.1` (no --root)",
+        "sweep needs --root DIR",
+        Cli(lambda b: _sweep(b, "--grid", "model.C=0.1", root=False)),
+    ),
+    Case(
+        "sweep-bad-grid",
+        "`sweep train --grid model.C`",
+        "cannot read --grid 'model.C': write KEY=V1,V2",
+        Cli(lambda b: _sweep(b, "--grid", "model.C")),
+    ),
+    Case(
+        "sweep-no-space",
+        "`sweep train --optuna 8` (no --space)",
+        "give either --grid KEY=V1,V2 … or --random N or --optuna N with --space",
+        Cli(lambda b: _sweep(b, "--optuna", "8")),
+    ),
+    Case(
+        "sweep-bad-space",
+        "`sweep train --random 2 --space model.C=normal:0:1`",
+        "cannot read --space 'model.C=normal:0:1'",
+        Cli(lambda b: _sweep(b, "--random", "2", "--space", "model.C=normal:0:1")),
+    ),
+    Case(
+        "sweep-unknown-key",
+        "`sweep train --grid model.CC=1`",
+        "the sweep's point {'model.CC': 1} does not fit the config",
+        Cli(lambda b: _sweep(b, "--grid", "model.CC=1")),
+    ),
+    Case(
+        "sweep-overridden-key",
+        "`sweep train --grid model.C=1 --override model.C=2`",
+        "the override 'model.C=2' sets the swept key 'model.C'",
+        Cli(lambda b: _sweep(b, "--grid", "model.C=1", "--override", "model.C=2")),
+    ),
+    Case(
+        "sweep-missing-file",
+        "`sweep nope.py:train --grid a=1`",
+        "cannot load the flow 'nope.py:train': its file failed to load",
+        Cli(lambda b: ["sweep", "nope.py:train", "--grid", "a=1", "--root", str(b.tmp / "r")]),
+    ),
+    Case(
+        "sweep-not-locked",
+        "`sweep examples.diag.diag --grid a=1` (not a locked_flow)",
+        "diag is not a locked_flow",
+        Cli(lambda b: ["sweep", "flexlock_prefect.examples.diag.diag", "--grid", "a=1", "--root", str(b.tmp / "r")]),
+    ),
+    Case(
+        "sweep-optuna-storage-down",
+        "`sweep train --optuna 8 … --optuna-storage postgresql://ana:…@host/db`, database down",
+        "cannot open the Optuna study 'churn' in postgresql://ana@127.0.0.1:",
+        Cli(lambda b: _sweep(b, "--optuna", "8", "--space", "model.C=uniform:0.1:1", *_optuna_down())),
+    ),
     Case(
         "init-existing-file",
         "`init --main … --diag …` over an existing prefect.yaml",
@@ -462,6 +517,21 @@ CASES = [
         Cli(lambda b: ["init", "--main", "m.py:m", "--diag", "d.py:d", "--output", _existing(b)]),
     ),
 ]
+
+
+def _sweep(bench: Bench, *args: str, root: bool = True) -> list[str]:
+    """`sweep` over the example flow, with a root in the bench unless `root` is false."""
+    return [
+        "sweep",
+        "flexlock_prefect.examples.train.train",
+        *args,
+        *(["--root", str(bench.tmp / "r")] if root else []),
+    ]
+
+
+def _optuna_down() -> list[str]:
+    storage = closed_url("postgresql", credentials=f"ana:{SECRET}@") + "/optuna"
+    return ["--optuna-storage", storage, "--study-name", "churn"]
 
 
 def _edited(bench: Bench) -> str:
