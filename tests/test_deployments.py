@@ -22,6 +22,8 @@ from flexlock_prefect.examples import train as example_train
 from flexlock_prefect.local import served_deployments
 from flexlock_prefect.lock import logical_run_key
 from flexlock_prefect.serving import example_pipeline, write_project_yaml
+from flexlock_prefect.sweep import sweep
+from flexlock_prefect.tracking import tags as t
 from flexlock_prefect.tracking.supersede import runs_of
 from flexlock_prefect.tracking.tags import ACTIVE, STATUS
 from tests.helpers.prefect_api import poll, wait_for_flow_run, wait_for_flow_runs
@@ -30,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 YAML = ROOT / "deployments" / "prefect.yaml"
 
 
+GRID_2X2 = {"model.C": [0.5, 2.0], "seed": [0, 1]}
 SERVED = {"train/train", "diag/train", "relog-all/train", "promote/train", "registry-audit/train"}
 
 
@@ -105,6 +108,29 @@ def test_a_completed_main_run_is_logged_to_mlflow_by_the_triggered_diag_deployme
     assert diag_run.state.is_completed(), diag_run.state
     [active] = _active(save_dir)
     assert active.data.tags["flexlock.lock_digest"] == RunLock.load(save_dir).digest
+
+
+@pytest.mark.integration
+def test_a_sweep_through_the_served_train_deployment_gives_one_parent_with_each_triggered_trial_diag_a_child(
+    served: None, prefect_api: str, tmp_path: Path
+) -> None:
+    data = example_train.prepare_example_data(tmp_path / "data.csv")
+    overrides = [f"input_data={data}", "model_name=''"]
+    lock = sweep(
+        example_train.train, grid=GRID_2X2, root=str(tmp_path / "sweep"), overrides=overrides, deployment="train/train"
+    )
+
+    diag_runs = wait_for_flow_runs("diag/train", 4)
+    assert {r.parameters["save_dir"] for r in diag_runs} == {t.save_dir for t in lock.trials}
+    assert all(r.created_by.type == "AUTOMATION" and r.state.is_completed() for r in diag_runs)
+    [parent] = _active(lock.root)
+    assert parent.data.tags[t.SWEEP] == "true" and parent.data.tags[t.STUDY_KEY_HASH] == lock.study_key_hash
+    trial_runs = [run for trial in lock.trials for run in _active(trial.save_dir)]
+    assert sorted(run.data.tags[t.TRIAL_KEY_HASH] for run in trial_runs) == sorted(
+        x.trial_key_hash for x in lock.trials
+    )
+    assert {run.data.tags[t.MLFLOW_PARENT_RUN_ID] for run in trial_runs} == {parent.info.run_id}
+    assert {run.data.tags[t.STUDY_KEY_HASH] for run in trial_runs} == {lock.study_key_hash}
 
 
 @pytest.mark.integration
