@@ -27,6 +27,9 @@ from mlflow.environment_variables import (
     MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT,
 )
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import UNAUTHENTICATED
+from mlflow.tracking._tracking_service.utils import get_default_host_creds
+from mlflow.utils.rest_utils import http_request
 
 from flexlock_prefect.exceptions import TrackingError
 from flexlock_prefect.redact import strip_url_credentials
@@ -77,16 +80,23 @@ def check_tracking_server(uri: str, healthy_for_s: float | None = None) -> None:
     if not uri.startswith(("http://", "https://")) or time.monotonic() - _healthy_at.get(uri, -fresh_for) < fresh_for:
         return
     problem = ""
+    # With the credentials and TLS settings MLflow's own requests carry: a proxy in front of the
+    # server may want them even for /health (MLflow's basic-auth app does not).
+    creds = get_default_host_creds(uri)
     for attempt in range(settings.tracking_health_attempts):
         if attempt:
             time.sleep(0.5 * 2 ** (attempt - 1))
         try:
-            if requests.get(uri.rstrip("/") + "/health", timeout=5).ok:
-                _healthy_at[uri] = time.monotonic()
-                return
-            problem = "it answered but is not healthy"
-        except requests.RequestException as exc:
+            answer = http_request(creds, "/health", "GET", max_retries=0, timeout=5, raise_on_status=False)
+        except (requests.RequestException, MlflowException) as exc:
             problem = type(exc).__name__
+            continue
+        if answer.ok:
+            _healthy_at[uri] = time.monotonic()
+            return
+        if answer.status_code in (401, 403):  # it is there, and said no: asking again changes nothing
+            raise meaning(uri, MlflowException(f"HTTP {answer.status_code}", error_code=UNAUTHENTICATED))
+        problem = "it answered but is not healthy"
     raise TrackingError(
         f"MLflow tracking server {strip_url_credentials(uri)} is unreachable after "
         f"{settings.tracking_health_attempts} attempts ({problem}): start it, or point MLFLOW_TRACKING_URI at a "
