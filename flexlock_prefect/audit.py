@@ -19,6 +19,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flexlock_prefect.artifacts import markdown_table
 from flexlock_prefect.concurrency import model_lock, prefect_api_configured
+from flexlock_prefect.credentials import mlflow_credentials
 from flexlock_prefect.events import emit_model_drift
 from flexlock_prefect.exceptions import FlexlockError
 from flexlock_prefect.report import Table, audit_failures, audit_table, counted
@@ -67,15 +68,15 @@ def registry_audit(models: list[str] | None = None, repair: bool = False) -> lis
     ends Failed naming it.
     """
     logger = get_run_logger()
-    names = managed_models() if models is None else models
     findings: dict[str, list[Finding]] = {}
     failures: dict[str, str] = {}
-    for model in names:
-        try:
-            findings[model] = audit_model(model, repair)
-        except FlexlockError as exc:
-            failures[model] = str(exc)
-            logger.error("%s: not audited: %s", model, exc)
+    with mlflow_credentials():
+        for model in managed_models() if models is None else models:
+            try:
+                findings[model] = audit_model(model, repair)
+            except FlexlockError as exc:
+                failures[model] = str(exc)
+                logger.error("%s: not audited: %s", model, exc)
     found = [finding for model_findings in findings.values() for finding in model_findings]
     unresolved = [finding for finding in found if not finding.repaired]
     create_markdown_artifact(
@@ -87,6 +88,6 @@ def registry_audit(models: list[str] | None = None, repair: bool = False) -> lis
     for finding in found:
         print(f"{'repaired: ' if finding.repaired else ''}{finding.model} [{finding.kind}] {finding.message}")
     print(f"{counted(len(findings), 'model')} audited: {counted(len(found), 'finding')}, {len(unresolved)} unresolved")
-    if message := audit_failures(list(failures), len(names)):
+    if message := audit_failures(list(failures), len(findings) + len(failures)):
         raise FlexlockError(message)
     return found

@@ -24,6 +24,7 @@ from flexlock_prefect import events, storage, tracking
 from flexlock_prefect._user_flow import load_entrypoint, user_flow
 from flexlock_prefect.artifacts import publish_mlflow_link, publish_table
 from flexlock_prefect.concurrency import run_lock
+from flexlock_prefect.credentials import mlflow_credentials
 from flexlock_prefect.exceptions import FlexlockError
 from flexlock_prefect.lock import RunLock
 from flexlock_prefect.report import relog_failures, relog_table
@@ -133,9 +134,15 @@ def diag_flow(
 
         def run(save_dir: str, force: bool = False) -> str | None:
             logger = get_run_logger()
-            outcome, logged = relog_one(
-                save_dir, spec.body, force=force, experiment=spec.experiment, version=spec.version, serialize=run_lock
-            )
+            with mlflow_credentials():
+                outcome, logged = relog_one(
+                    save_dir,
+                    spec.body,
+                    force=force,
+                    experiment=spec.experiment,
+                    version=spec.version,
+                    serialize=run_lock,
+                )
             if logged is None:
                 logger.info("%s: %s, nothing logged", outcome.save_dir, outcome.outcome)
                 return None
@@ -200,7 +207,8 @@ def relog_all(root: str, force: bool = False, diag: str | None = None, main: str
     main flow's name, so a root shared by several pipelines is relogged pipeline by pipeline.
     """
     logger = get_run_logger()
-    outcomes = relog(root=root, force=force, diag=load_diag(diag) if diag else None, recorded_by=main)
+    with mlflow_credentials():
+        outcomes = relog(root=root, force=force, diag=load_diag(diag) if diag else None, recorded_by=main)
     table = relog_table(outcomes)
     publish_table(table, "relog-all", f"relog of every save_dir under {root}: {table.title}")
     for outcome in outcomes:

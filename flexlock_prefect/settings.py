@@ -187,6 +187,16 @@ class FlexlockSettings(BaseSettings):
         description="How long `flexlock-prefect demo` waits for its deployments to be served, and for the diag run.",
     )
 
+    # Credentials.
+    mlflow_credentials_block: str | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "The Prefect `Secret` block whose JSON value ({username, password} or {token}) gives flexlock's "
+            "flows their MLflow credentials when their environment has none (`credentials.py`)."
+        ),
+    )
+
     # Sweeps.
     sweep_max_parallel: int = Field(
         default=2,

@@ -38,6 +38,7 @@ from prefect.states import State
 from flexlock_prefect import artifacts, events, storage
 from flexlock_prefect._user_flow import load_entrypoint
 from flexlock_prefect.concurrency import exclusive
+from flexlock_prefect.credentials import mlflow_credentials
 from flexlock_prefect.diag import relog_sweep
 from flexlock_prefect.exceptions import FlexlockError, SweepError, TrialsFailed
 from flexlock_prefect.lock import logical_run_key, save_dir_name
@@ -245,7 +246,8 @@ def log_parent(lock: SweepLock) -> str | None:
         logger.info("no MLFLOW_TRACKING_URI (or mlflow.enabled is false): no parent run logged")
         return None
     try:
-        outcome = relog_sweep(lock.root)
+        with mlflow_credentials():
+            outcome = relog_sweep(lock.root)
     except FlexlockError as exc:
         logger.warning("the sweep's parent run was not logged (relog the root later): %s", exc)
         return None

@@ -41,6 +41,7 @@ FIELDS: dict[str, dict[str, object]] = {
     "approval_timeout_s": {"ge": 1},
     "approval_poll_interval_s": {"ge": 1, "le": 600},
     "demo_timeout_s": {"gt": 0},
+    "mlflow_credentials_block": {"min_length": 1},
     "sweep_max_parallel": {"ge": 1, "le": 64},
 }
 
