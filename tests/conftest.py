@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.helpers.prefect_api import runs_from_now_on
-from tests.helpers.servers import prefect_client_pointed_at, prefect_server, start_s3_endpoint
+from tests.helpers.servers import PREFECT_AUTH, prefect_client_pointed_at, prefect_server, start_s3_endpoint
 
 # Never let an AWS client look for credentials or regions beyond loopback.
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
@@ -106,6 +106,27 @@ def module_prefect_api(prefect_server_url: str) -> Iterator[str]:
         patch.setenv("PREFECT_API_URL", prefect_server_url)
         with prefect_client_pointed_at(prefect_server_url):
             yield prefect_server_url
+
+
+@pytest.fixture(scope="module")
+def auth_prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`prefect server start` demanding `PREFECT_AUTH` (`PREFECT_SERVER_API_AUTH_STRING`), with this
+    process (settings) and its subprocesses (environment) pointed at it and holding the auth
+    string, for one module; yields the API URL."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, temporary_settings
+
+    from flexlock_prefect.local import start_prefect_server
+
+    home = tmp_path_factory.mktemp("prefect-auth")
+    server, url = start_prefect_server(home, env={"PREFECT_SERVER_API_AUTH_STRING": PREFECT_AUTH})
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("PREFECT_API_URL", url)
+            patch.setenv("PREFECT_API_AUTH_STRING", PREFECT_AUTH)
+            with temporary_settings({PREFECT_API_AUTH_STRING: PREFECT_AUTH}), prefect_client_pointed_at(url):
+                yield url
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

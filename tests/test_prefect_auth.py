@@ -4,45 +4,23 @@ credentials are one clear line that names the fix and never the credentials."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
-from prefect.settings import PREFECT_API_AUTH_STRING, temporary_settings
 
 from flexlock_prefect import RunLock
 from flexlock_prefect.examples import train as example
-from flexlock_prefect.local import served_deployments, start_prefect_server, wait_until_idle
+from flexlock_prefect.local import served_deployments, wait_until_idle
 from flexlock_prefect.lock import logical_run_key
 from flexlock_prefect.tracking.supersede import runs_of
 from flexlock_prefect.tracking.tags import ACTIVE, STATUS
 from tests.helpers.prefect_api import poll
 from tests.helpers.runs import cli
-from tests.helpers.servers import prefect_client_pointed_at
+from tests.helpers.servers import PREFECT_AUTH_SECRET
 
 pytestmark = pytest.mark.integration
-
-AUTH = f"flexlock:{uuid.uuid4().hex}"
-
-
-@pytest.fixture(scope="module")
-def auth_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Prefect server that demands `AUTH`, with this process (settings) and its subprocesses
-    (environment) pointed at it and holding `AUTH`, for this module; yields the API URL."""
-    server, url = start_prefect_server(
-        tmp_path_factory.mktemp("prefect-auth"), env={"PREFECT_SERVER_API_AUTH_STRING": AUTH}
-    )
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("PREFECT_API_URL", url)
-            patch.setenv("PREFECT_API_AUTH_STRING", AUTH)
-            with temporary_settings({PREFECT_API_AUTH_STRING: AUTH}), prefect_client_pointed_at(url):
-                yield url
-    finally:
-        server.stop()
 
 
 def _active(save_dir: str) -> list:
@@ -52,7 +30,7 @@ def _active(save_dir: str) -> list:
 
 
 def test_a_main_run_is_logged_by_its_triggered_diag_with_the_runner_holding_the_auth_string(
-    auth_prefect: str, mlflow_server: str, tmp_path: Path
+    auth_prefect_api: str, mlflow_server: str, tmp_path: Path
 ) -> None:
     log = tmp_path / "serve.log"
     with served_deployments(log) as runner:
@@ -65,13 +43,13 @@ def test_a_main_run_is_logged_by_its_triggered_diag_with_the_runner_holding_the_
         wait_until_idle(runner, timeout_s=60)
     assert logged, log.read_text()[-3000:]
     assert active[0].data.tags["flexlock.lock_digest"] == RunLock.load(save_dir).digest
-    assert AUTH.split(":")[1] not in log.read_text()
+    assert PREFECT_AUTH_SECRET not in log.read_text()
 
 
 @pytest.mark.parametrize("given", [None, "flexlock:wrong"], ids=["missing", "wrong"])
-def test_missing_or_wrong_credentials_are_one_line_naming_the_setting(auth_prefect: str, given: str | None) -> None:
+def test_missing_or_wrong_credentials_are_one_line_naming_the_setting(auth_prefect_api: str, given: str | None) -> None:
     result = cli("approve", "00000000-0000-4000-8000-000000000000", PREFECT_API_AUTH_STRING=given or "")
     message = result.stderr
     assert (result.returncode, message.count("\n")) == (2, 1), message
     assert "answered HTTP 401" in message and "set PREFECT_API_AUTH_STRING" in message
-    assert "Traceback" not in message and AUTH.split(":")[1] not in message and "wrong" not in message
+    assert "Traceback" not in message and PREFECT_AUTH_SECRET not in message and "wrong" not in message

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,10 @@ __all__ = [
     "start_mlflow_server",
     "start_s3_endpoint",
 ]
+
+PREFECT_AUTH_SECRET = f"pw-{uuid.uuid4().hex}"
+PREFECT_AUTH = f"flexlock:{PREFECT_AUTH_SECRET}"
+"""The auth string of the `auth_prefect_api` fixture's server, made anew each session."""
 
 
 def start_s3_endpoint(log_path: Path) -> tuple[ServerProcess, str]:
