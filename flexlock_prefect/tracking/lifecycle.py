@@ -21,7 +21,8 @@ NEEDS_APPROVAL = ("staging", "prod")
 there, and `audit` reports a holder without one."""
 
 Record = list[dict[str, Any]]
-"""A version's history: its moves `{from, to, at, by, comment, flow_run_id}`, oldest first."""
+"""A version's history: its moves `{from, to, at, by, comment, flow_run_id, mlflow_user}`, oldest first
+(`mlflow_user`, the MLflow account that wrote the move, is missing from moves recorded before it was)."""
 
 
 def lifecycle_record(model: str, version: str, tags: Mapping[str, str]) -> Record:

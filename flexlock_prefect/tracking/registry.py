@@ -5,9 +5,10 @@ tag `flexlock.lifecycle`; an alias names the version that most recently entered 
 `prod` names the one production version, `archived` the latest archived one). Allowed moves:
 new → dev, dev → staging, staging → prod, any → archived. A version that leaves a state takes
 that state's alias with it, and promoting a version to prod archives the version that held
-prod. Every move appends `{from, to, at, by, comment, flow_run_id}` to the version's tag
-`flexlock.lifecycle_history`. An illegal move, an unknown model, version or state changes
-nothing and says why.
+prod. Every move appends `{from, to, at, by, comment, flow_run_id, mlflow_user}` to the
+version's tag `flexlock.lifecycle_history`. An illegal move, an unknown model, version or state,
+or an account that may not delete the aliases the move deletes (`permissions.require_manage`)
+changes nothing and says why.
 
 Moves of one model serialise on the lock the caller passes (a Prefect global concurrency limit
 keyed by the model name, from `promote.py`); outside it, a compare-after-write check makes a
