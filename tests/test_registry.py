@@ -284,6 +284,25 @@ def test_a_move_that_needs_to_delete_an_alias_is_refused_before_its_first_write_
     )
 
 
+def test_the_promote_flows_check_refuses_an_account_that_could_not_make_the_move_before_any_approval(
+    auth_app: AuthApp, guarded_model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`check_move(..., writes=True)` is the promote flow's first step, run as its own account;
+    a person checking before starting the deployment (the CLI) is not asked for MANAGE."""
+    auth_app.log_in(monkeypatch, "promoter")
+    move(guarded_model, "1", "dev", by="ana")
+
+    auth_app.log_in(monkeypatch, "editor")
+    with pytest.raises(TrackingError, match="does not let 'editor' move .* version 1 to staging: .* needs MANAGE"):
+        check_move(guarded_model, "1", "staging", writes=True)
+    auth_app.log_in(monkeypatch, "reader")
+    assert check_move(guarded_model, "1", "staging") == "dev"
+    auth_app.log_in(monkeypatch, "promoter")
+    assert check_move(guarded_model, "1", "staging", writes=True) == "dev"
+    with pytest.raises(LifecycleError, match="version 1 is dev: it may move to staging, archived, not to dev"):
+        check_move(guarded_model, "1", "dev", writes=True)  # already there: nothing to approve
+
+
 def test_a_readers_direct_alias_set_is_refused_while_the_promote_account_moves_the_version(
     auth_app: AuthApp, guarded_model: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

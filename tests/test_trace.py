@@ -113,6 +113,7 @@ def test_json_is_the_trace_as_data_with_the_values_of_the_run_lock(staged: tuple
         "by": "alice",
         "comment": "beats the baseline",
         "flow_run_id": "fr-42",
+        "mlflow_user": None,  # the session's server takes no credentials
     }
     [code] = record["code"]
     assert (code["commit"], code["dirty"], code["snapshot_ref"]) == (

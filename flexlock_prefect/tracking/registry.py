@@ -117,11 +117,41 @@ def _meaning(
     return meaning(tracking.uri, exc, subject, missing, refused=LifecycleError, needs=MODEL_PERMISSIONS)
 
 
-def check_move(model: str, version: str, to: str, client: MlflowClient | None = None) -> str | None:
-    """The version's current state, if `to` is a legal next state; else a LifecycleError saying why."""
+def check_move(
+    model: str, version: str, to: str, client: MlflowClient | None = None, *, writes: bool = False
+) -> str | None:
+    """The version's current state, if `to` is a legal next state; else a LifecycleError saying why.
+
+    `writes`: this process will make the move itself (the promote flow, as its account), so its
+    MLflow account must also be allowed to delete the aliases the move deletes (else one
+    TrackingError): a reviewer is then never asked to approve a move that cannot be made. A
+    person's check before starting a deployment leaves it False: the deployment's account moves.
+    """
     _known_state(to)
     tracking, version = connect(client), str(version)
-    return _legal(model, version, model_version(tracking, model, version).tags.get(LIFECYCLE), to)
+    if not writes:
+        return _legal(model, version, model_version(tracking, model, version).tags.get(LIFECYCLE), to)
+    current, _ = _checked(tracking, _read(tracking, model), version, to)
+    return _legal(model, version, current, to)  # a version already in `to` is no move to approve
+
+
+def _checked(tracking: Tracking, found: _Model, version: str, to: str) -> tuple[str | None, bool]:
+    """The version's state once any move that died half way is finished, and whether it is
+    already in `to` with its alias (a retry of a move that died after its commit point); before
+    any write, a LifecycleError for an illegal move and a TrackingError for an account that may
+    not delete the aliases the move (with that finishing) deletes."""
+    model = found.name
+    current, settled = _settled(tracking, found, version)
+    done = current == to and settled.get(to) == version
+    if not done:
+        _legal(model, version, current, to)
+    deletes = [alias for alias in found.aliases if alias not in settled]  # finishing a move that died
+    if not done and current and settled.get(current) == version:
+        deletes.append(current)  # the alias of the state the version leaves
+    if deletes:
+        with mlflow_errors(tracking, f"the permissions of this user on {model!r}"):
+            require_manage(tracking.uri, model, f"move {model} version {version} to {to}", deletes)
+    return current, done
 
 
 def _legal(model: str, version: str, current: str | None, to: str) -> str | None:
@@ -194,16 +224,7 @@ def move(
     version = str(version)
     with (serialize or unserialized)(model) as serialized:
         found = _read(tracking, model)
-        current, settled = _settled(tracking, found, version)
-        done = current == to and settled.get(to) == version  # a retry of a move that died after its commit point
-        if not done:
-            _legal(model, version, current, to)
-        deletes = [alias for alias in found.aliases if alias not in settled]  # finishing a move that died
-        if not done and current and settled.get(current) == version:
-            deletes.append(current)  # the alias of the state the version leaves
-        if deletes:
-            with mlflow_errors(tracking, f"the permissions of this user on {model!r}"):
-                require_manage(tracking.uri, model, f"move {model} version {version} to {to}", deletes)
+        current, done = _checked(tracking, found, version, to)
         if finished := _settle(tracking, found):
             logger.warning("%s: finished a move that had died half way: %s", model, "; ".join(finished))
         if done:
