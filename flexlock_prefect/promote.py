@@ -1,7 +1,7 @@
 """Approval-gated promotion: automatic checks, an evidence report, a human decision, then the move.
 
 `promote(model, version, to)` is a Prefect flow:
-1. the move must be legal (`registry.check_move`);
+1. the move must be legal, and the flow's MLflow account allowed to make it (`registry.check_move`);
 2. automatic checks: the active run of the version's save_dir was logged from the version's
    run.lock (`flexlock.lock_digest`; the version's own run, or a later relog of the same record,
    DESIGN.md §6), that run.lock still verifies against that digest, and every metric rule holds
@@ -295,7 +295,7 @@ def promote(
     check_tracking_server(models.client.tracking_uri)  # the versions' runs are read from there
     client = models.client
     version = str(version)
-    origin = registry.check_move(model, version, to, client)
+    origin = registry.check_move(model, version, to, client, writes=True)  # this flow's account moves it
     candidate, run = load_version(models, model, version)
     holding = {alias: v for alias, v in registry.aliases(model, client).items() if v != version}
     # only what the checks need: the holders the rules compare with (and the target's, for the evidence)

@@ -18,7 +18,13 @@ from collections.abc import Iterator
 import pytest
 
 from tests.helpers.prefect_api import runs_from_now_on
-from tests.helpers.servers import PREFECT_AUTH, prefect_client_pointed_at, prefect_server, start_s3_endpoint
+from tests.helpers.servers import (
+    PREFECT_AUTH,
+    AuthApp,
+    prefect_client_pointed_at,
+    prefect_server,
+    start_s3_endpoint,
+)
 
 # Never let an AWS client look for credentials or regions beyond loopback.
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
@@ -163,18 +169,19 @@ authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 
 
 @pytest.fixture(scope="session")
-def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """MLflow's basic-auth app on loopback with a model and an experiment `churn` (version 1, one
-    run) that the user `reader` may only read (the default permission); yields the URL and the
-    reader's password. Log in as someone with `tests.helpers.servers.as_user`."""
+def auth_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthApp]:
+    """MLflow's basic-auth app on loopback with the users `admin`, `reader`, `editor` and
+    `promoter`, and a model and an experiment `churn` (version 1, one run) that all but the admin
+    may only read (the default permission). Give a user more on a model with
+    `tests.helpers.servers.grant`; log in as someone with `as_user`."""
     import requests
     from mlflow import MlflowClient
 
     from tests.helpers.servers import start_mlflow_server
 
     home = tmp_path_factory.mktemp("mlflow-auth")
-    admin, reader = uuid.uuid4().hex, uuid.uuid4().hex
-    (home / "auth.ini").write_text(AUTH_CONFIG.format(home=home, password=admin))
+    passwords = {user: uuid.uuid4().hex for user in ("admin", "reader", "editor", "promoter")}
+    (home / "auth.ini").write_text(AUTH_CONFIG.format(home=home, password=passwords["admin"]))
     server, url = start_mlflow_server(
         home,
         artifacts_destination=(home / "artifacts").as_uri(),
@@ -184,18 +191,26 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     try:
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
-            patch.setenv("MLFLOW_TRACKING_PASSWORD", admin)
-            created = requests.post(
-                f"{url}/api/2.0/mlflow/users/create",
-                json={"username": "reader", "password": reader},
-                auth=("admin", admin),
-                timeout=30,
-            )
-            created.raise_for_status()
+            patch.setenv("MLFLOW_TRACKING_PASSWORD", passwords["admin"])
+            for user, password in passwords.items():
+                if user != "admin":
+                    created = requests.post(
+                        f"{url}/api/2.0/mlflow/users/create",
+                        json={"username": user, "password": password},
+                        auth=("admin", passwords["admin"]),
+                        timeout=30,
+                    )
+                    created.raise_for_status()
             client = MlflowClient(url)
             client.create_registered_model("churn")
             run = client.create_run(client.create_experiment("churn"))
             client.create_model_version("churn", source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
-        yield url, reader
+        yield AuthApp(url, passwords)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def auth_server(auth_app: AuthApp) -> tuple[str, str]:
+    """The basic-auth app's URL and the password of `reader`, who may only read."""
+    return auth_app.url, auth_app.passwords["reader"]

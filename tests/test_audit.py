@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from flexlock_prefect.audit import ARTIFACT_KEY, registry_audit
 from flexlock_prefect.events import MODEL_DRIFT
 from flexlock_prefect.exceptions import LifecycleError
-from flexlock_prefect.registry import APPROVED_BY, HISTORY, LIFECYCLE, audit, history, move
+from flexlock_prefect.registry import APPROVED_AT, APPROVED_BY, HISTORY, LIFECYCLE, audit, history, move
 from flexlock_prefect.tracking.audit import managed_models
 from tests.helpers.models import registered_model
 from tests.helpers.prefect_api import artifacts, wait_for_events
@@ -93,6 +93,24 @@ def test_a_prod_version_without_approval_is_reported_and_repair_does_not_give_it
     assert "whose move into it was not approved: repair will not give it the alias" in missing.message
     assert snapshot(model) == before
     assert found(audit(model, repair=True)) == found(findings)  # idempotent: nothing more to do
+
+
+def test_what_a_move_refused_half_way_leaves_is_reported_and_repaired(model: str) -> None:
+    """Before moves checked their permissions first, a 403 on deleting `dev` (EDIT but no
+    MANAGE) left version 2's approved move to staging written, with `dev` still on it."""
+    at = "2999-01-01T00:00:00Z"
+    append_move(model, "2", {"from": "dev", "to": "staging", "at": at, "by": "bo", "mlflow_user": "editor"})
+    client = MlflowClient()
+    for key, value in {LIFECYCLE: "staging", APPROVED_BY: "bo", APPROVED_AT: at}.items():
+        client.set_model_version_tag(model, "2", key, value)
+    client.set_registered_model_alias(model, "staging", "2")
+
+    [leftover] = audit(model)
+    assert (leftover.kind, leftover.version, leftover.state) == ("alias-misplaced", "2", "dev")
+    assert leftover.message.startswith("alias dev names version 2, whose history ends in staging")
+    audit(model, repair=True)
+    assert snapshot(model)[0] == {"prod": "1", "staging": "2"}
+    assert audit(model) == []
 
 
 def test_a_lifecycle_tag_that_disagrees_with_the_history_is_realigned(model: str) -> None:

@@ -19,6 +19,7 @@ import httpx
 import mlflow
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     FlowFilter,
@@ -42,18 +43,18 @@ from flexlock_prefect.promote import PromotionRejected, promote
 from flexlock_prefect.registry import APPROVED_BY, LIFECYCLE, history, move
 from flexlock_prefect.trace_view import mermaid_text
 from tests.helpers.prefect_api import artifacts, wait_for_events
+from tests.helpers.servers import AuthApp, grant
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def model(prefect_api: str, mlflow_server: str, tmp_path: Path) -> str:
-    """A model with versions 1 and 2, each registered by the diag flow from a real main run."""
+def registered_by_diag(tmp_path: Path, strengths: tuple[str, ...] = ("0.5", "1.0")) -> str:
+    """A new model with a version per regularisation strength, each registered by the example's
+    diag flow from a real main run, on the MLflow server the environment names; its name."""
     name = f"promo-{uuid.uuid4().hex[:6]}"
-    example, diag = example_train, example_diag
-    data = example.prepare_example_data(tmp_path / "data.csv")
-    for index, strength in enumerate(("0.5", "1.0")):
-        save_dir = example.train(
+    data = example_train.prepare_example_data(tmp_path / "data.csv")
+    for index, strength in enumerate(strengths):
+        save_dir = example_train.train(
             overrides=[
                 f"input_data={data}",
                 f"save_dir={tmp_path}/runs/{index}",
@@ -61,8 +62,48 @@ def model(prefect_api: str, mlflow_server: str, tmp_path: Path) -> str:
                 f"model.C={strength}",
             ]
         )
-        diag.diag(save_dir=save_dir)
+        example_diag.diag(save_dir=save_dir)
     return name
+
+
+@pytest.fixture
+def model(prefect_api: str, mlflow_server: str, tmp_path: Path) -> str:
+    """A model with versions 1 and 2, each registered by the diag flow from a real main run."""
+    return registered_by_diag(tmp_path)
+
+
+@pytest.fixture
+def guarded(prefect_api: str, auth_app: AuthApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A model behind MLflow's basic-auth app, version 1 registered by the admin's diag;
+    `promoter` has MANAGE on it, `editor` EDIT, everyone else the default READ."""
+    auth_app.log_in(monkeypatch, "admin")
+    name = registered_by_diag(tmp_path, ("1.0",))
+    grant(auth_app, "promoter", name, "MANAGE")
+    grant(auth_app, "editor", name, "EDIT")
+    return name
+
+
+def test_behind_the_auth_app_only_the_promote_account_moves_versions_and_the_history_names_it(
+    auth_app: AuthApp, guarded: str, promotions: Promotions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    auth_app.log_in(monkeypatch, "reader")
+    with pytest.raises(MlflowException) as refused:
+        MlflowClient().set_registered_model_alias(guarded, "prod", "1")  # around the approval flow
+    assert refused.value.get_http_status_code() == 403
+
+    auth_app.log_in(monkeypatch, "promoter")
+    promote(model=guarded, version="1", to="dev", approval=False)
+    promote_with(promotions, approve_with_client, model=guarded, version="1", to="staging")
+    assert state(guarded) == ({"staging": "1"}, {"1": ("staging", "bo")})
+    assert [(m.to_state, m.by, m.mlflow_user) for m in history(guarded)] == [
+        ("dev", "flexlock-prefect", "promoter"),
+        ("staging", "bo", "promoter"),
+    ]
+
+    auth_app.log_in(monkeypatch, "editor")  # a promote flow run with an account that has EDIT only
+    with pytest.raises(TrackingError, match="does not let 'editor' move .* to prod: it deletes alias 'staging', wh"):
+        promote(model=guarded, version="1", to="prod", timeout=5)  # refused before it asks for approval
+    assert state(guarded) == ({"staging": "1"}, {"1": ("staging", "bo")})
 
 
 def state(name: str) -> tuple[dict, dict]:

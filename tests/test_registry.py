@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from mlflow.utils import rest_utils
 
 from flexlock_prefect.concurrency import exclusive
 from flexlock_prefect.exceptions import LifecycleError, TrackingError
 from flexlock_prefect.registry import APPROVED_BY, HISTORY, LIFECYCLE, alias_holder, check_move, history, move, resolve
 from tests.helpers.models import registered_model
-from tests.helpers.servers import as_user, start_mlflow_server
+from tests.helpers.servers import AuthApp, as_user, grant, start_mlflow_server
 
 pytestmark = pytest.mark.integration
 
@@ -158,8 +159,9 @@ WRITES = {
 @pytest.mark.parametrize("serialized", [False, True])
 @pytest.mark.parametrize(
     ("version", "to", "at_most"),
-    # each 13, 20, 31 when it read as it went; 2 more per version moved for the description
-    [("1", "dev", 11), ("1", "staging", 17), ("1", "prod", 25)],
+    # each 13, 20, 31 when it read as it went; 2 more per version moved for the description, 1 more
+    # for asking the auth app (absent here) what the account may do when the move deletes an alias
+    [("1", "dev", 11), ("1", "staging", 18), ("1", "prod", 26)],
 )
 def test_a_move_reads_the_model_once(
     model: str, requests_made: list, version: str, to: str, at_most: int, serialized: bool
@@ -181,6 +183,7 @@ def test_a_move_reads_the_model_once(
     assert made.count("GET model-versions/search") + made.count("GET model-versions/get") == 1
     assert made.count("GET registered-models/get") <= writes + (1 if serialized else 2)
     assert len(made) <= at_most - serialized
+    assert made.count("GET users/current") == (to != "dev")  # dev → staging deletes dev, → prod staging
     assert snapshot(model)[0] == {to: version, **({"archived": "2"} if to == "prod" else {"prod": "2"})}
     if to == "prod":
         assert made.count("DELETE registered-models/alias") == 1  # staging's; prod passed from 2 to 1
@@ -247,6 +250,83 @@ def test_refused_credentials_are_no_missing_model(
         with pytest.raises(TrackingError, match=f"^MLflow at {url} did not accept the credentials") as caught:
             run()
         assert "no registered model" not in str(caught.value) and "not-the-password" not in str(caught.value), call
+
+
+@pytest.fixture
+def guarded_model(auth_app: AuthApp, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new model behind the basic-auth app (versions 1 and 2) on which `editor` has EDIT and
+    `promoter` MANAGE; `reader` has the default, READ. The test is logged in as nobody yet."""
+    auth_app.log_in(monkeypatch, "admin")
+    name = registered_model("churn", versions=2)
+    grant(auth_app, "editor", name, "EDIT")
+    grant(auth_app, "promoter", name, "MANAGE")
+    return name
+
+
+def test_a_move_that_needs_to_delete_an_alias_is_refused_before_its_first_write_with_edit_only(
+    auth_app: AuthApp, guarded_model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EDIT may set an alias but not delete one (MLflow 3.17), and dev → staging deletes `dev`.
+    Before, the new alias and history entry were written and the 403 on the delete left `dev`
+    in place: a half-applied move."""
+    auth_app.log_in(monkeypatch, "editor")
+    move(guarded_model, "1", "dev", by="ana")  # sets tags and an alias only: EDIT is enough
+    before = snapshot(guarded_model)
+
+    with pytest.raises(TrackingError) as caught:
+        move(guarded_model, "1", "staging", by="ana")
+
+    assert snapshot(guarded_model) == before
+    assert str(caught.value) == (
+        f"MLflow at {auth_app.url} does not let 'editor' move {guarded_model} version 1 to staging: it deletes "
+        f"alias 'dev', which needs MANAGE on the model {guarded_model!r}, and 'editor' has EDIT (EDIT may set "
+        "an alias but not delete one); nothing was written"
+    )
+
+
+def test_the_promote_flows_check_refuses_an_account_that_could_not_make_the_move_before_any_approval(
+    auth_app: AuthApp, guarded_model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`check_move(..., writes=True)` is the promote flow's first step, run as its own account;
+    a person checking before starting the deployment (the CLI) is not asked for MANAGE."""
+    auth_app.log_in(monkeypatch, "promoter")
+    move(guarded_model, "1", "dev", by="ana")
+
+    auth_app.log_in(monkeypatch, "editor")
+    with pytest.raises(TrackingError, match="does not let 'editor' move .* version 1 to staging: .* needs MANAGE"):
+        check_move(guarded_model, "1", "staging", writes=True)
+    auth_app.log_in(monkeypatch, "reader")
+    assert check_move(guarded_model, "1", "staging") == "dev"
+    auth_app.log_in(monkeypatch, "promoter")
+    assert check_move(guarded_model, "1", "staging", writes=True) == "dev"
+    with pytest.raises(LifecycleError, match="version 1 is dev: it may move to staging, archived, not to dev"):
+        check_move(guarded_model, "1", "dev", writes=True)  # already there: nothing to approve
+
+
+def test_a_readers_direct_alias_set_is_refused_while_the_promote_account_moves_the_version(
+    auth_app: AuthApp, guarded_model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The role split: people and ordinary flows read; only the promote flow's account (MANAGE
+    on the model) moves versions, and each move records that account beside the reviewer."""
+    auth_app.log_in(monkeypatch, "reader")
+    with pytest.raises(MlflowException) as refused:
+        MlflowClient().set_registered_model_alias(guarded_model, "prod", "1")
+    assert refused.value.get_http_status_code() == 403
+    assert snapshot(guarded_model)[0] == {}
+
+    auth_app.log_in(monkeypatch, "promoter")
+    for state in ("dev", "staging", "prod"):
+        move(guarded_model, "1", state, by="ana", approved=state != "dev", flow_run_id="fr-7")
+
+    assert snapshot(guarded_model)[0] == {"prod": "1"}
+    assert [(m.to_state, m.by, m.mlflow_user) for m in history(guarded_model)] == [
+        ("dev", "ana", "promoter"),
+        ("staging", "ana", "promoter"),
+        ("prod", "ana", "promoter"),
+    ]
+    record = json.loads(MlflowClient().get_model_version(guarded_model, "1").tags[HISTORY])
+    assert record[-1]["mlflow_user"] == "promoter"
+    assert not any(auth_app.passwords["promoter"] in json.dumps(entry) for entry in record)
 
 
 def died_after_its_history_entry(model: str, version: str, to: str, lifecycle_written: bool) -> None:

@@ -72,6 +72,22 @@ def test_trace_of_an_alias_shows_the_approval_the_code_and_the_data_as_run_lock_
         assert has_row(result.stdout, *cells), cells
 
 
+def test_trace_shows_the_mlflow_account_that_made_each_move_beside_the_reviewer(
+    staged: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, _ = staged
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "promoter")  # this server ignores credentials
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "canary-password")
+    move(model, "1", "prod", by="bo", comment="ship it", approved=True)
+
+    result = cli("trace", f"{model}@prod", columns=400)
+
+    assert result.returncode == 0, result.stderr
+    assert has_row(result.stdout, "staging → prod", "by bo (MLflow account promoter): ship it")
+    assert has_row(result.stdout, "dev → staging", "by alice: beats the baseline")  # made without a username
+    assert "canary-password" not in result.stdout
+
+
 def has_row(output: str, *cells: str) -> bool:
     """A line of `output` (a table row) holds these cells, in this order."""
     return any(re.search(".*".join(map(re.escape, cells)), line) for line in output.splitlines())
@@ -97,6 +113,7 @@ def test_json_is_the_trace_as_data_with_the_values_of_the_run_lock(staged: tuple
         "by": "alice",
         "comment": "beats the baseline",
         "flow_run_id": "fr-42",
+        "mlflow_user": None,  # the session's server takes no credentials
     }
     [code] = record["code"]
     assert (code["commit"], code["dirty"], code["snapshot_ref"]) == (

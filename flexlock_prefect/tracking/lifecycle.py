@@ -21,7 +21,8 @@ NEEDS_APPROVAL = ("staging", "prod")
 there, and `audit` reports a holder without one."""
 
 Record = list[dict[str, Any]]
-"""A version's history: its moves `{from, to, at, by, comment, flow_run_id}`, oldest first."""
+"""A version's history: its moves `{from, to, at, by, comment, flow_run_id, mlflow_user}`, oldest first
+(`mlflow_user`, the MLflow account that wrote the move, is missing from moves recorded before it was)."""
 
 
 def lifecycle_record(model: str, version: str, tags: Mapping[str, str]) -> Record:
@@ -86,3 +87,23 @@ def recorded_holders(records: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict
             arrival = (entry["at"], int(version), version)
             latest[entry["to"]] = max(latest.get(entry["to"], arrival), arrival)
     return {state: version for state, (_, _, version) in latest.items() if state_of(records[version]) == state}
+
+
+def settled_aliases(records: Mapping[str, Sequence[Mapping[str, Any]]], aliases: Mapping[str, str]) -> dict[str, str]:
+    """Alias → version once every move that died half way is finished (`registry._settle`):
+    each state's alias on the version the histories give it to (`recorded_holders`), a lifecycle
+    alias on a moved version that the histories give to nobody gone. Any other alias stays: one
+    set by hand on a version never moved is `audit`'s to report.
+
+    A move compares this with the aliases it read to know, before its first write, which aliases
+    it will delete (deleting needs more permission than setting).
+
+    Example:
+        >>> dev = [{"from": None, "to": "dev", "at": "t1", "by": "ana"}]
+        >>> staging = [*dev, {"from": "dev", "to": "staging", "at": "t2", "by": "ana"}]
+        >>> settled_aliases({"1": staging}, {"dev": "1", "staging": "1"})  # died before dropping dev
+        {'staging': '1'}
+    """
+    moved = {version for version, record in records.items() if record}
+    kept = {alias: version for alias, version in aliases.items() if alias not in STATES or version not in moved}
+    return kept | recorded_holders(records)

@@ -5,9 +5,10 @@ tag `flexlock.lifecycle`; an alias names the version that most recently entered 
 `prod` names the one production version, `archived` the latest archived one). Allowed moves:
 new → dev, dev → staging, staging → prod, any → archived. A version that leaves a state takes
 that state's alias with it, and promoting a version to prod archives the version that held
-prod. Every move appends `{from, to, at, by, comment, flow_run_id}` to the version's tag
-`flexlock.lifecycle_history`. An illegal move, an unknown model, version or state changes
-nothing and says why.
+prod. Every move appends `{from, to, at, by, comment, flow_run_id, mlflow_user}` to the
+version's tag `flexlock.lifecycle_history`. An illegal move, an unknown model, version or state,
+or an account that may not delete the aliases the move deletes (`permissions.require_manage`)
+changes nothing and says why.
 
 Moves of one model serialise on the lock the caller passes (a Prefect global concurrency limit
 keyed by the model name, from `promote.py`); outside it, a compare-after-write check makes a
@@ -42,8 +43,9 @@ from flexlock_prefect.exceptions import FlexlockError, LifecycleError
 from flexlock_prefect.lock import utc_now
 from flexlock_prefect.tracking.client import Tracking, bounded_retries, check_tracking_server
 from flexlock_prefect.tracking.errors import NOT_FOUND, meaning
-from flexlock_prefect.tracking.lifecycle import STATES, lifecycle_record, recorded_holders, state_of
+from flexlock_prefect.tracking.lifecycle import STATES, lifecycle_record, settled_aliases, state_of
 from flexlock_prefect.tracking.locking import Serializer, unserialized
+from flexlock_prefect.tracking.permissions import mlflow_account, require_manage
 from flexlock_prefect.tracking.tags import APPROVED_AT, APPROVED_BY, HISTORY, LIFECYCLE
 
 ALLOWED: dict[str | None, tuple[str, ...]] = {
@@ -61,7 +63,9 @@ MODEL_PERMISSIONS = "setting tags and aliases needs EDIT on the model, deleting 
 
 @dataclass(frozen=True)
 class Move:
-    """One step of a version's lifecycle, as recorded in its history tag."""
+    """One step of a version's lifecycle, as recorded in its history tag: `by` is the person who
+    decided it (the reviewer), `mlflow_user` the MLflow account that wrote it (None without a
+    username, and for moves recorded before accounts were)."""
 
     model: str
     version: str
@@ -71,13 +75,14 @@ class Move:
     by: str
     comment: str
     flow_run_id: str | None
+    mlflow_user: str | None = None
 
     def to_entry(self) -> dict[str, Any]:
         entry = asdict(self)
         return {
             "from": entry.pop("from_state"),
             "to": entry.pop("to_state"),
-            **{k: entry[k] for k in ("at", "by", "comment", "flow_run_id")},
+            **{k: entry[k] for k in ("at", "by", "comment", "flow_run_id", "mlflow_user")},
         }
 
 
@@ -112,11 +117,41 @@ def _meaning(
     return meaning(tracking.uri, exc, subject, missing, refused=LifecycleError, needs=MODEL_PERMISSIONS)
 
 
-def check_move(model: str, version: str, to: str, client: MlflowClient | None = None) -> str | None:
-    """The version's current state, if `to` is a legal next state; else a LifecycleError saying why."""
+def check_move(
+    model: str, version: str, to: str, client: MlflowClient | None = None, *, writes: bool = False
+) -> str | None:
+    """The version's current state, if `to` is a legal next state; else a LifecycleError saying why.
+
+    `writes`: this process will make the move itself (the promote flow, as its account), so its
+    MLflow account must also be allowed to delete the aliases the move deletes (else one
+    TrackingError): a reviewer is then never asked to approve a move that cannot be made. A
+    person's check before starting a deployment leaves it False: the deployment's account moves.
+    """
     _known_state(to)
     tracking, version = connect(client), str(version)
-    return _legal(model, version, model_version(tracking, model, version).tags.get(LIFECYCLE), to)
+    if not writes:
+        return _legal(model, version, model_version(tracking, model, version).tags.get(LIFECYCLE), to)
+    current, _ = _checked(tracking, _read(tracking, model), version, to)
+    return _legal(model, version, current, to)  # a version already in `to` is no move to approve
+
+
+def _checked(tracking: Tracking, found: _Model, version: str, to: str) -> tuple[str | None, bool]:
+    """The version's state once any move that died half way is finished, and whether it is
+    already in `to` with its alias (a retry of a move that died after its commit point); before
+    any write, a LifecycleError for an illegal move and a TrackingError for an account that may
+    not delete the aliases the move (with that finishing) deletes."""
+    model = found.name
+    current, settled = _settled(tracking, found, version)
+    done = current == to and settled.get(to) == version
+    if not done:
+        _legal(model, version, current, to)
+    deletes = [alias for alias in found.aliases if alias not in settled]  # finishing a move that died
+    if not done and current and settled.get(current) == version:
+        deletes.append(current)  # the alias of the state the version leaves
+    if deletes:
+        with mlflow_errors(tracking, f"the permissions of this user on {model!r}"):
+            require_manage(tracking.uri, model, f"move {model} version {version} to {to}", deletes)
+    return current, done
 
 
 def _legal(model: str, version: str, current: str | None, to: str) -> str | None:
@@ -176,7 +211,9 @@ def move(
 
     A move that died half way (a killed process, a lost server) is finished first, from its
     history entry (`_settle`); a version already in `to` is left as it is and `[]` returned, so
-    retrying a move that died is safe.
+    retrying a move that died is safe. Before its first write a move that deletes an alias makes
+    sure the MLflow account may (`permissions.require_manage`): a 403 half way would leave the
+    move half applied. Each move records that account beside `by` (`Move.mlflow_user`).
 
     Example:
         >>> move("churn", "3", "staging", by="ana", comment="beats v2 on recall")  # doctest: +SKIP
@@ -187,21 +224,18 @@ def move(
     version = str(version)
     with (serialize or unserialized)(model) as serialized:
         found = _read(tracking, model)
-        if settled := _settle(tracking, found):
-            logger.warning("%s: finished a move that had died half way: %s", model, "; ".join(settled))
-        current = found.tags_of(tracking, version).get(LIFECYCLE)
-        if current == to and found.aliases.get(to) == version:
-            return []  # already there: a retry of a move that died after its commit point
-        _legal(model, version, current, to)
-        moves = []
+        current, done = _checked(tracking, found, version, to)
+        if finished := _settle(tracking, found):
+            logger.warning("%s: finished a move that had died half way: %s", model, "; ".join(finished))
+        if done:
+            return []
+        account, moves = mlflow_account(), []
         if to == "prod" and (holder := found.aliases.get("prod")) not in (None, version):
-            replaced = Move(
-                model, holder, "prod", "archived", utc_now(), by, f"replaced in prod by version {version}", flow_run_id
-            )
+            why = f"replaced in prod by version {version}"
+            replaced = Move(model, holder, "prod", "archived", utc_now(), by, why, flow_run_id, account)
             moves.append(_apply(tracking, found, replaced, hands_on_alias=True))  # the next step takes prod
-        moves.append(
-            _apply(tracking, found, Move(model, version, current, to, utc_now(), by, comment, flow_run_id), approved)
-        )
+        step = Move(model, version, current, to, utc_now(), by, comment, flow_run_id, account)
+        moves.append(_apply(tracking, found, step, approved))
         # The one re-read: without a lock that serialises, another move may have taken the alias
         # since this one set it. Under the lock no other move runs, and a hand edit is `audit`'s.
         if not serialized and _aliases(tracking, model).get(to) != version:
@@ -224,6 +258,7 @@ def history(model: str, client: MlflowClient | None = None) -> list[Move]:
                     entry["by"],
                     entry.get("comment", ""),
                     entry.get("flow_run_id"),
+                    entry.get("mlflow_user"),
                 )
             )
     return sorted(moves, key=lambda m: (m.at, int(m.version)))
@@ -330,18 +365,33 @@ def with_lifecycle(description: str, record: list[dict[str, Any]]) -> str:
     return "\n\n".join(part for part in (own, "\n".join(table)) if part)
 
 
+def _records(found: _Model) -> dict[str, list[dict[str, Any]]]:
+    return {version: lifecycle_record(found.name, version, tags) for version, tags in found.tags.items()}
+
+
+def _settled(tracking: Tracking, found: _Model, version: str) -> tuple[str | None, dict[str, str]]:
+    """The state of `version` and the model's aliases once `_settle` has finished any move that
+    died half way: what a move starts from, known before it writes anything."""
+    tags = found.tags_of(tracking, version)
+    records = _records(found)
+    current = state_of(records[version]) if records.get(version) else tags.get(LIFECYCLE)
+    return current, settled_aliases(records, found.aliases)
+
+
 def _settle(tracking: Tracking, found: _Model) -> list[str]:
     """Finish any move that died after its history entry: each version's lifecycle tag becomes
-    the state its history last entered, and each state's alias names the version the histories
-    say (`lifecycle.recorded_holders`). Returns what it changed (nothing when every move completed).
+    the state its history last entered, and the aliases become `lifecycle.settled_aliases`: each
+    state's names the version the histories say. Returns what it changed (nothing when every
+    move completed).
 
     An alias on a version that no move ever touched is left alone unless the histories give it
-    to another: it was set by hand, and `audit` reports it.
+    to another: it was set by hand, and `audit` reports it. An alias the histories give to
+    another version is moved, not deleted first: deleting needs more permission than setting.
     """
     client, model = tracking.client, found.name
-    records = {version: lifecycle_record(model, version, tags) for version, tags in found.tags.items()}
+    records = _records(found)
     states = {version: state_of(record) for version, record in records.items() if record}
-    holders = recorded_holders(records)
+    settled = settled_aliases(records, found.aliases)
     changes = []
     for version, state in states.items():
         if found.tags[version].get(LIFECYCLE) != state:
@@ -350,12 +400,12 @@ def _settle(tracking: Tracking, found: _Model) -> list[str]:
             found.tags[version][LIFECYCLE] = state
             changes.append(f"version {version}: {LIFECYCLE}={state}")
     for alias, holder in list(found.aliases.items()):
-        if alias in STATES and holder in states and holders.get(alias) != holder:
+        if alias not in settled:
             with mlflow_errors(tracking, f"alias {alias!r} of {model!r}"):
                 client.delete_registered_model_alias(model, alias)
             del found.aliases[alias]
             changes.append(f"alias {alias} removed from version {holder}")
-    for state, version in holders.items():
+    for state, version in settled.items():
         if found.aliases.get(state) != version:
             with mlflow_errors(tracking, f"alias {state!r} of {model!r}"):
                 client.set_registered_model_alias(model, state, version)

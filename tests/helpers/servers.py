@@ -9,6 +9,7 @@ import sys
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,8 +19,10 @@ if TYPE_CHECKING:
     import pytest
 
 __all__ = [
+    "AuthApp",
     "as_user",
     "free_port",
+    "grant",
     "prefect_client_pointed_at",
     "prefect_server",
     "prefect_server_for_this_process",
@@ -150,3 +153,29 @@ def as_user(monkeypatch: pytest.MonkeyPatch, url: str, user: str, password: str)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+
+
+@dataclass(frozen=True)
+class AuthApp:
+    """An MLflow server behind its basic-auth app: its URL and each user's password."""
+
+    url: str
+    passwords: Mapping[str, str]
+
+    def log_in(self, monkeypatch: pytest.MonkeyPatch, user: str) -> None:
+        """MLflow clients made after this call talk to the server as `user` (`as_user`)."""
+        as_user(monkeypatch, self.url, user, self.passwords[user])
+
+
+def grant(app: AuthApp, user: str, model: str, permission: str) -> None:
+    """The admin gives `user` `permission` (READ, EDIT, MANAGE) on the registered model `model`,
+    through the auth app's grant endpoint (MLflow 3.17)."""
+    import requests
+
+    granted = requests.post(
+        f"{app.url}/api/3.0/mlflow/users/permissions/grant",
+        json={"username": user, "resource_type": "registered_model", "resource_id": model, "permission": permission},
+        auth=("admin", app.passwords["admin"]),
+        timeout=30,
+    )
+    granted.raise_for_status()
