@@ -2,7 +2,7 @@
 
 Name the block in `FLEXLOCK_MLFLOW_CREDENTIALS_BLOCK`; its value is JSON, either
 `{"username": "...", "password": "..."}` (MLflow's basic-auth app) or `{"token": "..."}` (a
-bearer token). Every flexlock flow that talks to MLflow (a diag, relog-all, registry-audit, a
+bearer token). Every flexlock flow that talks to MLflow (a diag, relog-all, promote, registry-audit, a
 sweep's parent relog) reads it when its run starts and sets it, for the run, as MLflow's own
 variables (`MLFLOW_TRACKING_USERNAME`/`MLFLOW_TRACKING_PASSWORD` or `MLFLOW_TRACKING_TOKEN`),
 which MLflow's client reads at each request; the previous values are back when the run ends.

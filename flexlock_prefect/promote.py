@@ -38,6 +38,7 @@ from pydantic import Field
 from flexlock_prefect import storage
 from flexlock_prefect.compare import diff_locks
 from flexlock_prefect.concurrency import model_lock
+from flexlock_prefect.credentials import mlflow_credentials
 from flexlock_prefect.events import MODEL_PROMOTED, MODEL_REJECTED, emit_model_event
 from flexlock_prefect.exceptions import FlexlockError, LifecycleError
 from flexlock_prefect.lock import RunLock
@@ -284,8 +285,22 @@ def promote(
     """Promote `model` `version` to the alias `to` after checks and (for staging and prod) approval.
 
     `timeout` and `poll_interval` (seconds) default to `FLEXLOCK_APPROVAL_TIMEOUT_S` and
-    `FLEXLOCK_APPROVAL_POLL_INTERVAL_S`.
+    `FLEXLOCK_APPROVAL_POLL_INTERVAL_S`. The MLflow account is the environment's, or the
+    `FLEXLOCK_MLFLOW_CREDENTIALS_BLOCK` Secret's (`credentials.py`).
     """
+    with mlflow_credentials():
+        return _promote(model, str(version), to, checks, approval, timeout, poll_interval)
+
+
+def _promote(
+    model: str,
+    version: str,
+    to: str,
+    checks: list[str] | None,
+    approval: bool,
+    timeout: int | None,
+    poll_interval: int | None,
+) -> str:
     settings = get_settings()
     timeout = timeout or settings.approval_timeout_s
     poll_interval = poll_interval or settings.approval_poll_interval_s
@@ -294,7 +309,6 @@ def promote(
     models = registry.connect(MlflowClient())
     check_tracking_server(models.client.tracking_uri)  # the versions' runs are read from there
     client = models.client
-    version = str(version)
     origin = registry.check_move(model, version, to, client, writes=True)  # this flow's account moves it
     candidate, run = load_version(models, model, version)
     holding = {alias: v for alias, v in registry.aliases(model, client).items() if v != version}
