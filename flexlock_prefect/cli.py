@@ -446,16 +446,14 @@ def history(model: Annotated[str, typer.Argument(help="Registered model name.", 
     """Every lifecycle move of every version of MODEL, oldest first."""
     from flexlock_prefect.registry import history as model_history
 
-    columns = ("at", "version", "from", "to", "by", "MLflow account", "comment", "flow run")
-    table = RichTable(*columns, title=f"lifecycle of {model}")
+    table = RichTable("at", "version", "from", "to", "by", "comment", "flow run", title=f"lifecycle of {model}")
     for step in model_history(model):
         table.add_row(
             step.at,
             step.version,
             step.from_state or "new",
             step.to_state,
-            step.by,
-            step.mlflow_user or "",
+            step.made_by,
             step.comment,
             step.flow_run_id or "",
         )

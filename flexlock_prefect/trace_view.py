@@ -49,10 +49,9 @@ def _rows(key: str, values: list[str]) -> list[tuple[str, str]]:
 
 def _move_text(move: Move) -> str:
     """One move on one line: who decided it (`by`) and, when recorded, which MLflow account wrote it."""
-    text = f"{move.at}  {move.from_state or 'new'} → {move.to_state}  by {move.by}"
+    text = f"{move.at}  {move.from_state or 'new'} → {move.to_state}  by {move.made_by}"
     return (
         text
-        + (f" (MLflow account {move.mlflow_user})" if move.mlflow_user else "")
         + (f": {move.comment}" if move.comment else "")
         + (f"  (flow run {move.flow_run_id})" if move.flow_run_id else "")
     )

@@ -72,7 +72,7 @@ def test_trace_of_an_alias_shows_the_approval_the_code_and_the_data_as_run_lock_
         assert has_row(result.stdout, *cells), cells
 
 
-def test_trace_shows_the_mlflow_account_that_made_each_move_beside_the_reviewer(
+def test_trace_and_history_show_the_mlflow_account_that_made_each_move_beside_the_reviewer(
     staged: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model, _ = staged
@@ -86,6 +86,7 @@ def test_trace_shows_the_mlflow_account_that_made_each_move_beside_the_reviewer(
     assert has_row(result.stdout, "staging → prod", "by bo (MLflow account promoter): ship it")
     assert has_row(result.stdout, "dev → staging", "by alice: beats the baseline")  # made without a username
     assert "canary-password" not in result.stdout
+    assert has_row(cli("history", model).stdout, "staging", "prod", "bo (MLflow account promoter)", "ship it")
 
 
 def has_row(output: str, *cells: str) -> bool:

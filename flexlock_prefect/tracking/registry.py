@@ -77,6 +77,11 @@ class Move:
     flow_run_id: str | None
     mlflow_user: str | None = None
 
+    @property
+    def made_by(self) -> str:
+        """Who, for people to read: `bo (MLflow account promoter)`, or `bo` without an account."""
+        return self.by + (f" (MLflow account {self.mlflow_user})" if self.mlflow_user else "")
+
     def to_entry(self) -> dict[str, Any]:
         entry = asdict(self)
         return {
