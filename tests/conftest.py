@@ -25,6 +25,7 @@ from tests.helpers.servers import (
     prefect_server,
     start_s3_endpoint,
 )
+from tests.helpers.token_proxy import Proxy, token_proxy
 
 # Never let an AWS client look for credentials or regions beyond loopback.
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
@@ -157,6 +158,16 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str) ->
         patch.setenv("MLFLOW_TRACKING_URI", url)
         yield url
     server.stop()
+
+
+@pytest.fixture
+def token_proxied(mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Proxy]:
+    """The session's MLflow server behind a bearer-token proxy (`tests/helpers/token_proxy.py`,
+    a new token per test), with this test's clients holding it in `MLFLOW_TRACKING_TOKEN`."""
+    with token_proxy(mlflow_server, f"tok-{uuid.uuid4().hex}") as proxy:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", proxy.url)
+        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", proxy.token)
+        yield proxy
 
 
 AUTH_CONFIG = """[mlflow]

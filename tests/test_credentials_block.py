@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,9 +18,7 @@ from flexlock_prefect.credentials import as_environment, mlflow_credentials
 from flexlock_prefect.diag import relog_all
 from flexlock_prefect.exceptions import FlexlockError
 from tests.helpers.runs import make_save_dir
-from tests.helpers.token_proxy import Proxy, token_proxy
-
-TOKEN = f"tok-{uuid.uuid4().hex}"
+from tests.helpers.token_proxy import Proxy
 
 
 @pytest.mark.parametrize(
@@ -50,13 +47,11 @@ def test_credentials_in_the_environment_win_over_the_block(monkeypatch: pytest.M
 
 
 @pytest.fixture
-def proxied(mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Proxy]:
-    """MLflow behind a proxy wanting `TOKEN`, with no MLflow credentials in the environment."""
-    with token_proxy(mlflow_server, TOKEN) as proxy:
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", proxy.url)
-        for variable in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-            monkeypatch.delenv(variable, raising=False)
-        yield proxy
+def proxied(token_proxied: Proxy, monkeypatch: pytest.MonkeyPatch) -> Proxy:
+    """MLflow behind a token proxy, with no MLflow credentials in the environment."""
+    for variable in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(variable, raising=False)
+    return token_proxied
 
 
 def _logs(flow_run_id: str) -> str:
@@ -70,7 +65,7 @@ def test_a_flow_run_logs_to_mlflow_with_the_blocks_token_and_leaves_it_nowhere(
     prefect_api: str, proxied: Proxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     block = f"mlflow-{uuid.uuid4().hex[:8]}"
-    Secret(value={"token": TOKEN}).save(block)
+    Secret(value={"token": proxied.token}).save(block)
     save_dir = make_save_dir(tmp_path / "runs", "a")
 
     refused = relog_all(root=str(tmp_path / "runs"), return_state=True)  # no setting: no credentials
@@ -85,7 +80,7 @@ def test_a_flow_run_logs_to_mlflow_with_the_blocks_token_and_leaves_it_nowhere(
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(state.state_details.flow_run_id)
     said = json.dumps(flow_run.parameters) + _logs(str(flow_run.id)) + str(state.result())
-    assert TOKEN not in said and save_dir.split("/")[-1] in said
+    assert proxied.token not in said and save_dir.split("/")[-1] in said
 
 
 @pytest.mark.integration

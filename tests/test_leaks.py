@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,23 +22,13 @@ from flexlock_prefect.tracking.tags import ACTIVE, STATUS
 from tests.helpers.prefect_api import poll, wait_for_events
 from tests.helpers.runs import cli
 from tests.helpers.servers import PREFECT_AUTH_SECRET
-from tests.helpers.token_proxy import Proxy, token_proxy
+from tests.helpers.token_proxy import Proxy
 
 pytestmark = pytest.mark.integration
 
-TOKEN = f"tok-{uuid.uuid4().hex}"
 S3_SECRET = f"s3-{uuid.uuid4().hex}"
 URL_PASSWORD = f"url-{uuid.uuid4().hex}"
-CANARIES = {"Prefect auth string": PREFECT_AUTH_SECRET, "MLflow token": TOKEN, "S3 key": S3_SECRET}
-CANARIES["password in a URL"] = URL_PASSWORD
-
-
-@pytest.fixture
-def proxied(mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Proxy]:
-    with token_proxy(mlflow_server, TOKEN) as proxy:
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", proxy.url)
-        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", TOKEN)
-        yield proxy
+CANARIES = {"Prefect auth string": PREFECT_AUTH_SECRET, "S3 key": S3_SECRET, "password in a URL": URL_PASSWORD}
 
 
 class Surfaces:
@@ -83,13 +72,14 @@ def _mlflow_surfaces(surfaces: Surfaces, upstream: MlflowClient, save_dir: str, 
 
 def test_no_credential_reaches_any_surface(
     auth_prefect_api: str,
-    proxied: Proxy,
+    token_proxied: Proxy,
     mlflow_server: str,
     s3_bucket: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET)  # moto takes any key
+    monkeypatch.setitem(CANARIES, "MLflow token", token_proxied.token)
     data = example.prepare_example_data(tmp_path / "data.csv")
     storage.write_atomic(f"{s3_bucket}/data.csv", data.read_bytes())
     log = tmp_path / "serve.log"
@@ -127,7 +117,7 @@ def test_no_credential_reaches_any_surface(
         "--force",
         save_dir,
         MLFLOW_TRACKING_TOKEN="tok-wrong",
-        MLFLOW_TRACKING_URI=proxied.url.replace("//", f"//ml:{URL_PASSWORD}@"),
+        MLFLOW_TRACKING_URI=token_proxied.url.replace("//", f"//ml:{URL_PASSWORD}@"),
     )
     assert refused.returncode != 0
     surfaces.add("an error message", refused.stdout + refused.stderr)

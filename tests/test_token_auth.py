@@ -3,8 +3,6 @@ it, and a wrong token is one clear error, asked once, never retried."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,24 +14,13 @@ from flexlock_prefect.lock import logical_run_key
 from flexlock_prefect.tracking.supersede import runs_of
 from flexlock_prefect.tracking.tags import ACTIVE, STATUS
 from tests.helpers.runs import cli, make_save_dir
-from tests.helpers.token_proxy import Proxy, token_proxy
+from tests.helpers.token_proxy import Proxy
 
 pytestmark = pytest.mark.integration
 
-TOKEN = f"tok-{uuid.uuid4().hex}"
-
-
-@pytest.fixture
-def proxied(mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Proxy]:
-    """The session's MLflow server behind a proxy wanting `TOKEN`, which this test's clients hold."""
-    with token_proxy(mlflow_server, TOKEN) as proxy:
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", proxy.url)
-        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", TOKEN)
-        yield proxy
-
 
 def test_a_relog_through_the_token_proxy_supersedes_the_save_dirs_run(
-    proxied: Proxy, mlflow_server: str, tmp_path: Path
+    token_proxied: Proxy, mlflow_server: str, tmp_path: Path
 ) -> None:
     save_dir = make_save_dir(tmp_path / "runs", "a")
     [first] = relog([save_dir])
@@ -45,19 +32,19 @@ def test_a_relog_through_the_token_proxy_supersedes_the_save_dirs_run(
     experiments = [e.experiment_id for e in upstream.search_experiments()]
     runs = {r.info.run_id: r.data.tags[STATUS] for r in runs_of(upstream, experiments, logical_run_key(save_dir))}
     assert runs == {first.run_id: "deprecated", second.run_id: ACTIVE}
-    assert proxied.forwarded > 0 and proxied.refused == []
+    assert token_proxied.forwarded > 0 and token_proxied.refused == []
 
 
 def test_a_wrong_token_is_one_clear_error_asked_once(
-    proxied: Proxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    token_proxied: Proxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     save_dir = make_save_dir(tmp_path / "runs", "a")
     result = cli("relog", save_dir, MLFLOW_TRACKING_TOKEN="tok-wrong")
     assert result.returncode in (1, 2) and "Traceback" not in result.stdout + result.stderr, result.stderr
-    assert f"MLflow at {proxied.url} did not accept the credentials" in result.stdout + result.stderr
+    assert f"MLflow at {token_proxied.url} did not accept the credentials" in result.stdout + result.stderr
     assert "MLFLOW_TRACKING_TOKEN" in result.stderr and "tok-wrong" not in result.stdout + result.stderr
-    assert len(proxied.refused) == 1, proxied.refused  # asked once: no retries
+    assert len(token_proxied.refused) == 1, token_proxied.refused  # asked once: no retries
 
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "tok-wrong")
-    with pytest.raises(TrackingError, match=f"^MLflow at {proxied.url} did not accept the credentials"):
+    with pytest.raises(TrackingError, match=f"^MLflow at {token_proxied.url} did not accept the credentials"):
         reconcile()

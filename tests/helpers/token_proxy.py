@@ -22,6 +22,7 @@ class Proxy:
     """The proxy's URL and what it did: requests let through and refused."""
 
     url: str
+    token: str
     forwarded: int = 0
     refused: list[str] = field(default_factory=list)
 
@@ -64,7 +65,7 @@ def token_proxy(upstream: str, token: str) -> Iterator[Proxy]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    proxy = Proxy(f"http://127.0.0.1:{server.server_address[1]}")
+    proxy = Proxy(f"http://127.0.0.1:{server.server_address[1]}", token)
     thread = threading.Thread(target=server.serve_forever, name="token-proxy", daemon=True)
     thread.start()
     try:
