@@ -45,7 +45,7 @@ from flexlock_prefect.lock import RunLock
 from flexlock_prefect.rules import Candidate, Rule, RuleResult, check_rules, parse_rules, rule_results
 from flexlock_prefect.settings import get_settings
 from flexlock_prefect.trace_view import lineage_mermaid
-from flexlock_prefect.tracking import registry
+from flexlock_prefect.tracking import model_state, registry
 from flexlock_prefect.tracking.client import Tracking, check_tracking_server, run_url
 from flexlock_prefect.tracking.lifecycle import NEEDS_APPROVAL
 from flexlock_prefect.tracking.supersede import current_active
@@ -87,12 +87,12 @@ def load_version(tracking: Tracking, model: str, version: str) -> tuple[Candidat
     server still raises, since it says nothing about the version.
     """
     try:
-        registered = registry.model_version(tracking, model, version)
+        registered = model_state.model_version(tracking, model, version)
         run_id = registered.run_id
         if not run_id:
             return Candidate(model, version, "", {}, None, "it was registered without an MLflow run"), None
         runs = Tracking(tracking.client.tracking_uri, tracking.client)  # runs are on the tracking server
-        with registry.mlflow_errors(runs, f"MLflow run {run_id}", missing=f"its MLflow run {run_id} is gone"):
+        with model_state.mlflow_errors(runs, f"MLflow run {run_id}", missing=f"its MLflow run {run_id} is gone"):
             run = tracking.client.get_run(run_id)
     except LifecycleError as exc:
         return Candidate(model, version, "", {}, None, str(exc)), None
@@ -306,7 +306,7 @@ def _promote(
     poll_interval = poll_interval or settings.approval_poll_interval_s
     logger = get_run_logger()
     rules = parse_rules(checks or [])  # a rule that cannot be read is refused before anything happens
-    models = registry.connect(MlflowClient())
+    models = model_state.connect(MlflowClient())
     check_tracking_server(models.client.tracking_uri)  # the versions' runs are read from there
     client = models.client
     origin = registry.check_move(model, version, to, client, writes=True)  # this flow's account moves it

@@ -1,5 +1,5 @@
 """What an MLflow error means (`tracking/errors.py`): told by its error code, credentials stripped,
-the same for runs (`Tracking.errors()`) and the registry (`registry.mlflow_errors`).
+the same for runs (`Tracking.errors()`) and the registry (`model_state.mlflow_errors`).
 
 The same errors from real servers (a missing model, a stopped server, refused credentials and
 permissions) are in tests/test_registry.py and tests/test_relog.py; here every code MLflow has is
@@ -16,7 +16,7 @@ from mlflow.protos.databricks_pb2 import ErrorCode
 
 from flexlock_prefect.exceptions import FlexlockError, LifecycleError, TrackingError
 from flexlock_prefect.tracking.client import Tracking
-from flexlock_prefect.tracking.registry import mlflow_errors
+from flexlock_prefect.tracking.model_state import mlflow_errors
 
 URI = "https://ana:hunter2@mlflow.example.com"
 TRACKING = Tracking(URI, MlflowClient(tracking_uri="sqlite:///:memory:"))

@@ -85,7 +85,8 @@ def test_the_mlflow_side_imports_without_prefect() -> None:
     result = run_python(
         """
         import flexlock_prefect.tracking
-        from flexlock_prefect.tracking import client, locking, outputs, record, registry, relog, supersede, tags, trace
+        from flexlock_prefect.tracking import client, locking, model_state, outputs, record, registry, relog, supersede
+        from flexlock_prefect.tracking import tags, trace
         from flexlock_prefect import trace_view
         from flexlock_prefect import registry as public_registry
         print(sorted(name for name in __import__("sys").modules if name.split(".")[0] == "prefect"))

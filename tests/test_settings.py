@@ -68,7 +68,7 @@ NOT_KNOBS = {
     "tracking/record.py:KEY_LIMIT": "MLflow's limit",
     "tracking/record.py:DATASET_DIGEST_LIMIT": "MLflow's limit",
     "sweeplock.py:SWEEP_SCHEMA_VERSION": "the sweep.lock format",
-    "tracking/registry.py:LIFECYCLE_ROWS": "how much of the history a version's description shows; the tag has it all",
+    "tracking/lifecycle.py:LIFECYCLE_ROWS": "how much of the history a version's description shows; the tag has it all",
 }
 
 

@@ -14,7 +14,10 @@ concurrency limits. The modules:
 - `outcomes`: what those batches report per item, failures included;
 - `outputs`: the default diag body (metrics.json and the files a person looks at);
 - `registration`: one registered version per logical run and model content (`register_model`);
-- `lifecycle`: what a version's lifecycle history says (its state, the alias holders);
+- `lifecycle`: what a version's lifecycle history says (its state, the alias holders, the table in
+  its description);
+- `model_state`: what a registered model is now (its aliases, its versions' tags), read for the
+  moves, the audit and the trace, with the registry's error meanings;
 - `registry`: the lifecycle of registered versions over aliases;
 - `audit`: whether aliases, lifecycle tags and approvals agree with the histories, and repair.
 """

@@ -28,7 +28,7 @@ what it cannot align is returned unresolved, and a second audit finds only that.
 
 The model is read once (its aliases and every version's tags, as a move reads it), under the
 lock the caller passes (`serialize`, like `move`): a read in the middle of a move would see it
-half done. Errors mean what they mean for moves (`registry.mlflow_errors`).
+half done. Errors mean what they mean for moves (`model_state.mlflow_errors`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from flexlock_prefect.tracking.lifecycle import (
     state_of,
 )
 from flexlock_prefect.tracking.locking import Serializer, unserialized
-from flexlock_prefect.tracking.registry import _Model, _read, connect, mlflow_errors
+from flexlock_prefect.tracking.model_state import ModelState, connect, mlflow_errors, read_model
 from flexlock_prefect.tracking.tags import APPROVED_AT, APPROVED_BY, HISTORY, LIFECYCLE
 
 ALIAS_MISPLACED = "alias-misplaced"
@@ -112,7 +112,7 @@ def audit(
     """
     tracking = connect(client)
     with (serialize or unserialized)(model):
-        found = _read(tracking, model)
+        found = read_model(tracking, model)
         for version in list(found.aliases.values()):
             found.tags_of(tracking, version)  # an alias on a version the search did not list
         findings = _View(found).findings()
@@ -145,7 +145,7 @@ def managed_models(client: MlflowClient | None = None) -> list[str]:
 class _View:
     """What one read of a model says, and what disagrees in it."""
 
-    def __init__(self, found: _Model) -> None:
+    def __init__(self, found: ModelState) -> None:
         self.found = found
         self.records: dict[str, Record] = {}
         self.unreadable: dict[str, str] = {}
@@ -270,7 +270,7 @@ class _View:
         return findings
 
 
-def _repair(tracking: Tracking, found: _Model) -> list[str]:
+def _repair(tracking: Tracking, found: ModelState) -> list[str]:
     """Realign lifecycle tags and aliases with the histories, writing through to `found`;
     returns what changed. Histories and approval tags are never written."""
     view, client, model = _View(found), tracking.client, found.name

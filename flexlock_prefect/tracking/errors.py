@@ -1,7 +1,7 @@
 """What an MLflow error means: one `FlexlockError`, told by MLflow's error code, credentials stripped.
 
 Both ways flexlock wraps MLflow calls end here: `Tracking.errors()` around runs (relog,
-reconcile, `mlflowlink`) and the registry's `mlflow_errors` around registered models. Missing
+reconcile, `mlflowlink`) and the registry's `model_state.mlflow_errors` around registered models. Missing
 credentials or permissions, an overloaded server or one that is no MLflow server each say how
 to fix them; a missing or refused resource is the caller's `refused` error (a LifecycleError in
 the registry); anything else keeps MLflow's first line.

@@ -3,7 +3,8 @@
 The history tag `flexlock.lifecycle_history` is the record; the aliases and the
 `flexlock.lifecycle` tags are views of it. Moves (`registry.move`) and the finishing of a move
 that died (`registry._settle`) write those views, and `audit` checks them, all from the rules
-here, so that what a move leaves is what the audit expects.
+here, so that what a move leaves is what the audit expects. A version's description shows its
+history as a table for people (`with_lifecycle`), never read back.
 """
 
 from __future__ import annotations
@@ -107,3 +108,40 @@ def settled_aliases(records: Mapping[str, Sequence[Mapping[str, Any]]], aliases:
     moved = {version for version, record in records.items() if record}
     kept = {alias: version for alias, version in aliases.items() if alias not in STATES or version not in moved}
     return kept | recorded_holders(records)
+
+
+LIFECYCLE_HEADING = "#### Lifecycle (flexlock)"
+"""Starts the part of a version's description that flexlock writes; what comes before is the user's."""
+LIFECYCLE_ROWS = 50
+"""Moves shown in a version's description at most (MLflow limits a description's length)."""
+
+
+def _cell(text: object) -> str:
+    """One line of a markdown table cell."""
+    return " ".join(str(text or "").split()).replace("|", "\\|")
+
+
+def with_lifecycle(description: str, record: list[dict[str, Any]]) -> str:
+    """`description` with its lifecycle part rewritten as a table of `record` (the history tag),
+    newest first, so that the version's page in MLflow reads as a history, not as JSON.
+
+    Example:
+        >>> print(with_lifecycle("Trained on May data.", [{"from": None, "to": "dev", "at": "2026-12-01T10:00:00Z",
+        ...       "by": "ana", "comment": "", "flow_run_id": None}]))
+        Trained on May data.
+        <BLANKLINE>
+        #### Lifecycle (flexlock)
+        <BLANKLINE>
+        | when (UTC) | move | by | comment |
+        |---|---|---|---|
+        | 2026-12-01T10:00:00Z | new → dev | ana |  |
+    """
+    own = description.split(LIFECYCLE_HEADING, 1)[0].rstrip()
+    rows = [
+        f"| {e['at']} | {e['from'] or 'new'} → {e['to']} | {_cell(e['by'])} | {_cell(e['comment'])} |"
+        for e in reversed(record[-LIFECYCLE_ROWS:])
+    ]
+    if len(record) > LIFECYCLE_ROWS:
+        rows.append(f"| … | {len(record) - LIFECYCLE_ROWS} earlier moves in the tag `{HISTORY}` | | |")
+    table = [LIFECYCLE_HEADING, "", "| when (UTC) | move | by | comment |", "|---|---|---|---|", *rows]
+    return "\n\n".join(part for part in (own, "\n".join(table)) if part)

@@ -69,7 +69,7 @@ def model_grant(uri: str, model: str) -> Grant | None:
 def require_manage(uri: str, model: str, move: str, deletes: Sequence[str]) -> None:
     """Refuse `move` (`move churn version 3 to staging`) before its first write when the account
     may not delete the aliases of `model` it `deletes`: one TrackingError naming the permission
-    it needs and the one it has. Run it inside `registry.mlflow_errors` for the server's errors.
+    it needs and the one it has. Run it inside `model_state.mlflow_errors` for the server's errors.
 
     Example:
         >>> require_manage("sqlite:///mlflow.db", "churn", "move churn version 3 to staging", ["dev"])  # no auth

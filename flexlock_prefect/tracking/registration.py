@@ -22,7 +22,7 @@ from mlflow.models.model import ModelInfo
 from flexlock_prefect import storage
 from flexlock_prefect.capture.data import hash_data
 from flexlock_prefect.exceptions import FlexlockError
-from flexlock_prefect.tracking.registry import name_filter
+from flexlock_prefect.tracking.model_state import name_filter
 from flexlock_prefect.tracking.tags import LOCK_DIGEST, LOGICAL_RUN_KEY, MODEL_DIGEST
 
 logger = logging.getLogger(__name__)

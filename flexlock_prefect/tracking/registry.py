@@ -14,37 +14,41 @@ Moves of one model serialise on the lock the caller passes (a Prefect global con
 keyed by the model name, from `promote.py`); outside it, a compare-after-write check makes a
 losing concurrent move fail instead of leaving two versions claiming prod.
 
-A move reads the model once (its aliases, every version's tags) and keeps what it read up to
-date with its own writes; under the model's lock nobody else writes it.
+A move reads the model once (its aliases, every version's tags: `model_state.read_model`) and
+keeps what it read up to date with its own writes; under the model's lock nobody else writes it.
 
 Every call first checks the registry's server with the fast health check of
-`tracking.client` (a server that is down is one TrackingError within seconds, not MLflow's
-minutes of retries), and MLflow's errors mean what `tracking/errors.py` says: here a missing
-model or version or a refused value is a LifecycleError; missing credentials or permissions,
-an overloaded or unreachable server are a TrackingError.
+`tracking.client` (`model_state.connect`: a server that is down is one TrackingError within
+seconds, not MLflow's minutes of retries), and MLflow's errors mean what `tracking/errors.py`
+says (`model_state.mlflow_errors`): here a missing model or version or a refused value is a
+LifecycleError; missing credentials or permissions, an overloaded or unreachable server are a
+TrackingError.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import mlflow
-import requests
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
 
-from flexlock_prefect.exceptions import FlexlockError, LifecycleError
+from flexlock_prefect.exceptions import LifecycleError
 from flexlock_prefect.lock import utc_now
-from flexlock_prefect.tracking.client import Tracking, bounded_retries, check_tracking_server
-from flexlock_prefect.tracking.errors import NOT_FOUND, meaning
-from flexlock_prefect.tracking.lifecycle import STATES, lifecycle_record, settled_aliases, state_of
+from flexlock_prefect.tracking.client import Tracking
+from flexlock_prefect.tracking.lifecycle import STATES, lifecycle_record, settled_aliases, state_of, with_lifecycle
 from flexlock_prefect.tracking.locking import Serializer, unserialized
+from flexlock_prefect.tracking.model_state import (
+    ModelState,
+    connect,
+    mlflow_errors,
+    model_aliases,
+    model_version,
+    read_model,
+    registered_model,
+)
 from flexlock_prefect.tracking.permissions import mlflow_account, require_manage
 from flexlock_prefect.tracking.tags import APPROVED_AT, APPROVED_BY, HISTORY, LIFECYCLE
 
@@ -56,9 +60,6 @@ ALLOWED: dict[str | None, tuple[str, ...]] = {
     "archived": (),
 }
 logger = logging.getLogger(__name__)
-
-MODEL_PERMISSIONS = "setting tags and aliases needs EDIT on the model, deleting an alias MANAGE"
-"""What a denied registry request needs (MLflow's basic-auth app): the fix of its message."""
 
 
 @dataclass(frozen=True)
@@ -91,37 +92,6 @@ class Move:
         }
 
 
-def connect(client: MlflowClient | None = None) -> Tracking:
-    """The model registry `client` talks to (default: the configured one), its server checked.
-
-    Checked afresh on every call: registry calls are rare, and a server gone since the last check
-    would otherwise cost MLflow's minutes of retries.
-    """
-    client = client or MlflowClient()
-    uri = getattr(client, "_registry_uri", None) or mlflow.get_registry_uri()  # MLflow has no public getter
-    check_tracking_server(uri, healthy_for_s=0)
-    return Tracking(uri, client)
-
-
-@contextmanager
-def mlflow_errors(tracking: Tracking, subject: str, missing: str | None = None) -> Iterator[None]:
-    """MLflow errors inside the block become what they mean for `subject` (`'churn' version 3`),
-    a missing or refused one a LifecycleError; `missing` is the message for one that does not
-    exist (default: MLflow at <uri> has no <subject>). Its requests give up on a lost server
-    within seconds (`bounded_retries`)."""
-    try:
-        with bounded_retries():
-            yield
-    except (MlflowException, requests.RequestException) as exc:
-        raise _meaning(tracking, exc, subject, missing) from None  # MLflow's text may hold the URI's credentials
-
-
-def _meaning(
-    tracking: Tracking, exc: MlflowException | requests.RequestException, subject: str, missing: str | None = None
-) -> FlexlockError:
-    return meaning(tracking.uri, exc, subject, missing, refused=LifecycleError, needs=MODEL_PERMISSIONS)
-
-
 def check_move(
     model: str, version: str, to: str, client: MlflowClient | None = None, *, writes: bool = False
 ) -> str | None:
@@ -136,11 +106,11 @@ def check_move(
     tracking, version = connect(client), str(version)
     if not writes:
         return _legal(model, version, model_version(tracking, model, version).tags.get(LIFECYCLE), to)
-    current, _ = _checked(tracking, _read(tracking, model), version, to)
+    current, _ = _checked(tracking, read_model(tracking, model), version, to)
     return _legal(model, version, current, to)  # a version already in `to` is no move to approve
 
 
-def _checked(tracking: Tracking, found: _Model, version: str, to: str) -> tuple[str | None, bool]:
+def _checked(tracking: Tracking, found: ModelState, version: str, to: str) -> tuple[str | None, bool]:
     """The version's state once any move that died half way is finished, and whether it is
     already in `to` with its alias (a retry of a move that died after its commit point); before
     any write, a LifecycleError for an illegal move and a TrackingError for an account that may
@@ -167,37 +137,6 @@ def _legal(model: str, version: str, current: str | None, to: str) -> str | None
             "(the path is new → dev → staging → prod, and any state → archived)"
         )
     return current
-
-
-@dataclass
-class _Model:
-    """What a move read of one registered model, kept up to date with the move's own writes."""
-
-    name: str
-    aliases: dict[str, str]  # alias -> version
-    tags: dict[str, dict[str, str]]  # version -> its tags
-    descriptions: dict[str, str]  # version -> its description
-
-    def tags_of(self, tracking: Tracking, version: str) -> dict[str, str]:
-        """A version's tags, read once more only if the search did not list it (a LifecycleError
-        then says whether it is missing or no version at all)."""
-        if version not in self.tags:
-            found = model_version(tracking, self.name, version)
-            self.tags[version], self.descriptions[version] = dict(found.tags), found.description or ""
-        return self.tags[version]
-
-
-def _read(tracking: Tracking, model: str) -> _Model:
-    """The model's aliases and every version's tags: two requests (a LifecycleError if it is missing)."""
-    aliases = _aliases(tracking, model)
-    with mlflow_errors(tracking, f"the versions of registered model {model!r}"):
-        versions = tracking.client.search_model_versions(name_filter(model))
-    return _Model(  # MLflow gives an int version here
-        model,
-        aliases,
-        {str(v.version): dict(v.tags) for v in versions},
-        {str(v.version): v.description or "" for v in versions},
-    )
 
 
 def move(
@@ -228,7 +167,7 @@ def move(
     tracking = connect(client)
     version = str(version)
     with (serialize or unserialized)(model) as serialized:
-        found = _read(tracking, model)
+        found = read_model(tracking, model)
         current, done = _checked(tracking, found, version, to)
         if finished := _settle(tracking, found):
             logger.warning("%s: finished a move that had died half way: %s", model, "; ".join(finished))
@@ -243,7 +182,7 @@ def move(
         moves.append(_apply(tracking, found, step, approved))
         # The one re-read: without a lock that serialises, another move may have taken the alias
         # since this one set it. Under the lock no other move runs, and a hand edit is `audit`'s.
-        if not serialized and _aliases(tracking, model).get(to) != version:
+        if not serialized and model_aliases(tracking, model).get(to) != version:
             raise LifecycleError(f"{model}: a concurrent move took alias {to!r}; version {version} was not moved")
     return moves
 
@@ -251,7 +190,7 @@ def move(
 def history(model: str, client: MlflowClient | None = None) -> list[Move]:
     """Every move of every version of `model`, oldest first."""
     moves = []
-    for version, tags in _read(connect(client), model).tags.items():
+    for version, tags in read_model(connect(client), model).tags.items():
         for entry in lifecycle_record(model, version, tags):
             moves.append(
                 Move(
@@ -273,7 +212,7 @@ def resolve(model: str, alias: str, client: MlflowClient | None = None) -> Model
     """The version an alias names: what `models:/<model>@<alias>` loads."""
     _known_state(alias)
     tracking = connect(client)
-    if alias not in _registered(tracking, model).aliases:
+    if alias not in registered_model(tracking, model).aliases:
         raise LifecycleError(f"{model} has no version in {alias}")
     with mlflow_errors(tracking, f"alias {alias!r} of {model!r}", missing=f"{model} has no version in {alias}"):
         return tracking.client.get_model_version_by_alias(model, alias)
@@ -281,32 +220,17 @@ def resolve(model: str, alias: str, client: MlflowClient | None = None) -> Model
 
 def alias_holder(client: MlflowClient | None, model: str, alias: str) -> str | None:
     """The version the alias names, or None."""
-    return _aliases(connect(client), model).get(alias)
+    return model_aliases(connect(client), model).get(alias)
 
 
 def aliases(model: str, client: MlflowClient | None = None) -> dict[str, str]:
     """Alias → version for every alias of `model`, in one request."""
-    return _aliases(connect(client), model)
+    return model_aliases(connect(client), model)
 
 
-def _aliases(tracking: Tracking, model: str) -> dict[str, str]:
-    # search_model_versions does not fill aliases, the registered model does
-    return {alias: str(version) for alias, version in _registered(tracking, model).aliases.items()}
-
-
-def model_version(tracking: Tracking, model: str, version: str) -> ModelVersion:
-    """One version of a registered model; a LifecycleError says whether the model or the version is missing."""
-    try:
-        with bounded_retries():
-            return tracking.client.get_model_version(model, str(version))
-    except (MlflowException, requests.RequestException) as exc:
-        if getattr(exc, "error_code", None) in NOT_FOUND:
-            _registered(tracking, model)  # says so if the model itself is missing
-            raise LifecycleError(f"registered model {model!r} has no version {version}") from None
-        raise _meaning(tracking, exc, f"{model!r} version {version!r}") from None
-
-
-def _apply(tracking: Tracking, found: _Model, step: Move, approved: bool = False, hands_on_alias: bool = False) -> Move:
+def _apply(
+    tracking: Tracking, found: ModelState, step: Move, approved: bool = False, hands_on_alias: bool = False
+) -> Move:
     """The history entry first: it is the commit point of a move. Then the lifecycle and approval
     tags and the aliases, which `_settle` can always redo from the history if this process dies
     half way through. The alias of the state left goes too, unless the move `hands_on_alias` to
@@ -333,48 +257,11 @@ def _apply(tracking: Tracking, found: _Model, step: Move, approved: bool = False
     return step
 
 
-LIFECYCLE_HEADING = "#### Lifecycle (flexlock)"
-"""Starts the part of a version's description that flexlock writes; what comes before is the user's."""
-LIFECYCLE_ROWS = 50
-"""Moves shown in a version's description at most (MLflow limits a description's length)."""
-
-
-def _cell(text: object) -> str:
-    """One line of a markdown table cell."""
-    return " ".join(str(text or "").split()).replace("|", "\\|")
-
-
-def with_lifecycle(description: str, record: list[dict[str, Any]]) -> str:
-    """`description` with its lifecycle part rewritten as a table of `record` (the history tag),
-    newest first, so that the version's page in MLflow reads as a history, not as JSON.
-
-    Example:
-        >>> print(with_lifecycle("Trained on May data.", [{"from": None, "to": "dev", "at": "2026-12-01T10:00:00Z",
-        ...       "by": "ana", "comment": "", "flow_run_id": None}]))
-        Trained on May data.
-        <BLANKLINE>
-        #### Lifecycle (flexlock)
-        <BLANKLINE>
-        | when (UTC) | move | by | comment |
-        |---|---|---|---|
-        | 2026-12-01T10:00:00Z | new → dev | ana |  |
-    """
-    own = description.split(LIFECYCLE_HEADING, 1)[0].rstrip()
-    rows = [
-        f"| {e['at']} | {e['from'] or 'new'} → {e['to']} | {_cell(e['by'])} | {_cell(e['comment'])} |"
-        for e in reversed(record[-LIFECYCLE_ROWS:])
-    ]
-    if len(record) > LIFECYCLE_ROWS:
-        rows.append(f"| … | {len(record) - LIFECYCLE_ROWS} earlier moves in the tag `{HISTORY}` | | |")
-    table = [LIFECYCLE_HEADING, "", "| when (UTC) | move | by | comment |", "|---|---|---|---|", *rows]
-    return "\n\n".join(part for part in (own, "\n".join(table)) if part)
-
-
-def _records(found: _Model) -> dict[str, list[dict[str, Any]]]:
+def _records(found: ModelState) -> dict[str, list[dict[str, Any]]]:
     return {version: lifecycle_record(found.name, version, tags) for version, tags in found.tags.items()}
 
 
-def _settled(tracking: Tracking, found: _Model, version: str) -> tuple[str | None, dict[str, str]]:
+def _settled(tracking: Tracking, found: ModelState, version: str) -> tuple[str | None, dict[str, str]]:
     """The state of `version` and the model's aliases once `_settle` has finished any move that
     died half way: what a move starts from, known before it writes anything."""
     tags = found.tags_of(tracking, version)
@@ -383,7 +270,7 @@ def _settled(tracking: Tracking, found: _Model, version: str) -> tuple[str | Non
     return current, settled_aliases(records, found.aliases)
 
 
-def _settle(tracking: Tracking, found: _Model) -> list[str]:
+def _settle(tracking: Tracking, found: ModelState) -> list[str]:
     """Finish any move that died after its history entry: each version's lifecycle tag becomes
     the state its history last entered, and the aliases become `lifecycle.settled_aliases`: each
     state's names the version the histories say. Returns what it changed (nothing when every
@@ -422,15 +309,3 @@ def _settle(tracking: Tracking, found: _Model) -> list[str]:
 def _known_state(name: str) -> None:
     if name not in STATES:
         raise LifecycleError(f"unknown lifecycle state {name!r}: use one of {', '.join(STATES)}")
-
-
-def _registered(tracking: Tracking, model: str):
-    missing = f"no registered model named {model!r}: check the name, or register it first"
-    with mlflow_errors(tracking, f"registered model {model!r}", missing=missing):
-        return tracking.client.get_registered_model(model)
-
-
-def name_filter(model: str) -> str:
-    """A model-version search filter on the registered model's name (a quote escaped for MLflow)."""
-    escaped = model.replace("'", "\\'")
-    return f"name = '{escaped}'"

@@ -26,7 +26,7 @@ from mlflow.entities.model_registry import ModelVersion
 from flexlock_prefect.exceptions import LifecycleError
 from flexlock_prefect.lock import logical_run_key
 from flexlock_prefect.provenance import Check, Record, checks, load_lock, lock_record
-from flexlock_prefect.tracking import registry
+from flexlock_prefect.tracking import model_state, registry
 from flexlock_prefect.tracking.client import Tracking, all_experiment_ids, check_tracking_server, run_url
 from flexlock_prefect.tracking.registry import Move
 from flexlock_prefect.tracking.supersede import active_runs
@@ -155,8 +155,8 @@ def trace(model_ref: str | tuple[str, str], client: MlflowClient | None = None, 
         ('alice', 'git checkout refs/flexlock/snapshots/9f1c...', True)
     """
     model, alias, number = parse_ref(model_ref)
-    models = registry.connect(client)
-    found = registry.resolve(model, alias, models.client) if alias else registry.model_version(models, model, number)
+    models = model_state.connect(client)
+    found = registry.resolve(model, alias, models.client) if alias else model_state.model_version(models, model, number)
     version = str(found.version)
     runs = Tracking(models.client.tracking_uri, models.client)  # runs live on the tracking server
     check_tracking_server(runs.uri)
@@ -191,7 +191,7 @@ def _version_run(runs: Tracking, found: ModelVersion, problems: list[str]) -> Ru
         problems.append("the version was registered without an MLflow run")
         return None
     try:
-        with registry.mlflow_errors(
+        with model_state.mlflow_errors(
             runs, f"MLflow run {found.run_id}", missing=f"its MLflow run {found.run_id} is gone"
         ):
             run = runs.client.get_run(found.run_id)
