@@ -667,7 +667,7 @@ def registry_problems(client: Any, model: str) -> list[str]:
     naming the last version to enter the state, exactly when that version is still in it. At
     most one version is prod, and each version's lifecycle tag is where its history ends.
     """
-    from flexlock_prefect.tracking.registry import STATES
+    from flexlock_prefect.tracking.lifecycle import STATES
     from flexlock_prefect.tracking.tags import HISTORY, LIFECYCLE
 
     aliases = {a: str(v) for a, v in client.get_registered_model(model).aliases.items() if a in STATES}

@@ -19,7 +19,7 @@ from decimal import Decimal
 
 from flexlock_prefect.exceptions import LifecycleError
 from flexlock_prefect.lock import RunLock
-from flexlock_prefect.tracking.registry import STATES
+from flexlock_prefect.tracking.lifecycle import STATES
 
 HINT = "write `metric >= 0.9` or `metric >= prod.metric - 0.01`"
 _NAME = r"[\w.\-/]+"

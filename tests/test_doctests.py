@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from flexlock_prefect import provenance, rules, trace_view
-from flexlock_prefect.tracking import errors, outcomes, supersede, trace
+from flexlock_prefect.tracking import errors, lifecycle, outcomes, supersede, trace
 
 
 def test_the_mlflowlink_example_logs_a_superseding_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,7 +44,7 @@ def test_the_error_meaning_example_holds() -> None:
     assert results.attempted > 0 and results.failed == 0
 
 
-def test_the_trace_examples_hold() -> None:
-    for module in (provenance, trace_view, trace):
+def test_the_trace_and_lifecycle_examples_hold() -> None:
+    for module in (provenance, trace_view, trace, lifecycle):
         results = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert results.attempted > 0 and results.failed == 0, module.__name__
