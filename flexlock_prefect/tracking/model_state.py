@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import mlflow
 import requests
 from mlflow import MlflowClient
-from mlflow.entities.model_registry import ModelVersion
+from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 
 from flexlock_prefect.exceptions import FlexlockError, LifecycleError
@@ -107,7 +107,7 @@ def model_version(tracking: Tracking, model: str, version: str) -> ModelVersion:
         raise _meaning(tracking, exc, f"{model!r} version {version!r}") from None
 
 
-def registered_model(tracking: Tracking, model: str):
+def registered_model(tracking: Tracking, model: str) -> RegisteredModel:
     """The registered model `model` (a LifecycleError if there is none)."""
     missing = f"no registered model named {model!r}: check the name, or register it first"
     with mlflow_errors(tracking, f"registered model {model!r}", missing=missing):
