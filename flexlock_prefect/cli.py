@@ -297,7 +297,14 @@ def sweep(
     from flexlock_prefect._user_flow import load_entrypoint
     from flexlock_prefect.exceptions import TrialsFailed
     from flexlock_prefect.report import sweep_table
-    from flexlock_prefect.study import Space, check_overrides, parse_distribution_option, parse_grid_option, plan_study
+    from flexlock_prefect.study import (
+        Space,
+        TrialPlanner,
+        check_overrides,
+        parse_distribution_option,
+        parse_grid_option,
+        plan_study,
+    )
     from flexlock_prefect.sweep import sweep as sweep_flow
     from flexlock_prefect.sweep import trial_capture
     from flexlock_prefect.sweeplock import SweepLock
@@ -317,7 +324,8 @@ def sweep(
     asked_by = "optuna" if optuna else None
     points = Space.of(grid=grid_values, distributions=distributions, n=random, seed=seed, asked_by=asked_by)
     check_overrides(points, override or [])
-    plan_study(points, root, trial_capture(flow, override or []))  # bad keys and values fail here, in one line
+    planner = TrialPlanner.of(root, trial_capture(flow, override or []))
+    plan_study(points, planner)  # bad keys and values fail here, in one line
     study = _optuna_study(optuna_storage, study_name, mode, seed) if optuna else None
     try:
         lock = sweep_flow(

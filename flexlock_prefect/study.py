@@ -273,14 +273,13 @@ class TrialPlanner:
         return Trial(key, dict(point), values, storage.join(self.root, f"{TRIAL_PREFIX}{key[:16]}"))
 
 
-def plan_study(space: Space, root: str, capture: CaptureInputs, base_config: Mapping[str, Any] | None = None) -> Study:
-    """Capture each point's inputs (writing nothing) and key the study and its trials.
+def plan_study(space: Space, planner: TrialPlanner) -> Study:
+    """Capture each point's inputs as `planner` does (writing nothing) and key the study and its trials.
 
-    `base_config` is the partial config every trial starts from. Points whose inputs are
-    identical (`1` and `1.0` for a float key) are one trial: the first. A space asked of a
-    sampler (`Space.asked`) has no trials yet: its base is captured at `Space.base_point()`.
+    Points whose inputs are identical (`1` and `1.0` for a float key) are one trial: the first. A
+    space asked of a sampler (`Space.asked`) has no trials yet: its base is captured at
+    `Space.base_point()`.
     """
-    planner = TrialPlanner.of(root, capture, base_config)
     trials: dict[str, Trial] = {}
     records: dict[str, RunLock] = {}
     for point in [] if space.asked else space.points():

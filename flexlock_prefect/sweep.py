@@ -147,7 +147,7 @@ def sweep(
         else:
             asked = OptunaTrials.start(study, space, planner, planned, flow.name, metric, mode, n_trials)
             record, trials, told = asked.record, iter(asked), asked.tell
-        _run(trials, record, run_trial, base_overrides, config or {}, max_parallel, fail_fast, told)
+        _run(trials, record, run_trial, base_overrides, planner.base_config, max_parallel, fail_fast, told)
     log_parent(record.lock)
     return _conclude(record.lock, fail_fast)
 
@@ -164,7 +164,7 @@ def trial_capture(trial_flow: Flow[..., Any], overrides: Sequence[str]) -> Captu
 
 @task(name="plan-trials", cache_policy=NO_CACHE)
 def plan_trials(space: Space, planner: TrialPlanner) -> Study:
-    study = plan_study(space, planner.root, planner.capture, planner.base_config)
+    study = plan_study(space, planner)
     trials = f"trials asked of {space.asked_by}" if space.asked else f"{len(study.trials)} trials"
     get_run_logger().info("study %s: %s under %s (%s)", study.key[:12], trials, planner.root, ", ".join(space.keys))
     return study

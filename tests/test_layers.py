@@ -57,7 +57,7 @@ def test_the_record_side_imports_and_works_without_prefect_or_mlflow(tmp_path: P
         from flexlock_prefect.lock import RunLock
         from flexlock_prefect.provenance import checks, lock_record
         from flexlock_prefect.metrics import read_metrics
-        from flexlock_prefect.study import Space, plan_study
+        from flexlock_prefect.study import Space, TrialPlanner, plan_study
         from flexlock_prefect.sweeplock import SweepLock
         from flexlock_prefect.verify import verify_lock
 
@@ -65,8 +65,8 @@ def test_the_record_side_imports_and_works_without_prefect_or_mlflow(tmp_path: P
         lock.save()
         assert RunLock.load(lock.logical_run_id).digest == lock.digest
         assert read_metrics(lock.logical_run_id) == {{}}
-        study = plan_study(Space.of(grid={{"lr": [0.1]}}), {str(tmp_path / "sweep")!r},
-                           lambda partial: capture_run({{"lr": 0.1, "save_dir": "???"}}, partial=partial)[1])
+        capture = lambda partial: capture_run({{"lr": 0.1, "save_dir": "???"}}, partial=partial)[1]
+        study = plan_study(Space.of(grid={{"lr": [0.1]}}), TrialPlanner.of({str(tmp_path / "sweep")!r}, capture))
         assert study.trials[0].key == lock.fingerprint
         SweepLock.create({str(tmp_path / "sweep")!r}, study, "train", None, "max").save()
         assert verify_lock(lock) == []

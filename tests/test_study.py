@@ -15,6 +15,7 @@ from flexlock_prefect.lock import RunLock
 from flexlock_prefect.study import (
     Space,
     Study,
+    TrialPlanner,
     check_overrides,
     parse_distribution_option,
     parse_grid_option,
@@ -46,7 +47,7 @@ def plan(project: Path, root: Path | None = None, **space: object) -> Study:
             1
         ]
 
-    return plan_study(Space.of(**space), str(root or project.parent / "sweep"), capture)
+    return plan_study(Space.of(**space), TrialPlanner.of(str(root or project.parent / "sweep"), capture))
 
 
 def keys(study: Study) -> dict[str, str]:

@@ -11,7 +11,7 @@ import yaml
 from flexlock_prefect.capture import capture_run
 from flexlock_prefect.exceptions import SweepError
 from flexlock_prefect.lock import RunLock, RunResult
-from flexlock_prefect.study import Space, Study, Trial, plan_study, trial_partial
+from flexlock_prefect.study import Space, Study, Trial, TrialPlanner, plan_study, trial_partial
 from flexlock_prefect.sweeplock import SweepLock, SweepRecord, TrialRecord, outcome, reusable
 
 CONFIG = {"lr": 0.1, "seed": 0, "save_dir": "???"}
@@ -23,7 +23,7 @@ def capture(partial: dict) -> RunLock:
 
 @pytest.fixture
 def study(tmp_path: Path) -> Study:
-    return plan_study(Space.of(grid={"lr": [0.1, 0.2, 0.3]}), str(tmp_path / "sweep"), capture)
+    return plan_study(Space.of(grid={"lr": [0.1, 0.2, 0.3]}), TrialPlanner.of(str(tmp_path / "sweep"), capture))
 
 
 def ran(trial: Trial, status: str = "completed", metrics: dict | None = None, **config: object) -> RunLock:

@@ -64,7 +64,6 @@ class Relog(Generic[Record]):
 
     lock: Record
     run_id: str
-    previous_run_ids: list[str]
     run: mlflow.ActiveRun | None = None
     superseded_run_ids: list[str] = field(default_factory=list)
 
@@ -141,7 +140,7 @@ def superseding_run(
             previous = active_runs(client, everywhere, key)
             inherited = {k: v for k, v in (previous[0].data.tags if previous else {}).items() if is_user_tag(k)}
             run = client.create_run(experiment, run_name=view.name, tags=inherited | view.tags)
-        relog = Relog(record, run.info.run_id, [r.info.run_id for r in previous])
+        relog = Relog(record, run.info.run_id)
         try:
             with tracking.errors():
                 view.log(client, run)
