@@ -184,8 +184,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     WORK.mkdir(parents=True)
     prepare_environment(Path(tempfile.mkdtemp(prefix="prefect-home-")), **OFFLINE_AWS)
 
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     from flexlock_prefect import storage
     from flexlock_prefect.examples import train as example_train
     from tests.helpers.scaleout import scale_stack
@@ -215,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         log(f"stack up and project deployed in {time.perf_counter() - started:.0f} s; logs in {WORK}")
         os.environ |= running.env
-        stack.enter_context(temporary_settings({PREFECT_API_URL: running.prefect_api_url}))
+        stack.enter_context(running.prefect_client_settings())
 
         save_dirs = [f"{BUCKET}/runs/{index:04d}" for index in range(args.runs)]
         submitted = submit(save_dirs, data)

@@ -6,8 +6,9 @@ No container engine runs here: the `scale` test drives the same processes starte
 
 from __future__ import annotations
 
+import configparser
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ import yaml
 from tests.helpers.scaleout import work_pool_name
 
 ROOT = Path(__file__).resolve().parents[1]
-SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY", re.IGNORECASE)
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|AUTH_STRING", re.IGNORECASE)
 ENVIRONMENT_REFERENCE = re.compile(r"^\$\{[A-Z_]+(:[?-][^}]*)?\}$")
 
 
@@ -53,3 +54,25 @@ def test_compose_takes_every_credential_from_the_environment(services: dict) -> 
 def test_compose_publishes_ports_on_loopback_only(services: dict) -> None:
     published = [port for service in services.values() for port in service.get("ports", [])]
     assert published and all(str(port).startswith("127.0.0.1:") for port in published)
+
+
+def test_compose_servers_authenticate_and_clients_log_in(services: dict) -> None:
+    prefect, mlflow = services["prefect-server"]["environment"], services["mlflow"]["environment"]
+    assert ENVIRONMENT_REFERENCE.match(prefect["PREFECT_SERVER_API_AUTH_STRING"])
+    assert services["mlflow"]["command"][-2:] == ["--app-name", "basic-auth"]
+    [workdir] = re.findall(r"^WORKDIR (\S+)$", (ROOT / "deployments" / "Dockerfile").read_text(), re.MULTILINE)
+    config = ROOT / PurePosixPath(mlflow["MLFLOW_AUTH_CONFIG_PATH"]).relative_to(workdir)
+    assert config.is_file() and "MLFLOW_FLASK_SERVER_SECRET_KEY" in mlflow
+    for client in ("worker", "deploy"):
+        environment = services[client]["environment"]
+        assert environment["PREFECT_API_AUTH_STRING"] == prefect["PREFECT_SERVER_API_AUTH_STRING"]
+        assert environment["MLFLOW_TRACKING_USERNAME"] == "flexlock" and "MLFLOW_TRACKING_PASSWORD" in environment
+    assert "mlflow_account.py" in " ".join(services["deploy"]["command"])
+
+
+def test_the_mlflow_auth_config_lets_people_read_and_holds_no_secret() -> None:
+    config = configparser.ConfigParser()
+    config.read(ROOT / "deployments" / "mlflow-auth.ini")
+    settings = config["mlflow"]
+    assert settings["default_permission"] == "READ" and "admin_password" not in settings
+    assert "@" in settings["database_uri"] and ":" not in settings["database_uri"].split("//")[1].split("@")[0]

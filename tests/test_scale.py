@@ -2,7 +2,8 @@
 server on it, two `process` workers pulling from the work pool of `deployments/prefect.yaml`, an
 MLflow server on PostgreSQL with artifacts on S3 (moto), and save_dirs on S3.
 
-Twenty main runs go through the work pool at once; each completion must fire exactly one diag
+Both servers authenticate (an auth string, MLflow's basic-auth app), as `deployments/compose.yaml`
+has them. Twenty main runs go through the work pool at once; each completion must fire exactly one diag
 run through the deployment's trigger, and one registered model then goes to prod with approvals.
 """
 
@@ -14,20 +15,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from mlflow import MlflowClient
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flexlock_prefect import RunLock, storage
 from flexlock_prefect.examples import train as example_train
 from flexlock_prefect.lock import logical_run_key
-from flexlock_prefect.registry import APPROVED_BY, LIFECYCLE
+from flexlock_prefect.registry import APPROVED_BY, LIFECYCLE, history
 from flexlock_prefect.tracking.supersede import runs_of
 from flexlock_prefect.tracking.tags import ACTIVE, LOCK_DIGEST, STATUS
 from flexlock_prefect.verify import verify_lock
 from tests.helpers.prefect_api import wait_for_flow_run, wait_for_flow_runs
-from tests.helpers.scaleout import ScaleStack, scale_stack
+from tests.helpers.scaleout import WORKER_ACCOUNT, ScaleStack, scale_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.scale]
 
@@ -37,7 +38,8 @@ MODEL = "scale-classifier"
 
 @pytest.fixture(scope="module")
 def stack(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaleStack]:
-    """The whole stack, with this process's Prefect and MLflow clients pointed at it."""
+    """The whole stack, both servers authenticating, with this process's Prefect and MLflow
+    clients pointed at it and logged in as the workers are."""
     artifacts = "s3://scale-mlflow-artifacts"
     fs, _ = storage.filesystem(artifacts)
     fs.mkdir(artifacts.removeprefix("s3://"))
@@ -46,7 +48,7 @@ def stack(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     with (
         scale_stack(home, Path(__file__).resolve().parents[1], artifacts, env=env) as running,
         pytest.MonkeyPatch.context() as patch,
-        temporary_settings({PREFECT_API_URL: running.prefect_api_url}),
+        running.prefect_client_settings(),
     ):
         for name, value in running.env.items():
             patch.setenv(name, value)
@@ -119,3 +121,10 @@ def test_twenty_s3_main_runs_through_two_workers_are_each_logged_once_and_a_mode
     assert client.get_registered_model(MODEL).aliases == {"prod": candidate}
     promoted = client.get_model_version(MODEL, candidate).tags
     assert (promoted[LIFECYCLE], promoted[APPROVED_BY]) == ("prod", "ops")
+    assert {move.mlflow_user for move in history(MODEL)} == {WORKER_ACCOUNT}
+
+
+def test_both_servers_refuse_a_client_without_credentials(stack: ScaleStack) -> None:
+    prefect = requests.post(f"{stack.prefect_api_url}/flows/filter", json={}, timeout=30)
+    mlflow = requests.get(f"{stack.mlflow_tracking_uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=30)
+    assert (prefect.status_code, mlflow.status_code) == (401, 401)

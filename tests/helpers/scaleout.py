@@ -6,13 +6,17 @@ These are the plain commands of the README's "Running in production", started on
 free ports for the `scale` test and `benchmarks/scale.py`. In production each process runs on a
 host or in a container of its own (`deployments/compose.yaml`); nothing here is needed there.
 
-Credentials travel only in environment variables: the database password as libpq's
+Both servers authenticate, as in production: the Prefect server demands an auth string and the
+MLflow server runs MLflow's basic-auth app (`deployments/mlflow-auth.ini`), with the workers
+logging in as the account `deployments/mlflow_account.py` creates. Every credential is generated
+for the stack and travels only in environment variables: the database password as libpq's
 `PGPASSWORD` (read by both asyncpg and psycopg2), so no connection URL, command line or file
 carries it.
 """
 
 from __future__ import annotations
 
+import configparser
 import glob
 import os
 import secrets
@@ -21,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +36,9 @@ from flexlock_prefect.local import ServerProcess, free_port, start_prefect_serve
 from tests.helpers.servers import start_mlflow_server
 
 DATABASE_USER = "flexlock"
-DATABASES = ("prefect", "mlflow")
+DATABASES = ("prefect", "mlflow", "mlflow_auth")
+WORKER_ACCOUNT = "flexlock"
+"""The MLflow account of the workers, as in `deployments/compose.yaml`."""
 
 
 def postgres_bindir() -> Path:
@@ -176,12 +182,46 @@ def start_worker(log_path: Path, pool: str, env: Mapping[str, str], limit: int, 
 
 @dataclass(frozen=True)
 class ScaleStack:
-    """The running stack: what a client needs in its environment to use it (`env`)."""
+    """The running stack: what a client needs in its environment to use it (`env`, which holds
+    the Prefect auth string and the workers' MLflow account) and the MLflow admin's login."""
 
     prefect_api_url: str
     mlflow_tracking_uri: str
     postgres: Postgres
-    env: dict[str, str]
+    env: dict[str, str] = field(repr=False)
+    mlflow_admin: tuple[str, str] = field(repr=False)
+
+    def prefect_client_settings(self) -> AbstractContextManager[object]:
+        """Inside the block this process's Prefect client talks to the stack's server with its
+        auth string (temporary settings: Prefect reads its environment once, at import)."""
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+        return temporary_settings(
+            {PREFECT_API_URL: self.prefect_api_url, PREFECT_API_AUTH_STRING: self.env["PREFECT_API_AUTH_STRING"]}
+        )
+
+
+def mlflow_auth_config(project_root: Path, path: Path, database_url: str) -> Path:
+    """`deployments/mlflow-auth.ini` with its database at `database_url`, written to `path`."""
+    config = configparser.ConfigParser()
+    config.read(project_root / "deployments" / "mlflow-auth.ini")
+    config["mlflow"]["database_uri"] = database_url
+    with path.open("w") as file:
+        config.write(file)
+    return path
+
+
+def create_worker_account(project_root: Path, env: Mapping[str, str]) -> None:
+    """`deployments/mlflow_account.py` with `env`: the admin creates the workers' account."""
+    done = subprocess.run(
+        [sys.executable, str(project_root / "deployments" / "mlflow_account.py")],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        raise FlexlockError(f"deployments/mlflow_account.py failed: {done.stderr.strip()}")
 
 
 @contextmanager
@@ -195,33 +235,59 @@ def scale_stack(
     mlflow_workers: int = 2,
     poll_s: float = 2,
 ) -> Iterator[ScaleStack]:
-    """PostgreSQL, a Prefect server and an MLflow server on it, the project deployed to its work
-    pool and `workers` process workers; everything is stopped, last started first, at the end.
+    """PostgreSQL, a Prefect server and an MLflow server on it, both authenticating with
+    credentials made for this stack, the project deployed to its work pool and `workers` process
+    workers; everything is stopped, last started first, at the end.
 
     `env` reaches every process (S3 credentials and endpoint, settings); the stack adds
-    `PREFECT_API_URL` and `MLFLOW_TRACKING_URI`, which workers pass on to their flow runs.
+    `PREFECT_API_URL`, `PREFECT_API_AUTH_STRING`, `MLFLOW_TRACKING_URI` and the workers' MLflow
+    account, which workers pass on to their flow runs.
     """
     home.mkdir(parents=True, exist_ok=True)
+    auth_string = f"flexlock:{secrets.token_urlsafe(16)}"
+    admin = ("admin", secrets.token_urlsafe(16))
     with ExitStack() as stack:
         cluster = stack.enter_context(postgres(home))
         for database in DATABASES:
             cluster.create_database(database)
         prefect_server, api_url = start_prefect_server(
-            home / "prefect", database_url=cluster.url("prefect", "postgresql+asyncpg"), env=cluster.env
+            home / "prefect",
+            database_url=cluster.url("prefect", "postgresql+asyncpg"),
+            env={**cluster.env, "PREFECT_SERVER_API_AUTH_STRING": auth_string},
         )
         stack.callback(prefect_server.stop)
+        auth_config = mlflow_auth_config(project_root, home / "mlflow-auth.ini", cluster.url("mlflow_auth"))
         mlflow_server, tracking_uri = start_mlflow_server(
             home / "mlflow",
             artifacts_destination,
             backend_store_uri=cluster.url("mlflow"),
             workers=mlflow_workers,
-            env={**(env or {}), **cluster.env},
+            app_name="basic-auth",
+            env={
+                **(env or {}),
+                **cluster.env,
+                "MLFLOW_AUTH_CONFIG_PATH": str(auth_config),
+                "MLFLOW_AUTH_ADMIN_USERNAME": admin[0],
+                "MLFLOW_AUTH_ADMIN_PASSWORD": admin[1],
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+            },
         )
         stack.callback(mlflow_server.stop)
-        client_env = {**(env or {}), "PREFECT_API_URL": api_url, "MLFLOW_TRACKING_URI": tracking_uri}
+        client_env = {
+            **(env or {}),
+            "PREFECT_API_URL": api_url,
+            "PREFECT_API_AUTH_STRING": auth_string,
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "MLFLOW_TRACKING_USERNAME": WORKER_ACCOUNT,
+            "MLFLOW_TRACKING_PASSWORD": secrets.token_urlsafe(16),
+        }
+        create_worker_account(
+            project_root,
+            {**client_env, "MLFLOW_AUTH_ADMIN_USERNAME": admin[0], "MLFLOW_AUTH_ADMIN_PASSWORD": admin[1]},
+        )
         deploy_project(project_root, client_env)
         pool = work_pool_name(project_root)
         for index in range(workers):
             worker = start_worker(home / f"worker-{index}.log", pool, client_env, runs_per_worker, poll_s)
             stack.callback(worker.stop)
-        yield ScaleStack(api_url, tracking_uri, cluster, client_env)
+        yield ScaleStack(api_url, tracking_uri, cluster, client_env, admin)

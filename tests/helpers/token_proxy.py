@@ -1,7 +1,8 @@
 """A reverse proxy on loopback that lets through only requests bearing one token, as a team puts
 in front of an MLflow server for `MLFLOW_TRACKING_TOKEN` clients. A test fixture, not a product
 part: it forwards every method, path and body to the upstream server and answers 401 otherwise,
-as such proxies do (plain text, no MLflow error JSON).
+as such proxies do (plain text, no MLflow error JSON). Like a gateway that maps tokens to
+accounts, it may log in upstream as one account of a basic-auth server (`upstream_auth`).
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ class Proxy:
 
 
 @contextmanager
-def token_proxy(upstream: str, token: str) -> Iterator[Proxy]:
-    """Serve `upstream` at a new loopback URL to requests with `Authorization: Bearer <token>`."""
+def token_proxy(upstream: str, token: str, upstream_auth: tuple[str, str] | None = None) -> Iterator[Proxy]:
+    """Serve `upstream` at a new loopback URL to requests with `Authorization: Bearer <token>`,
+    sending them on with `upstream_auth` (user, password) as basic auth when given."""
     session = requests.Session()
+    session.auth = upstream_auth
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
