@@ -38,6 +38,19 @@ os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
 os.environ.pop("PREFECT_API_URL", None)
 
 
+PREFECT_FIXTURES = {"prefect_server_url", "prefect_api", "module_prefect_api", "auth_prefect_api", "prefect_test_harness"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `prefect` every test that uses a Prefect server fixture (tests that start or drive a
+    Prefect server of their own carry the marker themselves): `.ci/run`'s run on the newest
+    Prefect repeats those and the unit tests, and leaves the integration tests that never talk to
+    Prefect to the first run, on the same MLflow."""
+    for item in items:
+        if PREFECT_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.prefect)
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts with an empty stat cache, so no test sees another's digests."""

@@ -178,6 +178,7 @@ def test_the_console_script_is_installed() -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.prefect
 def test_the_readme_demo_runs_end_to_end_on_a_clean_home(tmp_path: Path) -> None:
     """The README's main-job command with nothing running and nothing configured."""
     home = tmp_path / "home"

@@ -17,6 +17,7 @@ from flexlock_prefect.local import _child_pids, start_prefect_server, wait_until
 
 
 @pytest.mark.integration
+@pytest.mark.prefect
 def test_the_ui_of_a_server_on_a_free_port_talks_to_that_servers_api(tmp_path: Path) -> None:
     server, url = start_prefect_server(tmp_path / "prefect", ui=True)
     try:

@@ -44,6 +44,7 @@ def _train(inputs: Path, save_dir: str, *overrides: str) -> str:
     return train(overrides=[f"input_data={inputs}", f"save_dir={save_dir}", *overrides])
 
 
+@pytest.mark.prefect
 def test_a_locked_flow_is_a_real_prefect_flow_with_the_users_names() -> None:
     assert train.name == "train" and train.fn.__name__ == "train"
     assert set(train.parameters.properties) == {"overrides", "config"}

@@ -11,7 +11,7 @@ from prefect.settings import PREFECT_API_URL
 
 from flexlock_prefect.concurrency import exclusive
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.prefect]
 
 
 def assert_no_prefect_api() -> None:

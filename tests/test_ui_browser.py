@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.prefect,
     pytest.mark.skipif(
         chromium_executable() is None, reason="no chromium on PATH: `apt-get install chromium` (.ci/run installs it)"
     ),
