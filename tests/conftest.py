@@ -38,7 +38,13 @@ os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
 os.environ.pop("PREFECT_API_URL", None)
 
 
-PREFECT_FIXTURES = {"prefect_server_url", "prefect_api", "module_prefect_api", "auth_prefect_api", "prefect_test_harness"}
+PREFECT_FIXTURES = {
+    "prefect_server_url",
+    "prefect_api",
+    "module_prefect_api",
+    "auth_prefect_api",
+    "prefect_test_harness",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
