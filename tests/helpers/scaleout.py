@@ -149,16 +149,21 @@ def deploy_project(project_root: Path, env: Mapping[str, str]) -> None:
         ["work-queue", "create", priority_queue_name(project_root), "--pool", pool, "--priority", "1"],
         ["deploy", "--prefect-file", "deployments/prefect.yaml", "--all"],
     ):
-        done = subprocess.run(
-            [sys.executable, "-m", "prefect", "--no-prompt", *args],
-            cwd=project_root,
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if done.returncode != 0:
-            raise FlexlockError(f"`prefect {' '.join(args)}` failed:\n{done.stdout}{done.stderr}")
+        setup_step(["-m", "prefect", "--no-prompt", *args], f"`prefect {' '.join(args)}`", project_root, env)
+
+
+def setup_step(args: list[str], what: str, project_root: Path, env: Mapping[str, str]) -> None:
+    """`python ARGS` from the project root with `env`, once; a FlexlockError with its output if it fails."""
+    done = subprocess.run(
+        [sys.executable, *args],
+        cwd=project_root,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if done.returncode != 0:
+        raise FlexlockError(f"{what} failed:\n{done.stdout}{done.stderr}")
 
 
 def start_worker(log_path: Path, pool: str, env: Mapping[str, str], limit: int, poll_s: float) -> ServerProcess:
@@ -213,15 +218,7 @@ def mlflow_auth_config(project_root: Path, path: Path, database_url: str) -> Pat
 
 def create_worker_account(project_root: Path, env: Mapping[str, str]) -> None:
     """`deployments/mlflow_account.py` with `env`: the admin creates the workers' account."""
-    done = subprocess.run(
-        [sys.executable, str(project_root / "deployments" / "mlflow_account.py")],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if done.returncode != 0:
-        raise FlexlockError(f"deployments/mlflow_account.py failed: {done.stderr.strip()}")
+    setup_step(["deployments/mlflow_account.py"], "deployments/mlflow_account.py", project_root, env)
 
 
 @contextmanager
