@@ -1,20 +1,27 @@
 """The container form of the scale-out configuration (`deployments/compose.yaml`) says what the
 tested plain commands do, and keeps every credential out of the repository.
 
-No container engine runs here: the `scale` test drives the same processes started directly.
+No container engine runs here: the `scale` test drives the same processes started directly, and
+`deployments/mlflow_account.py` (the `deploy` step's account) runs against the tests' auth app.
 """
 
 from __future__ import annotations
 
 import configparser
+import os
 import re
+import subprocess
+import sys
+import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
+import requests
 import yaml
 
 from tests.helpers.scaleout import work_pool_name
+from tests.helpers.servers import AuthApp
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|AUTH_STRING", re.IGNORECASE)
@@ -76,3 +83,29 @@ def test_the_mlflow_auth_config_lets_people_read_and_holds_no_secret() -> None:
     settings = config["mlflow"]
     assert settings["default_permission"] == "READ" and "admin_password" not in settings
     assert "@" in settings["database_uri"] and ":" not in settings["database_uri"].split("//")[1].split("@")[0]
+
+
+@pytest.mark.integration
+def test_the_account_script_creates_the_workers_account_then_rotates_its_password(auth_app: AuthApp) -> None:
+    env = {
+        "MLFLOW_TRACKING_URI": auth_app.url,
+        "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+        "MLFLOW_AUTH_ADMIN_PASSWORD": auth_app.passwords["admin"],
+        "MLFLOW_TRACKING_USERNAME": f"worker-{uuid.uuid4().hex[:8]}",
+    }
+    said = []
+    for password in (uuid.uuid4().hex, uuid.uuid4().hex):
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "deployments" / "mlflow_account.py")],
+            env={**os.environ, **env, "MLFLOW_TRACKING_PASSWORD": password},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0 and password not in done.stdout + done.stderr, done.stderr
+        said.append(done.stdout.strip().split(": ")[-1])
+    assert said == ["created", "password set"]
+    current = requests.get(
+        f"{auth_app.url}/api/2.0/mlflow/users/current", auth=(env["MLFLOW_TRACKING_USERNAME"], password), timeout=30
+    )
+    assert current.status_code == 200, current.text
