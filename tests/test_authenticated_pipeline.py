@@ -98,7 +98,7 @@ def _train(save_dir: Path, input_data: str, *overrides: str) -> str:
     )
 
 
-def test_main_diag_relog_and_an_approved_promotion_go_through_both_authenticated_servers(
+def test_main_diag_relog_an_approved_promotion_trace_audit_and_reconcile_go_through_both_authenticated_servers(
     served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model = f"auth-{uuid.uuid4().hex[:8]}"
@@ -128,6 +128,13 @@ def test_main_diag_relog_and_an_approved_promotion_go_through_both_authenticated
 
     with pytest.raises(MlflowException, match="error code 403"):  # the person cannot bypass the flow
         MlflowClient().set_registered_model_alias(model, "prod", "1")
+    traced = cli("trace", f"{model}@dev")
+    assert traced.returncode == 0 and "ana" in traced.stdout and save_dir in traced.stdout, traced.stderr
+    audited = cli("audit", model)
+    assert audited.returncode == 0 and "agree" in audited.stdout, audited.stdout + audited.stderr
+    as_pipeline = {"MLFLOW_TRACKING_USERNAME": ACCOUNT, "MLFLOW_TRACKING_PASSWORD": served.mlflow.passwords[ACCOUNT]}
+    reconciled = cli("reconcile", save_dir, **as_pipeline)
+    assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
 
 
 @pytest.mark.parametrize("given", [None, "flexlock:wrong"], ids=["missing", "wrong"])
