@@ -20,6 +20,8 @@ import sys
 
 import requests
 
+from flexlock_prefect.redact import strip_url_credentials
+
 REQUIRED = (
     "MLFLOW_TRACKING_URI",
     "MLFLOW_AUTH_ADMIN_USERNAME",
@@ -51,7 +53,7 @@ def main() -> int:
         print(f"mlflow_account: set {', '.join(missing)} in the environment", file=sys.stderr)
         return 2
     env = os.environ
-    url = env["MLFLOW_TRACKING_URI"].rstrip("/")
+    url = strip_url_credentials(env["MLFLOW_TRACKING_URI"]).rstrip("/")  # shown in messages
     try:
         done = ensure_account(
             url,

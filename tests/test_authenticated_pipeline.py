@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from subprocess import Popen
+from typing import TypeVar
 
 import pytest
 from mlflow import MlflowClient
@@ -49,6 +50,7 @@ SECRETS_OF_THE_FLOWS = {
     "WAREHOUSE_URI": f"postgresql://ml:{URL_PASSWORD}@db.internal:5432/features",
 }
 """In the environment of the runner and of this process, which runs the main flows."""
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,9 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(auth_prefect_api: str, auth_app: AuthApp, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(
+    auth_prefect_api: str, auth_app: AuthApp, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
     """The runner logs in to MLflow as `pipeline` and holds S3 keys and a secret database URL in
     its environment, which its flow runs inherit, as a worker's would."""
     log = tmp_path_factory.mktemp("serve") / "serve.log"
@@ -163,14 +167,23 @@ class Surfaces:
         return [f"{what} in {name}" for what, name in found]
 
 
+def _every(read: Callable[..., list[T]], page: int = 200) -> list[T]:
+    """All that `read(limit=, offset=)` pages through: the API answers the oldest first, a page at a
+    time, and the module's server holds the other tests' runs too."""
+    found: list[T] = []
+    while batch := read(limit=page, offset=len(found)):
+        found += batch
+    return found
+
+
 def _prefect_surfaces(surfaces: Surfaces) -> None:
     with get_client(sync_client=True) as client:
-        flow_runs = client.read_flow_runs()
+        flow_runs = _every(client.read_flow_runs)
         surfaces.add("Prefect flow-run parameters", [r.parameters for r in flow_runs])
         surfaces.add("Prefect flow-run states", [r.state.message if r.state else None for r in flow_runs])
-        surfaces.add("Prefect task runs", [r.model_dump() for r in client.read_task_runs()])
+        surfaces.add("Prefect task runs", [r.model_dump() for r in _every(client.read_task_runs)])
         surfaces.add("Prefect artifacts", [a.model_dump() for a in client.read_artifacts()])
-        surfaces.add("Prefect logs", [log.message for log in client.read_logs(limit=200)])
+        surfaces.add("Prefect logs", [log.message for log in _every(client.read_logs)])
         for prefix in ("flexlock.", "prefect.flow-run.", "prefect.deployment."):  # the API pages by 50
             events = client.read_events(filter=EventFilter(event=EventNameFilter(prefix=[prefix])), limit=50)
             surfaces.add(f"Prefect events {prefix}*", [e.model_dump() for e in events.events])

@@ -60,7 +60,8 @@ def _meaning(
 
 @dataclass
 class ModelState:
-    """What a move read of one registered model, kept up to date with the move's own writes."""
+    """What was read of one registered model (by a move, the audit or a trace); a move keeps it up to
+    date with its own writes."""
 
     name: str
     aliases: dict[str, str]  # alias -> version

@@ -188,13 +188,12 @@ def start_worker(log_path: Path, pool: str, env: Mapping[str, str], limit: int, 
 @dataclass(frozen=True)
 class ScaleStack:
     """The running stack: what a client needs in its environment to use it (`env`, which holds
-    the Prefect auth string and the workers' MLflow account) and the MLflow admin's login."""
+    the Prefect auth string and the workers' MLflow account)."""
 
     prefect_api_url: str
     mlflow_tracking_uri: str
     postgres: Postgres
     env: dict[str, str] = field(repr=False)
-    mlflow_admin: tuple[str, str] = field(repr=False)
 
     def prefect_client_settings(self) -> AbstractContextManager[object]:
         """Inside the block this process's Prefect client talks to the stack's server with its
@@ -287,4 +286,4 @@ def scale_stack(
         for index in range(workers):
             worker = start_worker(home / f"worker-{index}.log", pool, client_env, runs_per_worker, poll_s)
             stack.callback(worker.stop)
-        yield ScaleStack(api_url, tracking_uri, cluster, client_env, admin)
+        yield ScaleStack(api_url, tracking_uri, cluster, client_env)
