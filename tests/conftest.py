@@ -43,7 +43,6 @@ PREFECT_FIXTURES = {
     "prefect_api",
     "module_prefect_api",
     "auth_prefect_api",
-    "prefect_test_harness",
 }
 
 

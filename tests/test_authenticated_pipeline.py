@@ -31,9 +31,9 @@ from flexlock_prefect.local import served_deployments, wait_until_idle
 from flexlock_prefect.lock import logical_run_key
 from flexlock_prefect.registry import history
 from flexlock_prefect.tracking.supersede import runs_of
-from flexlock_prefect.tracking.tags import ACTIVE, LOCK_DIGEST, STATUS, SUPERSEDES
+from flexlock_prefect.tracking.tags import LOCK_DIGEST, SUPERSEDES
 from tests.helpers.prefect_api import poll, wait_for_events, wait_for_flow_run, wait_for_flow_runs
-from tests.helpers.runs import cli
+from tests.helpers.runs import active_runs_of, cli
 from tests.helpers.servers import PREFECT_AUTH_SECRET, AuthApp
 from tests.helpers.token_proxy import token_proxy
 
@@ -83,15 +83,9 @@ def served(
         wait_until_idle(runner, timeout_s=60)
 
 
-def _active(save_dir: str) -> list:
-    client = MlflowClient()
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    return [r for r in runs_of(client, experiments, logical_run_key(save_dir)) if r.data.tags.get(STATUS) == ACTIVE]
-
-
 def _logged(save_dir: str, served: Served, count: int = 1) -> list:
     """The active runs of `save_dir` once its triggered diag (or relog) logged it."""
-    active, done = poll(lambda: _active(save_dir), lambda runs: len(runs) >= count, timeout_s=120, interval_s=1)
+    active, done = poll(lambda: active_runs_of(save_dir), lambda runs: len(runs) >= count, timeout_s=120, interval_s=1)
     assert done, served.log.read_text()[-3000:]
     return active
 
@@ -116,7 +110,7 @@ def test_main_diag_relog_an_approved_promotion_trace_audit_and_reconcile_go_thro
     assert requested.returncode == 0, requested.stderr
     [relog_run] = wait_for_flow_runs("relog-all/train", 1)
     assert relog_run.created_by.type == "AUTOMATION" and relog_run.state.is_completed(), relog_run.state
-    [active] = _active(save_dir)
+    [active] = active_runs_of(save_dir)
     assert active.data.tags[SUPERSEDES] == first.info.run_id
 
     started = cli("promote", model, "1", "--to", "dev")

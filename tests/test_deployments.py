@@ -20,13 +20,11 @@ from prefect.events import DeploymentEventTrigger
 from flexlock_prefect import RunLock
 from flexlock_prefect.examples import train as example_train
 from flexlock_prefect.local import served_deployments
-from flexlock_prefect.lock import logical_run_key
 from flexlock_prefect.serving import example_pipeline, write_project_yaml
 from flexlock_prefect.sweep import sweep
 from flexlock_prefect.tracking import tags as t
-from flexlock_prefect.tracking.supersede import runs_of
-from flexlock_prefect.tracking.tags import ACTIVE, STATUS
 from tests.helpers.prefect_api import poll, wait_for_flow_run, wait_for_flow_runs
+from tests.helpers.runs import active_runs_of
 
 ROOT = Path(__file__).resolve().parents[1]
 YAML = ROOT / "deployments" / "prefect.yaml"
@@ -84,14 +82,8 @@ def _wait_for_deployments(names: set[str], log: Path, timeout_s: float = 90) -> 
 
 def _wait_for_active(save_dir: str, timeout_s: float = 120) -> list:
     """The active runs of save_dir once there is one (its triggered diag run logged it)."""
-    active, _ = poll(lambda: _active(save_dir), bool, timeout_s, interval_s=1)
+    active, _ = poll(lambda: active_runs_of(save_dir), bool, timeout_s, interval_s=1)
     return active
-
-
-def _active(save_dir: str) -> list:
-    client = MlflowClient()
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    return [r for r in runs_of(client, experiments, logical_run_key(save_dir)) if r.data.tags.get(STATUS) == ACTIVE]
 
 
 @pytest.mark.integration
@@ -106,7 +98,7 @@ def test_a_completed_main_run_is_logged_to_mlflow_by_the_triggered_diag_deployme
     assert diag_run.created_by is not None and diag_run.created_by.type == "AUTOMATION"
     assert diag_run.parameters == {"save_dir": save_dir}
     assert diag_run.state.is_completed(), diag_run.state
-    [active] = _active(save_dir)
+    [active] = active_runs_of(save_dir)
     assert active.data.tags["flexlock.lock_digest"] == RunLock.load(save_dir).digest
 
 
@@ -123,9 +115,9 @@ def test_a_sweep_through_the_served_train_deployment_gives_one_parent_with_each_
     diag_runs = wait_for_flow_runs("diag/train", 4)
     assert {r.parameters["save_dir"] for r in diag_runs} == {t.save_dir for t in lock.trials}
     assert all(r.created_by.type == "AUTOMATION" and r.state.is_completed() for r in diag_runs)
-    [parent] = _active(lock.root)
+    [parent] = active_runs_of(lock.root)
     assert parent.data.tags[t.SWEEP] == "true" and parent.data.tags[t.STUDY_KEY_HASH] == lock.study_key_hash
-    trial_runs = [run for trial in lock.trials for run in _active(trial.save_dir)]
+    trial_runs = [run for trial in lock.trials for run in active_runs_of(trial.save_dir)]
     assert sorted(run.data.tags[t.TRIAL_KEY_HASH] for run in trial_runs) == sorted(
         x.trial_key_hash for x in lock.trials
     )
@@ -176,7 +168,7 @@ def test_a_relog_request_event_supersedes_every_run_under_the_root_once(
     }
     assert relog_run.state.is_completed(), relog_run.state
     for save_dir in save_dirs:
-        [active] = _active(save_dir)
+        [active] = active_runs_of(save_dir)
         assert active.data.tags["flexlock.supersedes_run_id"] == previous[save_dir].info.run_id
 
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from flexlock_prefect.capture import FlowRunRef, capture_run
+from flexlock_prefect.lock import logical_run_key
 from tests.helpers.git_repos import make_repo, write_files
 
 
@@ -77,3 +78,15 @@ def register_version(model: str, save_dir: str) -> str:
         run_id = run.info.run_id
     tags = {LOGICAL_RUN_KEY: logical_run_key(lock.logical_run_id), LOCK_DIGEST: lock.digest}
     return str(client.create_model_version(model, f"runs:/{run_id}/model", run_id=run_id, tags=tags).version)
+
+
+def active_runs_of(save_dir: str) -> list:
+    """The MLflow runs of `save_dir`'s logical run tagged active, in every experiment of the
+    configured server (one when its chain is sound, none before its first log)."""
+    from mlflow import MlflowClient
+
+    from flexlock_prefect.tracking.client import all_experiment_ids
+    from flexlock_prefect.tracking.supersede import active_runs
+
+    client = MlflowClient()
+    return active_runs(client, all_experiment_ids(client), logical_run_key(save_dir))
