@@ -11,6 +11,7 @@ bound to in its module.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -27,14 +28,21 @@ def user_flow(function: Callable[..., Any], wrapper: Callable[..., Any], flow_kw
     for attribute in ("__name__", "__qualname__", "__module__", "__doc__"):
         setattr(wrapper, attribute, getattr(function, attribute))
     made = flow(**flow_kwargs)(wrapper)
-    to_deployment = made.to_deployment
-
-    def to_deployment_from_bound_name(*args: Any, **kwargs: Any) -> Any:
-        made.fn.__qualname__ = bound_name(made)
-        return to_deployment(*args, **kwargs)
-
-    made.to_deployment = to_deployment_from_bound_name  # serve() and deploy() go through it too
+    for method in ("to_deployment", "ato_deployment"):  # serve(), deploy() and Runner.add_flow use one
+        setattr(made, method, _from_bound_name(made, getattr(made, method)))
     return made
+
+
+def _from_bound_name(made: Flow, build: Callable[..., Any]) -> Callable[..., Any]:
+    """`build` (a deployment builder of `made`) that first names the flow's function after the
+    module-level name `made` is bound to, so the entrypoint Prefect computes finds the flow."""
+
+    @functools.wraps(build)
+    def build_from_bound_name(*args: Any, **kwargs: Any) -> Any:
+        made.fn.__qualname__ = bound_name(made)
+        return build(*args, **kwargs)
+
+    return build_from_bound_name
 
 
 def load_entrypoint(entrypoint: str, what: str) -> Any:

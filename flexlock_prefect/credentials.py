@@ -22,7 +22,7 @@ from typing import Any
 
 from flexlock_prefect.exceptions import FlexlockError
 from flexlock_prefect.prefect_errors import prefect_api_errors
-from flexlock_prefect.settings import get_settings
+from flexlock_prefect.settings import get_settings, temporary_environment
 
 MLFLOW_CREDENTIAL_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 
@@ -39,17 +39,8 @@ def mlflow_credentials() -> Iterator[None]:
     if not name or any(os.environ.get(variable) for variable in MLFLOW_CREDENTIAL_VARIABLES):
         yield
         return
-    given = as_environment(read_block(name), name)
-    previous = {variable: os.environ.get(variable) for variable in given}
-    os.environ.update(given)
-    try:
+    with temporary_environment(as_environment(read_block(name), name)):
         yield
-    finally:
-        for variable, value in previous.items():
-            if value is None:
-                os.environ.pop(variable, None)
-            else:
-                os.environ[variable] = value
 
 
 def read_block(name: str) -> Any:

@@ -188,16 +188,29 @@ def wait_until_idle(process: subprocess.Popen, timeout_s: float) -> bool:
 
 
 def _flow_run_pids(pid: int) -> list[int]:
-    """The children of a runner but multiprocessing's resource tracker: a runner that starts its
-    flow runs as spawned processes (Prefect 3.8's `serve`) keeps one for as long as it lives."""
-    return [child for child in _child_pids(pid) if not _is_resource_tracker(child)]
+    """The flow-run processes of a runner: its children but the helpers multiprocessing keeps for
+    as long as it lives (the resource tracker of spawned runs, the fork server of warm ones,
+    whose own children are the flow runs: `flexlock_prefect.warm`)."""
+    pids: list[int] = []
+    for child in _child_pids(pid):
+        role = _multiprocessing_helper(child)
+        if role == "forkserver":
+            pids += _child_pids(child)
+        elif role is None:
+            pids.append(child)
+    return pids
 
 
-def _is_resource_tracker(pid: int) -> bool:
+def _multiprocessing_helper(pid: int) -> str | None:
+    """ "forkserver" or "resource_tracker" for those processes of multiprocessing's, else None."""
     try:
-        return b"multiprocessing.resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:  # it exited meanwhile
-        return False
+        return None
+    for role in ("forkserver", "resource_tracker"):
+        if f"multiprocessing.{role}".encode() in command:
+            return role
+    return None
 
 
 def _child_pids(pid: int) -> list[int]:

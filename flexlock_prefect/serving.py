@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import serve
-
 from flexlock_prefect.pipeline import Pipeline, write_prefect_yaml
 
 TRAIN_CRON = "0 2 * * *"
 WORK_POOL = "flexlock-process"
+EXAMPLE_PRELOAD = ("flexlock_prefect.examples.warmup",)
+"""Preloaded into the fork server of warm flow runs: it does once what each example run would."""
 PROJECT_YAML_HEADER = """\
 # The example pipeline's deployments, for a `process` work pool. From the project root:
 #   prefect work-pool create flexlock-process --type process
@@ -46,8 +46,9 @@ def write_project_yaml(path: str | Path, project_root: str | Path) -> Path:
 
 
 def serve_examples() -> None:
-    """Serve the example pipeline until interrupted (Ctrl-C stops the runner and its flow runs)."""
-    serve(*example_pipeline().to_deployments(), print_starting_message=True)
+    """Serve the example pipeline until interrupted (Ctrl-C stops the runner and its flow runs),
+    its flow runs forked from a process that imported what they use (`flexlock_prefect.warm`)."""
+    example_pipeline().serve(preload=EXAMPLE_PRELOAD, print_starting_message=True)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -12,6 +14,21 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from flexlock_prefect.exceptions import SettingsError
 
 HashAlgorithm = Literal["xxh3-128-tree", "sha256"]
+
+
+@contextmanager
+def temporary_environment(values: Mapping[str, str]) -> Iterator[None]:
+    """`os.environ` with `values` set inside the block, as it was after it."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _default_cache_dir() -> Path:

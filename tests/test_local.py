@@ -68,3 +68,28 @@ def test_a_runners_resource_tracker_is_no_flow_run() -> None:
     with started(SPAWNING_RUNNER) as runner:
         assert wait_until_idle(runner, timeout_s=60) is True
         assert _child_pids(runner.pid)  # the tracker is still there
+
+
+# A runner whose flow runs fork from a fork server (flexlock_prefect.warm): the fork server is a
+# child that lives as long as the runner, the flow runs are its children. The "flow run" lives
+# until a line arrives on the runner's stdin; the runner says when it has started it.
+FORKING_RUNNER = (
+    "import multiprocessing as mp; ctx = mp.get_context('forkserver'); done = ctx.Event(); "
+    "p = ctx.Process(target=done.wait); p.start(); print('started', flush=True); input(); done.set(); p.join(); "
+    "input()"
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the children from Linux's /proc")
+def test_a_warm_runner_is_idle_once_the_fork_servers_children_have_exited() -> None:
+    runner = subprocess.Popen([sys.executable, "-c", FORKING_RUNNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert runner.stdout.readline() == b"started\n"
+        assert wait_until_idle(runner, timeout_s=0.1) is False
+
+        runner.stdin.write(b"the flow run ends\n")
+        runner.stdin.flush()
+        assert wait_until_idle(runner, timeout_s=60) is True
+        assert _child_pids(runner.pid)  # the fork server (and the tracker) are still there
+    finally:
+        runner.communicate(b"the runner stops\n", timeout=60)

@@ -6,8 +6,8 @@ Each test writes a user's project (`tests/user_project/`) into a new git reposit
 it only through that virtualenv's python and `flexlock-prefect` command, against the session's
 real Prefect server and MLflow server. This proves that:
 
-- two pipelines served side by side from the user's `serve.py` (`prefect.serve` of two
-  `Pipeline(...).to_deployments()`) each log their own main runs, and only those, into their own
+- two pipelines served side by side from the user's `serve.py` (`serve_pipelines` of two
+  `Pipeline`s, warm: flow runs fork from one process) each log their own main runs, and only those, into their own
   MLflow experiment: one triggered diag run per main run, none by the other pipeline's diag, one
   active MLflow run per save_dir; each run.lock records the user's commit;
 - a relog requested of one pipeline (`relog --via-event --main train-b`) relogs that pipeline's

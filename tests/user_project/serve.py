@@ -1,9 +1,8 @@
 """Serve both pipelines from one process: `python serve.py` (needs PREFECT_API_URL)."""
 
-import prefect
 from pipelines import diag_a, diag_b, train_a, train_b
 
-from flexlock_prefect import Pipeline
+from flexlock_prefect import Pipeline, serve_pipelines
 
 if __name__ == "__main__":
-    prefect.serve(*Pipeline(train_a, diag_a).to_deployments(), *Pipeline(train_b, diag_b).to_deployments())
+    serve_pipelines(Pipeline(train_a, diag_a), Pipeline(train_b, diag_b))

@@ -1,0 +1,101 @@
+"""Warm starts for served flow runs: each run forks from a process that imported its code already.
+
+Prefect 3.8 and 3.9 serve a deployment's flow runs each in a new process, started with
+multiprocessing's `spawn` (`prefect.flow_engine.run_flow_in_subprocess`): a fresh interpreter that
+imports Prefect's engine, then the flow's module and, for a diag, MLflow and scikit-learn. That is
+2 to 4 seconds of every short run, on every run, and neither version offers another start
+method or a process to reuse (`RunnerSettings` has none).
+
+`warm_flow_runs` makes the runner of this process start them with multiprocessing's
+`forkserver` instead. The fork server is one process, started on the first flow run, that has
+imported Prefect's engine and the modules given (by `Pipeline.serve`: the modules of the
+pipeline's flows and what they name in `preload`); each flow run is a fork of it. A run still
+gets a process of its own, with its own memory, environment and settings (Prefect's engine
+applies them in the child as it does after a spawn), the runner still waits on it, cancels and
+kills it by its pid, and its crash stays its own.
+
+What it changes for the user's code: a module is imported once, when the fork server starts, not
+once per run. A module that does work at import time (reads a file, opens a connection) does it
+once; code edited while the runner runs is picked up when the runner restarts, as it already is
+for the flow objects a served runner holds.
+
+Prefect offers no hook for the start method, so this replaces the name `multiprocessing` inside
+`prefect.flow_engine` with a stand-in whose `get_context("spawn")` answers the fork server's
+context; everything else it forwards to `multiprocessing`. The stand-in is there only inside the
+block, and a test runs the served pipeline with it on both supported Prefect versions.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.context
+import multiprocessing.forkserver
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from types import ModuleType
+from typing import Any
+
+from prefect import Flow
+
+from flexlock_prefect.settings import temporary_environment
+
+ENGINE_MODULE = "prefect.flow_engine"
+"""What every flow run imports first: Prefect's engine, which unpickles and runs the flow."""
+FORK_SERVER_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true"}
+"""The fork server must run no thread: a fork copies a lock a thread holds, never the thread.
+MLflow starts its usage-telemetry threads when imported, unless this says not to; a flow run
+then has no telemetry client (its environment is the runner's again, but the client is made
+only at import). Prefect and the libraries a diag imports start none (a test checks)."""
+
+
+class _ForkServerForSpawn:
+    """`multiprocessing` as `prefect.flow_engine` sees it inside `warm_flow_runs`: the same module,
+    but the `spawn` context is the fork server's."""
+
+    def __init__(self, module: ModuleType, context: multiprocessing.context.BaseContext) -> None:
+        self._module = module
+        self._context = context
+
+    def get_context(self, method: str | None = None) -> multiprocessing.context.BaseContext:
+        return self._context if method == "spawn" else self._module.get_context(method)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+
+def flow_modules(flows: Iterable[Flow[..., Any]]) -> list[str]:
+    """The importable modules the flows' functions live in, to preload.
+
+    Only modules this process imported already: an import that succeeded here succeeds in the
+    fork server, whose preloading must not fail (it would fail every flow run). A flow defined
+    in a script run as `__main__` is not importable by name and is left out.
+    """
+    names = {getattr(flow.fn, "__module__", None) for flow in flows}
+    return sorted(name for name in names if name and name != "__main__" and name in sys.modules)
+
+
+@contextmanager
+def warm_flow_runs(preload: Iterable[str] = ()) -> Iterator[None]:
+    """Within the block, flow runs that this process's runner serves fork from a warm process that
+    imported Prefect's engine and the modules `preload` names (see the module docstring).
+
+    The fork server starts when the block is entered, importing while the runner starts, and
+    stays for the life of this process; so only the first block's `preload` counts.
+
+    Example:
+        >>> with warm_flow_runs(["my_project.flows", "sklearn.linear_model"]):  # doctest: +SKIP
+        ...     prefect.serve(*Pipeline(train, diag).to_deployments())
+    """
+    import prefect.flow_engine as engine
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([ENGINE_MODULE, *dict.fromkeys(preload)])
+    with temporary_environment(FORK_SERVER_ENV):  # the fork server's own: it copies this process's at start
+        multiprocessing.forkserver.ensure_running()
+    original = engine.multiprocessing
+    engine.multiprocessing = _ForkServerForSpawn(multiprocessing, context)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        engine.multiprocessing = original
