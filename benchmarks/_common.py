@@ -40,7 +40,7 @@ def prepare_environment(prefect_home: Path, **env: str) -> None:
     """Isolate this process from any Prefect set-up of the machine, before Prefect is imported.
 
     Prefect reads its settings at import, and a benchmark must not talk to an API (or a profile)
-    it did not start, send telemetry, or have Prefect start an ephemeral API behind its back.
+    it did not start, send telemetry (Prefect's or MLflow's), or have Prefect start an ephemeral API behind its back.
 
     Args:
         prefect_home: a private `PREFECT_HOME`, created if missing, so no profile brings an API URL back.
@@ -51,6 +51,7 @@ def prepare_environment(prefect_home: Path, **env: str) -> None:
     os.environ["PREFECT_HOME"] = str(prefect_home)
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # MLflow's usage telemetry would leave loopback
     os.environ.update(env)
 
 

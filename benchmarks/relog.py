@@ -56,7 +56,8 @@ Targets (from the issue): ours ≥ 3× FlexLock 0.10's runs/s (judged on the def
 one relog at 10,000 runs ≤ 1.5× one relog at 100 runs.
 
 At the end the server's database and artifact directory are checked: every run FINISHED, exactly
-one active run per logical run, 21 params, 10 metrics and 3 artifacts per run.
+one active run per logical run on the whole server, 21 params, 10 metrics and 4 artifacts per run
+(the three files and the run.lock preview `run.lock.yaml` that MLflow's UI shows).
 
 Run from the repository root:
 
@@ -92,6 +93,7 @@ PARAMS = 20
 METRICS = 10
 NOTE_BYTES = 1024
 ARTIFACTS_PER_RUN = 3  # run.lock, metrics.json, notes.txt
+OURS_ARTIFACTS_PER_RUN = ARTIFACTS_PER_RUN + 1  # and the preview run.lock.yaml that MLflow's UI shows
 EXPERIMENT_FLEXLOCK = "bench-flexlock010"
 EXPERIMENT_OURS = "bench-ours"
 EXPERIMENT_OURS_W1 = "bench-ours-w1"
@@ -520,9 +522,9 @@ class Check:
     metrics: tuple[int, int]
     artifacts: tuple[int, int] | None
 
-    def ok(self, expected_runs: int, logical_runs: int) -> bool:
+    def ok(self, expected_runs: int, logical_runs: int, artifacts: int) -> bool:
         per_run = self.params == (PARAMS + 1,) * 2 and self.metrics == (METRICS,) * 2
-        files = self.artifacts is None or self.artifacts == (ARTIFACTS_PER_RUN,) * 2
+        files = self.artifacts is None or self.artifacts == (artifacts,) * 2
         return (
             self.runs == expected_runs and self.finished == expected_runs and self.logical_runs == logical_runs
             and self.one_active_each and per_run and files
@@ -535,12 +537,16 @@ def check_experiment(store: str, artifacts: Path, name: str, key_tag: str, run_f
     where = f"r.experiment_id = {int(experiment_id)} {run_filter}"
     run_ids = [row[0] for row in query(store, f"SELECT r.run_uuid FROM runs r WHERE {where}")]
     [(finished,)] = query(store, f"SELECT COUNT(*) FROM runs r WHERE {where} AND r.status = 'FINISHED'")
+    # One active run per logical run on the whole server: a later pass supersedes an earlier
+    # pass's runs of the same save_dirs, in another experiment.
     actives = query(
         store,
         f"""SELECT k.value, SUM(CASE WHEN s.value = 'active' THEN 1 ELSE 0 END)
             FROM runs r JOIN tags k ON k.run_uuid = r.run_uuid AND k.key = :key
             LEFT JOIN tags s ON s.run_uuid = r.run_uuid AND s.key = 'flexlock.status'
-            WHERE {where} GROUP BY k.value""",
+            WHERE k.value IN (SELECT k2.value FROM runs r JOIN tags k2 ON k2.run_uuid = r.run_uuid AND k2.key = :key
+                              WHERE {where})
+            GROUP BY k.value""",
         key=key_tag,
     )
     files = [_artifact_files(artifacts / str(experiment_id) / run_id / "artifacts") for run_id in run_ids]
@@ -559,16 +565,19 @@ def check_experiment(store: str, artifacts: Path, name: str, key_tag: str, run_f
 def run_checks(server: Server, server_home: Path, count: int, samples: int) -> list[tuple[Check, bool]]:
     """Each benchmark experiment as expected? The scale experiment's filler runs are left out."""
     store, artifacts = server.store, server_home / "artifacts"
-    checks = [
-        check_experiment(store, artifacts, EXPERIMENT_FLEXLOCK, "flexlock.dir"),
-        check_experiment(store, artifacts, EXPERIMENT_OURS, "flexlock.logical_run_key"),
-        check_experiment(store, artifacts, EXPERIMENT_OURS_W1, "flexlock.logical_run_key"),
+    expected = [
+        (EXPERIMENT_FLEXLOCK, "flexlock.dir", ARTIFACTS_PER_RUN),
+        (EXPERIMENT_OURS, "flexlock.logical_run_key", OURS_ARTIFACTS_PER_RUN),
+        (EXPERIMENT_OURS_W1, "flexlock.logical_run_key", OURS_ARTIFACTS_PER_RUN),
     ]
-    results = [(check, check.ok(count, count)) for check in checks]
+    results = []
+    for name, key_tag, files in expected:
+        check = check_experiment(store, artifacts, name, key_tag)
+        results.append((check, check.ok(count, count, files)))
     relogged = f"AND r.run_uuid NOT IN (SELECT run_uuid FROM tags WHERE key = '{FILLER_TAG}')"
     scale = check_experiment(store, artifacts, EXPERIMENT_SCALE, "flexlock.logical_run_key", relogged)
     # each scale save_dir: one untimed relog, then the timed one that supersedes it
-    return [*results, (scale, scale.ok(4 * samples, 2 * samples))]
+    return [*results, (scale, scale.ok(4 * samples, 2 * samples, OURS_ARTIFACTS_PER_RUN))]
 
 
 def _per_run_range(store: str, table: str, where: str) -> tuple[int, int]:
@@ -635,7 +644,10 @@ def scale_lines(small: ScalePoint, big: ScalePoint) -> list[str]:
 
 
 def check_lines(checks: Sequence[tuple[Check, bool]]) -> list[str]:
-    lines = ["  store checks (all runs FINISHED, one active run per logical run, 21 params, 10 metrics, 3 artifacts):"]
+    lines = [
+        "  store checks (all runs FINISHED, one active run per logical run on the server, 21 params, 10 metrics, "
+        "3 artifacts, ours 4 with the run.lock preview):"
+    ]
     for check, ok in checks:
         lines.append(
             f"    {check.experiment:<18} runs {check.runs:>5}, finished {check.finished:>5}, logical runs "

@@ -26,6 +26,8 @@ from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
+from flexlock_prefect.exceptions import FlexlockError
+from flexlock_prefect.pipeline import serve_pipelines
 from flexlock_prefect.warm import ENGINE_MODULE, _ForkServerForSpawn, flow_modules
 from tests.helpers.prefect_api import poll
 
@@ -36,6 +38,8 @@ from pathlib import Path
 from prefect import flow
 from prefect.runner import Runner
 
+from flexlock_prefect.exceptions import FlexlockError
+from flexlock_prefect.pipeline import serve_pipelines
 from flexlock_prefect.warm import warm_flow_runs
 
 
@@ -90,6 +94,27 @@ def test_the_modules_to_preload_are_the_importable_ones_of_the_flows() -> None:
     never_imported.fn.__module__ = "no_such_module_of_the_user"
 
     assert flow_modules([a_flow_of_this_module, in_main, never_imported, a_flow_of_this_module]) == [__name__]
+
+
+def serve_and_report(errors: multiprocessing.Queue) -> None:
+    try:
+        serve_pipelines()
+    except FlexlockError as exc:
+        errors.put(str(exc))
+
+
+def test_a_script_that_serves_warm_when_imported_is_told_to_guard_it() -> None:
+    """Each warm flow run imports the script that serves, as multiprocessing's children do: one
+    that serves at import would serve again in every run, so the run fails saying so."""
+    spawn = multiprocessing.get_context("spawn")  # a multiprocessing child, as a flow run is
+    errors = spawn.Queue()
+    child = spawn.Process(target=serve_and_report, args=(errors,))
+    child.start()
+    try:
+        message = errors.get(timeout=120)
+    finally:
+        child.join(timeout=60)
+    assert 'under `if __name__ == "__main__":`' in message
 
 
 @pytest.fixture

@@ -14,6 +14,8 @@ from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 from mlflow import MlflowClient
 from mlflow.entities import Metric
+from mlflow.store.artifact.artifact_repo import ArtifactRepository
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from flexlock_prefect import storage
 from flexlock_prefect.metrics import read_metrics
@@ -62,19 +64,21 @@ def log_outputs(save_dir: str, run: mlflow.ActiveRun) -> None:
         client.log_batch(run_id, metrics=items[start : start + METRIC_BATCH])
     settings = get_settings()
     suffixes = tuple(settings.artifact_suffixes)
+    # Straight to the run's artifact location: `client.log_artifact` would fetch the run again for it.
+    repository = get_artifact_repository(run.info.artifact_uri)
     for entry in fs.ls(root, detail=True):
         name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
         if entry["type"] != "file" or not name.endswith(suffixes) or entry["size"] > settings.max_artifact_bytes:
             continue
-        _log_file(client, run_id, fs, entry["name"], name)
+        _log_file(repository, fs, entry["name"], name)
 
 
-def _log_file(client: MlflowClient, run_id: str, fs: AbstractFileSystem, path: str, name: str) -> None:
+def _log_file(repository: ArtifactRepository, fs: AbstractFileSystem, path: str, name: str) -> None:
     """Upload one file of the save_dir; remote files pass through a temporary local copy."""
     if isinstance(fs, LocalFileSystem):
-        client.log_artifact(run_id, path)
+        repository.log_artifact(path)
         return
     with tempfile.TemporaryDirectory() as scratch:
         target = Path(scratch) / name
         fs.get_file(path, str(target))
-        client.log_artifact(run_id, str(target))
+        repository.log_artifact(str(target))
