@@ -234,17 +234,15 @@ def serve_pipelines(
             "serve_pipelines ran inside a flow run's process: the script that serves does it when imported; "
             'call it under `if __name__ == "__main__":` (or serve with warm=False)'
         )
-    runner = Runner(pause_on_shutdown=pause_on_shutdown, limit=limit, **runner_kwargs)
-    flows: list[Flow[..., Any]] = []
-    names: list[str] = []
-    for pipeline in pipelines:
-        for spec in pipeline._specs(Path.cwd()):
+    specs = [(pipeline, spec) for pipeline in pipelines for spec in pipeline._specs(Path.cwd())]
+    # Warm before the deployments exist: a run never waits behind the fork server's preloading.
+    with warm_flow_runs([*flow_modules([spec.flow for _, spec in specs]), *preload]):
+        runner = Runner(pause_on_shutdown=pause_on_shutdown, limit=limit, **runner_kwargs)
+        for pipeline, spec in specs:
             runner.add_flow(spec.flow, **pipeline._deployment_options(spec))
-            flows.append(spec.flow)
-            names.append(f"{spec.flow.name}/{pipeline.deployment_name}")
-    if print_starting_message:
-        print(f"Serving {len(names)} deployments, flow runs started warm:\n  " + "\n  ".join(names), flush=True)
-    with warm_flow_runs([*flow_modules(flows), *preload]):
+        if print_starting_message:
+            names = [f"{spec.flow.name}/{pipeline.deployment_name}" for pipeline, spec in specs]
+            print(f"Serving {len(names)} deployments, flow runs started warm:\n  " + "\n  ".join(names), flush=True)
         try:
             asyncio.run(runner.start())
         except (KeyboardInterrupt, TerminationSignal) as exc:

@@ -1,15 +1,17 @@
 """Warm starts for served flow runs: each run forks from a process that imported its code already.
 
-Prefect 3.8 and 3.9 serve a deployment's flow runs each in a new process, started with
-multiprocessing's `spawn` (`prefect.flow_engine.run_flow_in_subprocess`): a fresh interpreter that
-imports Prefect's engine, then the flow's module and, for a diag, MLflow and scikit-learn. That is
-2 to 4 seconds of every short run, on every run, and neither version offers another start
-method or a process to reuse (`RunnerSettings` has none).
+Prefect 3.8 and 3.9 start each served flow run in a new interpreter: `python -m prefect.engine`
+for a deployment given to `prefect.serve`, or a multiprocessing `spawn` of
+`prefect.flow_engine.run_flow_in_subprocess` for a flow the runner holds (`Flow.serve`,
+`Runner.add_flow`). Either imports Prefect's engine, then the flow's module and, for a diag,
+MLflow and scikit-learn: 2 to 4 seconds of every short run, on every run. Neither version offers
+another start method or a process to reuse (`RunnerSettings` has none).
 
-`warm_flow_runs` makes the runner of this process start them with multiprocessing's
-`forkserver` instead. The fork server is one process, started on the first flow run, that has
-imported Prefect's engine and the modules given (by `Pipeline.serve`: the modules of the
-pipeline's flows and what they name in `preload`); each flow run is a fork of it. A run still
+`warm_flow_runs` makes the runner of this process start the runs of the flows it holds with
+multiprocessing's `forkserver` instead (`serve_pipelines` gives the runner its flows for this).
+The fork server is one process, started when the block is entered, that has imported Prefect's
+engine and the modules given (by `serve_pipelines`: the modules of the pipelines' flows and
+those `preload` names); each flow run is a fork of it. A run still
 gets a process of its own, with its own memory, environment and settings (Prefect's engine
 applies them in the child as it does after a spawn), the runner still waits on it, cancels and
 kills it by its pid, and its crash stays its own.
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.context
-import multiprocessing.forkserver
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -38,6 +40,7 @@ from typing import Any
 
 from prefect import Flow
 
+from flexlock_prefect.exceptions import FlexlockError
 from flexlock_prefect.settings import temporary_environment
 
 ENGINE_MODULE = "prefect.flow_engine"
@@ -80,19 +83,35 @@ def warm_flow_runs(preload: Iterable[str] = ()) -> Iterator[None]:
     """Within the block, flow runs that this process's runner serves fork from a warm process that
     imported Prefect's engine and the modules `preload` names (see the module docstring).
 
-    The fork server starts when the block is entered, importing while the runner starts, and
-    stays for the life of this process; so only the first block's `preload` counts.
+    The fork server starts when the block is entered, which waits until it has imported
+    everything (seconds, once), so that no flow run waits behind it. It stays for the life of
+    this process; so only the first block's `preload` counts.
+
+    It changes runs of flows the runner holds: those of `Flow.serve` and `Runner.add_flow` (and
+    `serve_pipelines`). `prefect.serve(*deployments)` gives the runner deployments without their
+    flows, and each run starts `python -m prefect.engine`, which loads the flow anew.
+
+    Raises:
+        FlexlockError: the first warm process failed before running anything (a script that
+            serves when imported, unguarded).
 
     Example:
         >>> with warm_flow_runs(["my_project.flows", "sklearn.linear_model"]):  # doctest: +SKIP
-        ...     prefect.serve(*Pipeline(train, diag).to_deployments())
+        ...     my_flow.serve(name="nightly", cron="0 2 * * *")
     """
     import prefect.flow_engine as engine
 
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([ENGINE_MODULE, *dict.fromkeys(preload)])
     with temporary_environment(FORK_SERVER_ENV):  # the fork server's own: it copies this process's at start
-        multiprocessing.forkserver.ensure_running()
+        ready = context.Process(target=os.getpid)  # answered once the preloading is done
+        ready.start()
+        ready.join()
+    if ready.exitcode != 0:
+        raise FlexlockError(
+            f"a warm flow-run process exited {ready.exitcode} before running anything (see its output above): "
+            'each one imports the script that serves, so call the serving under `if __name__ == "__main__":`'
+        )
     original = engine.multiprocessing
     engine.multiprocessing = _ForkServerForSpawn(multiprocessing, context)  # type: ignore[assignment]
     try:
