@@ -213,10 +213,15 @@ def print_report(results: dict[str, list[tuple[float, dict[str, Any]]]], host: s
             spent = [m["phases"].get(phase, [0.0, 0.0]) for _, m in results[kind]]
             cells += f"{median([s[0] for s in spent]):>22.2f}{median([s[1] for s in spent]):>8.2f}"
         print(f"{phase:<16}{cells}")
+    rest = ""
+    for kind in kinds:
+        outside = [whole - sum(s[0] for s in m["phases"].values()) for whole, m in results[kind]]
+        rest += f"{median(outside):>22.2f}{'':>8}"
+    print(f"{'start, exit':<16}{rest}  (the process's wall time outside the phases: interpreter, fork, exit)")
     print(f"{'process, whole':<16}" + "".join(f"{median([w for w, _ in results[k]]):>22.2f}{'':>8}" for k in kinds))
     print("\nRequests of one diag run (the last of each kind), by server and endpoint:")
     for kind in kinds:
-        requests = results[kind][-1][1]["requests"]
+        requests = Counter(results[kind][-1][1]["requests"])
         by_server = Counter(key.split(" ", 1)[0] for key in requests.elements())
         print(f"  {kind}: " + ", ".join(f"{server} {n}" for server, n in sorted(by_server.items())))
     for key, n in sorted(results[kinds[-1]][-1][1]["requests"].items()):
