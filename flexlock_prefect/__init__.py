@@ -20,7 +20,6 @@ _PUBLIC = {
     "RunLock": "flexlock_prefect.lock",
     "FlexlockError": "flexlock_prefect.exceptions",
     "Pipeline": "flexlock_prefect.pipeline",
-    "serve_pipelines": "flexlock_prefect.pipeline",
     "trace": "flexlock_prefect.tracking.trace",
     "Trace": "flexlock_prefect.tracking.trace",
 }
@@ -36,7 +35,6 @@ if TYPE_CHECKING:
     from flexlock_prefect.lock import RunLock as RunLock
     from flexlock_prefect.main import locked_flow as locked_flow
     from flexlock_prefect.pipeline import Pipeline as Pipeline
-    from flexlock_prefect.pipeline import serve_pipelines as serve_pipelines
     from flexlock_prefect.tracking.trace import Trace as Trace
     from flexlock_prefect.tracking.trace import trace as trace
 

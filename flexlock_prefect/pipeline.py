@@ -22,7 +22,6 @@ unless `name=` says otherwise), so that several pipelines live side by side on o
 from __future__ import annotations
 
 import asyncio
-import logging
 import multiprocessing
 import os
 import sys
@@ -46,8 +45,6 @@ from flexlock_prefect.events import diag_trigger, relog_trigger
 from flexlock_prefect.exceptions import FlexlockError
 from flexlock_prefect.promote import promote as promote_flow
 from flexlock_prefect.warm import flow_modules, warm_flow_runs
-
-logger = logging.getLogger(__name__)
 
 DIAG_QUEUE = "diag"
 """The work queue of a pool that diag, relog-all and promote runs go to (served first)."""
@@ -208,18 +205,21 @@ def serve_pipelines(
     """Serve the deployments of several pipelines from this process until interrupted, as
     `prefect.serve(*a.to_deployments(), *b.to_deployments())` does, but warm by default.
 
-    With `warm`, the runner holds each deployment's flow and runs it in a fork of a process that
-    imported Prefect's engine, the modules of the pipelines' flows and the modules `preload`
-    names (the libraries a diag imports when it runs): a flow run starts in about 0.3 s instead of
-    the 2 s or more of a new interpreter (see `flexlock_prefect.warm`). Call it under
-    `if __name__ == "__main__":`, as multiprocessing asks: each flow run imports the script that
-    serves. `warm=False` is `prefect.serve` itself. The other keywords are `prefect.serve`'s.
+    With `warm` (where multiprocessing has a fork server: not on Windows), the runner holds each
+    deployment's flow and runs it in a fork of a process that imported Prefect's engine, the
+    modules of the pipelines' flows and the modules `preload` names (the libraries a diag
+    imports when it runs). The example diag's process then takes 0.1 s to start instead of
+    3.7 s for an interpreter and its imports (README, Performance; `flexlock_prefect.warm`).
+    Call it under `if __name__ == "__main__":`, as multiprocessing asks: each flow run imports
+    the script that serves. The runner's deployments are its own, as with `Flow.serve`: one
+    of the same name deployed to a work pool is taken over (its pool cleared). `warm=False` is
+    `prefect.serve` itself. The other keywords are `prefect.serve`'s.
 
     Example:
         >>> if __name__ == "__main__":  # doctest: +SKIP
         ...     serve_pipelines(Pipeline(train_a, diag_a), Pipeline(train_b, diag_b), preload=["sklearn"])
     """
-    if not warm:
+    if not warm or "forkserver" not in multiprocessing.get_all_start_methods():
         deployments = [d for pipeline in pipelines for d in pipeline.to_deployments()]
         serve(
             *deployments,
@@ -229,11 +229,6 @@ def serve_pipelines(
             **runner_kwargs,
         )
         return
-    if multiprocessing.parent_process() is not None:
-        raise FlexlockError(
-            "serve_pipelines ran inside a flow run's process: the script that serves does it when imported; "
-            'call it under `if __name__ == "__main__":` (or serve with warm=False)'
-        )
     specs = [(pipeline, spec) for pipeline in pipelines for spec in pipeline._specs(Path.cwd())]
     # Warm before the deployments exist: a run never waits behind the fork server's preloading.
     with warm_flow_runs([*flow_modules([spec.flow for _, spec in specs]), *preload]):
@@ -246,7 +241,7 @@ def serve_pipelines(
         try:
             asyncio.run(runner.start())
         except (KeyboardInterrupt, TerminationSignal) as exc:
-            logger.info("Received %s, shutting down...", type(exc).__name__)
+            print(f"Received {type(exc).__name__}, shutting down...", flush=True)
 
 
 def entrypoint(flow: Flow[..., Any], root: Path) -> str:

@@ -26,8 +26,6 @@ from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
-from flexlock_prefect.exceptions import FlexlockError
-from flexlock_prefect.pipeline import serve_pipelines
 from flexlock_prefect.warm import ENGINE_MODULE, _ForkServerForSpawn, flow_modules
 from tests.helpers.prefect_api import poll
 
@@ -38,8 +36,6 @@ from pathlib import Path
 from prefect import flow
 from prefect.runner import Runner
 
-from flexlock_prefect.exceptions import FlexlockError
-from flexlock_prefect.pipeline import serve_pipelines
 from flexlock_prefect.warm import warm_flow_runs
 
 
@@ -55,6 +51,7 @@ def where(out: str) -> None:
         "parent_command": Path(f"/proc/{parent}/cmdline").read_bytes().decode(errors="replace"),
         "parent_threads": sorted((t / "comm").read_text().strip() for t in tasks.iterdir() if t.name != str(parent)),
         "imported_by": counted.IMPORTED_BY,
+        "environment": {k: os.environ.get(k) for k in ("SET_AFTER_THE_FORK_SERVER", "MLFLOW_DISABLE_TELEMETRY")},
     }))
 
 
@@ -62,6 +59,7 @@ if __name__ == "__main__":
     runner = Runner(name="warm-test")
     runner.add_flow(where, name="warm-test")
     with warm_flow_runs(["counted", "flexlock_prefect.examples.warmup"]):
+        os.environ["SET_AFTER_THE_FORK_SERVER"] = "yes"
         asyncio.run(runner.start())
 """
 
@@ -77,7 +75,7 @@ def test_the_spawn_context_is_the_fork_servers_and_the_rest_is_multiprocessing()
     forkserver = multiprocessing.get_context("forkserver")
     stand_in = _ForkServerForSpawn(multiprocessing, forkserver)
 
-    assert stand_in.get_context("spawn") is forkserver
+    assert stand_in.get_context("spawn").get_start_method() == "forkserver"
     assert stand_in.get_context("fork") is multiprocessing.get_context("fork")
     assert stand_in.cpu_count is multiprocessing.cpu_count
 
@@ -96,25 +94,32 @@ def test_the_modules_to_preload_are_the_importable_ones_of_the_flows() -> None:
     assert flow_modules([a_flow_of_this_module, in_main, never_imported, a_flow_of_this_module]) == [__name__]
 
 
-def serve_and_report(errors: multiprocessing.Queue) -> None:
-    try:
-        serve_pipelines()
-    except FlexlockError as exc:
-        errors.put(str(exc))
+def run_script(directory: Path, code: str) -> subprocess.CompletedProcess[str]:
+    (directory / "serve.py").write_text(code)
+    env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
+    return subprocess.run(
+        [sys.executable, "serve.py"], cwd=directory, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
-def test_a_script_that_serves_warm_when_imported_is_told_to_guard_it() -> None:
-    """Each warm flow run imports the script that serves, as multiprocessing's children do: one
-    that serves at import would serve again in every run, so the run fails saying so."""
-    spawn = multiprocessing.get_context("spawn")  # a multiprocessing child, as a flow run is
-    errors = spawn.Queue()
-    child = spawn.Process(target=serve_and_report, args=(errors,))
-    child.start()
-    try:
-        message = errors.get(timeout=120)
-    finally:
-        child.join(timeout=60)
-    assert 'under `if __name__ == "__main__":`' in message
+def test_a_script_that_serves_warm_when_imported_is_told_to_guard_it(tmp_path: Path) -> None:
+    """Each warm process imports the script that serves, as multiprocessing's children do: one
+    that serves at import would serve again in every run, so serving stops at once, saying so."""
+    ran = run_script(tmp_path, "from flexlock_prefect.warm import warm_flow_runs\n\nwith warm_flow_runs():\n    pass\n")
+
+    assert ran.returncode != 0
+    assert 'under `if __name__ == "__main__":`' in ran.stderr.strip().splitlines()[-1]
+
+
+def test_a_module_to_preload_that_does_not_exist_is_named(tmp_path: Path) -> None:
+    code = (
+        "from flexlock_prefect.warm import warm_flow_runs\n\n"
+        "if __name__ == '__main__':\n    with warm_flow_runs(['no_such_module_of_ours']):\n        pass\n"
+    )
+    ran = run_script(tmp_path, code)
+
+    assert ran.returncode != 0
+    assert "cannot preload ['no_such_module_of_ours']" in ran.stderr.strip().splitlines()[-1]
 
 
 @pytest.fixture
@@ -172,5 +177,7 @@ def test_served_flow_runs_fork_from_one_process_that_imported_their_code_once(
     assert ENGINE_MODULE in first["parent_command"] and "counted" in first["parent_command"]
     assert first["imported_by"] == second["imported_by"] == fork_server  # imported once, before any run
     assert len({first["pid"], second["pid"], fork_server}) == 3  # each run a process of its own
+    # the runner's environment of the moment, as a spawned run has it, not the fork server's
+    assert first["environment"] == {"SET_AFTER_THE_FORK_SERVER": "yes", "MLFLOW_DISABLE_TELEMETRY": None}
     # nothing a fork could copy mid-lock: no thread but jemalloc's, whose fork handlers take its locks
     assert set(first["parent_threads"]) | set(second["parent_threads"]) <= FORK_SAFE_THREADS

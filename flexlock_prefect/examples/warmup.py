@@ -10,13 +10,15 @@ store and 0.5 s importing IPython (MLflow's run context looks for a notebook). H
 once, in the fork server.
 
 It saves a throwaway model with `mlflow.sklearn.save_model` (MLflow's public API) instead of
-calling into MLflow's internals, and never lets a failure escape: a fork server whose preload
+calling into MLflow's internals, and resolves no run context (MLflow would cache the fork
+server's, without the git state of the runs), and never lets a failure escape: a fork server whose preload
 raised would fail every flow run, while a warm-up that failed only leaves the runs as slow as
 before (the failure is logged).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 
@@ -28,7 +30,6 @@ def warm_up() -> None:
     import matplotlib
     import mlflow.sklearn
     import sklearn
-    from mlflow.tracking.context.registry import resolve_tags
     from sklearn.linear_model import LogisticRegression
 
     import flexlock_prefect.examples.diag  # noqa: F401 - the flows' own modules
@@ -42,7 +43,8 @@ def warm_up() -> None:
     import sklearn.pipeline  # noqa: F401
     import sklearn.preprocessing  # noqa: F401
 
-    resolve_tags()  # the run context's one-time probes
+    with contextlib.suppress(ImportError):
+        import IPython  # noqa: F401 - MLflow's run context imports it to look for a notebook
     model = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
     with tempfile.TemporaryDirectory(prefix="flexlock-warmup-") as directory:
         mlflow.sklearn.save_model(

@@ -65,7 +65,7 @@ def log_outputs(save_dir: str, run: mlflow.ActiveRun) -> None:
     settings = get_settings()
     suffixes = tuple(settings.artifact_suffixes)
     # Straight to the run's artifact location: `client.log_artifact` would fetch the run again for it.
-    repository = get_artifact_repository(run.info.artifact_uri)
+    repository = get_artifact_repository(run.info.artifact_uri, tracking_uri=client.tracking_uri)
     for entry in fs.ls(root, detail=True):
         name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
         if entry["type"] != "file" or not name.endswith(suffixes) or entry["size"] > settings.max_artifact_bytes:
