@@ -15,8 +15,11 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -266,3 +269,52 @@ def _run_step(command: list[str]) -> None:
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"`{' '.join(command)}` exited {result.returncode}:\n{result.stderr.strip()}")
+
+
+def endpoint_of(method: str, url: str) -> str:
+    """A short name of one MLflow HTTP request: REST path or artifact upload/download."""
+    from urllib.parse import urlsplit as _split
+
+    path = _split(url).path
+    if "/mlflow-artifacts/artifacts" in path:
+        return f"{method} mlflow-artifacts (upload)" if method == "PUT" else f"{method} mlflow-artifacts"
+    for prefix in ("/api/2.0/mlflow/", "/api/3.0/mlflow/", "/ajax-api/2.0/mlflow/"):
+        if path.startswith(prefix):
+            return f"{method} {path[len(prefix) :]}"
+    return f"{method} {path}"
+
+
+class RequestCounter:
+    """Counts `requests.Session.request` calls, and the seconds they took, by endpoint while
+    installed (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.seconds: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def installed(self) -> Iterator[RequestCounter]:
+        import requests
+
+        original = requests.Session.request
+        counter = self
+
+        def counting(session: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return original(session, method, url, *args, **kwargs)
+            finally:
+                with counter._lock:
+                    counter.counts[endpoint_of(method, url)] += 1
+                    counter.seconds[endpoint_of(method, url)] += time.perf_counter() - started
+
+        requests.Session.request = counting  # type: ignore[method-assign]
+        try:
+            yield self
+        finally:
+            requests.Session.request = original  # type: ignore[method-assign]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())

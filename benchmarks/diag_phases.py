@@ -12,9 +12,9 @@ save_dir gets one example diag run (`flexlock_prefect.examples.diag.diag`), alte
   run forks from one.
 
 Inside each child the phases are timed (wall and CPU of the process) by wrapping the functions
-that do them, and the HTTP requests are counted per server by wrapping `requests.Session.request`
-(MLflow's client) and httpx's `Client.send`/`AsyncClient.send` (Prefect's; events go over a
-websocket and are not counted). The phases:
+that do them, and the HTTP requests are counted per server: MLflow's with `_common.RequestCounter`
+(`requests.Session.request`, as the relog benchmark counts them), Prefect's by wrapping httpx's
+`Client.send`/`AsyncClient.send` (events go over a websocket and are not counted). The phases:
 
 * **imports**: the diag's module and what it imports (Prefect, MLflow), in the child;
 * **flow start**: from calling the flow to its body (the flow run created and set Running);
@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from _common import WORK_ROOT, machine_line, median, prepare_environment
+from _common import WORK_ROOT, RequestCounter, machine_line, median, prepare_environment
 
 WORK_DIR = WORK_ROOT / "diag_phases"
 PHASES = (
@@ -121,7 +121,7 @@ def measure(save_dir: str) -> dict[str, Any]:
     from flexlock_prefect.examples import diag as example
 
     clock.add("imports", time.perf_counter() - wall, time.process_time() - cpu)
-    _count_requests(clock)
+    _count_prefect_requests(clock)
     for (module, name), phase in TIMED.items():
         target = importlib.import_module(module)
         setattr(target, name, clock.timed(phase, getattr(target, name)))
@@ -137,8 +137,10 @@ def measure(save_dir: str) -> dict[str, Any]:
 
     example.log_example_run = body
     wall, cpu = time.perf_counter(), time.process_time()
-    run_id = example.diag(save_dir=save_dir)
+    with RequestCounter().installed() as mlflow_requests:
+        run_id = example.diag(save_dir=save_dir)
     end_wall, end_cpu = time.perf_counter(), time.process_time()
+    clock.requests.update({f"MLflow {endpoint}": n for endpoint, n in mlflow_requests.counts.items()})
     inner = {k: v for k, v in clock.phases.items() if k != "imports"}
     before_body = body_bounds["start"]
     # the flow's own share: from the call to the body, less the skip check and the record, which precede it
@@ -156,17 +158,9 @@ def measure(save_dir: str) -> dict[str, Any]:
     return {"run_id": run_id, "phases": clock.phases, "requests": dict(clock.requests)}
 
 
-def _count_requests(clock: Clock) -> None:
+def _count_prefect_requests(clock: Clock) -> None:
     import httpx
-    import requests
 
-    session_request = requests.Session.request
-
-    def request(self: requests.Session, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        clock.count("MLflow", method, url)
-        return session_request(self, method, url, *args, **kwargs)
-
-    requests.Session.request = request  # type: ignore[method-assign]
     client_send, async_send = httpx.Client.send, httpx.AsyncClient.send
 
     def send(self: httpx.Client, request: httpx.Request, **kwargs: Any) -> Any:

@@ -76,7 +76,6 @@ import json
 import os
 import shutil
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
@@ -86,7 +85,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import REPO_ROOT, WORK_ROOT, Flexlock010Venv, machine_line, median, prepare_environment
+from _common import (
+    REPO_ROOT,
+    WORK_ROOT,
+    Flexlock010Venv,
+    RequestCounter,
+    endpoint_of,
+    machine_line,
+    median,
+    prepare_environment,
+)
 
 WORK_DIR = WORK_ROOT / "relog"
 PARAMS = 20
@@ -210,55 +218,6 @@ def make_save_dirs(root: Path, prefix: str, count: int) -> list[str]:
 
 
 # --------------------------------------------------------------------------- counting requests
-
-
-def endpoint_of(method: str, url: str) -> str:
-    """A short name of one MLflow HTTP request: REST path or artifact upload/download."""
-    from urllib.parse import urlsplit as _split
-
-    path = _split(url).path
-    if "/mlflow-artifacts/artifacts" in path:
-        return f"{method} mlflow-artifacts (upload)" if method == "PUT" else f"{method} mlflow-artifacts"
-    for prefix in ("/api/2.0/mlflow/", "/api/3.0/mlflow/", "/ajax-api/2.0/mlflow/"):
-        if path.startswith(prefix):
-            return f"{method} {path[len(prefix) :]}"
-    return f"{method} {path}"
-
-
-class RequestCounter:
-    """Counts `requests.Session.request` calls, and the seconds they took, by endpoint while
-    installed (thread-safe)."""
-
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self.seconds: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def installed(self) -> Iterator[RequestCounter]:
-        import requests
-
-        original = requests.Session.request
-        counter = self
-
-        def counting(session: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return original(session, method, url, *args, **kwargs)
-            finally:
-                with counter._lock:
-                    counter.counts[endpoint_of(method, url)] += 1
-                    counter.seconds[endpoint_of(method, url)] += time.perf_counter() - started
-
-        requests.Session.request = counting  # type: ignore[method-assign]
-        try:
-            yield self
-        finally:
-            requests.Session.request = original  # type: ignore[method-assign]
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
 
 
 # --------------------------------------------------------------------------- ours
