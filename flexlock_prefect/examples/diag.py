@@ -25,6 +25,13 @@ from flexlock_prefect.tracking.registration import register_model
 MODEL_FILE = "model.pkl"
 
 
+def model_requirements() -> list[str]:
+    """The logged model's pinned requirements: MLflow then infers none, which is slow."""
+    import sklearn
+
+    return [f"scikit-learn=={sklearn.__version__}"]
+
+
 def log_example_run(save_dir: str, run: mlflow.ActiveRun) -> None:
     """Log the outputs of `save_dir`; log and register its model when the config names one (once
     per model content: a relog of the same model reuses its version, see `register_model`)."""
@@ -32,13 +39,10 @@ def log_example_run(save_dir: str, run: mlflow.ActiveRun) -> None:
     model_url = storage.join(storage.canonical_url(save_dir), MODEL_FILE)
     if not storage.exists(model_url):
         return
-    import sklearn
 
     def log_model() -> ModelInfo:
         model = pickle.loads(storage.read_bytes(model_url))  # the run's own output, written by examples/train.py
-        return mlflow.sklearn.log_model(
-            model, name="model", pip_requirements=[f"scikit-learn=={sklearn.__version__}"]
-        )  # pinned requirements: no slow requirement inference
+        return mlflow.sklearn.log_model(model, name="model", pip_requirements=model_requirements())
 
     name = RunLock.load(save_dir).config.get("model_name")
     if name:

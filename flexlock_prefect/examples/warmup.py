@@ -10,10 +10,10 @@ store and 0.5 s importing IPython (MLflow's run context looks for a notebook). H
 once, in the fork server.
 
 It saves a throwaway model with `mlflow.sklearn.save_model` (MLflow's public API) instead of
-calling into MLflow's internals, and resolves no run context (MLflow would cache the fork
-server's, without the git state of the runs), and never lets a failure escape: a fork server whose preload
-raised would fail every flow run, while a warm-up that failed only leaves the runs as slow as
-before (the failure is logged).
+calling into MLflow's internals, with the requirements the example diag pins. It resolves no
+run context (MLflow would cache the fork server's, without the git state of the runs). It never
+lets a failure escape: a preload that raised would stop the serving, while a warm-up that failed
+only leaves the runs as slow as before (the failure is logged).
 """
 
 from __future__ import annotations
@@ -29,11 +29,10 @@ def warm_up() -> None:
     """Import what the example flows use and save one tiny model, in a temporary directory."""
     import matplotlib
     import mlflow.sklearn
-    import sklearn
     from sklearn.linear_model import LogisticRegression
 
-    import flexlock_prefect.examples.diag  # noqa: F401 - the flows' own modules
-    import flexlock_prefect.examples.train  # noqa: F401
+    import flexlock_prefect.examples.train  # noqa: F401 - the flows' own modules
+    from flexlock_prefect.examples.diag import model_requirements
 
     matplotlib.use("Agg")
     import matplotlib.pyplot  # noqa: F401 - the train flow's plots
@@ -47,9 +46,7 @@ def warm_up() -> None:
         import IPython  # noqa: F401 - MLflow's run context imports it to look for a notebook
     model = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
     with tempfile.TemporaryDirectory(prefix="flexlock-warmup-") as directory:
-        mlflow.sklearn.save_model(
-            model, f"{directory}/model", pip_requirements=[f"scikit-learn=={sklearn.__version__}"]
-        )
+        mlflow.sklearn.save_model(model, f"{directory}/model", pip_requirements=model_requirements())
 
 
 try:
