@@ -613,16 +613,27 @@ def demo(
 @app.command()
 def serve(
     root: Annotated[str, typer.Option(help="Where a local Prefect server keeps its database.")] = "flexlock-demo",
+    queue: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve only the deployments of this work queue of prefect.yaml: 'diag' (diag, relog-all, "
+            "promote, audit) beside the pool's workers, or 'default' (the main flow)."
+        ),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Run at most this many flow runs at once.")] = None,
 ) -> None:
     """Serve the project's deployments (and a local Prefect server if none is configured) until Ctrl-C."""
     from pathlib import Path
 
     from flexlock_prefect.local import prefect_api
+    from flexlock_prefect.pipeline import check_queue
     from flexlock_prefect.serving import serve_examples
 
+    check_queue(queue)  # before a local server is started for nothing
     with prefect_api(Path(root).resolve() / "prefect") as api_url:
-        err.print(f"Prefect API at {api_url}; serving the deployments (Ctrl-C stops)")
-        serve_examples()
+        what = f"the {queue!r} queue's deployments" if queue else "the deployments"
+        err.print(f"Prefect API at {api_url}; serving {what} (Ctrl-C stops)")
+        serve_examples(queue=queue, limit=limit)
 
 
 def _only_promote_deployment() -> str:

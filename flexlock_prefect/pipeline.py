@@ -46,8 +46,10 @@ from flexlock_prefect.exceptions import FlexlockError
 from flexlock_prefect.promote import promote as promote_flow
 from flexlock_prefect.warm import flow_modules, warm_flow_runs
 
+DEFAULT_QUEUE = "default"
+"""The work queue of a pool that main runs go to (a work pool's own first queue)."""
 DIAG_QUEUE = "diag"
-"""The work queue of a pool that diag, relog-all and promote runs go to (served first)."""
+"""The work queue of a pool that diag, relog-all, promote and audit runs go to (served first)."""
 TAGS = ("flexlock",)
 AUDIT_CRON = "0 6 * * *"
 """When the registry-audit deployment runs: daily, early (UTC), so drift is news at the start of a day."""
@@ -60,7 +62,7 @@ class _Spec:
     flow: Flow[..., Any]
     entrypoint: str
     description: str
-    queue: str | None
+    queue: str
     cron: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     triggers: tuple[DeploymentEventTrigger, ...] = ()
@@ -110,11 +112,14 @@ class Pipeline:
 
     def to_deployments(self) -> list[RunnerDeployment]:
         """The deployments, for `prefect.serve(*pipeline.to_deployments(), …)`."""
-        return [spec.flow.to_deployment(**self._deployment_options(spec)) for spec in self._specs(Path.cwd())]
+        return [self._deployment(spec) for spec in self._specs(Path.cwd())]
 
     def serve(self, *, warm: bool = True, preload: Sequence[str] = (), **serve_kwargs: Any) -> None:
         """Serve this pipeline's deployments until interrupted: `serve_pipelines(self, ...)`."""
         serve_pipelines(self, warm=warm, preload=preload, **serve_kwargs)
+
+    def _deployment(self, spec: _Spec) -> RunnerDeployment:
+        return spec.flow.to_deployment(**self._deployment_options(spec))
 
     def to_prefect_yaml(self, project_root: str | os.PathLike[str], pool: str) -> list[dict[str, Any]]:
         """The `deployments:` entries of a prefect.yaml run from `project_root` with work pool `pool`:
@@ -126,7 +131,7 @@ class Pipeline:
                 "entrypoint": spec.entrypoint,
                 "description": spec.description,
                 "tags": list(TAGS),
-                "work_pool": {"name": pool, "work_queue_name": spec.queue or "default"},
+                "work_pool": {"name": pool, "work_queue_name": spec.queue},
             }
             if spec.parameters:
                 entry["parameters"] = spec.parameters
@@ -153,7 +158,9 @@ class Pipeline:
         diag_entrypoint = entrypoint(self.diag, root)
         name = self.deployment_name
         specs = [
-            _Spec(self.main, entrypoint(self.main, root), f"Main flow of the {name} pipeline.", None, self.cron),
+            _Spec(
+                self.main, entrypoint(self.main, root), f"Main flow of the {name} pipeline.", DEFAULT_QUEUE, self.cron
+            ),
             _Spec(
                 self.diag,
                 diag_entrypoint,
@@ -197,6 +204,7 @@ def serve_pipelines(
     *pipelines: Pipeline,
     warm: bool = True,
     preload: Sequence[str] = (),
+    queue: str | None = None,
     pause_on_shutdown: bool = True,
     print_starting_message: bool = True,
     limit: int | None = None,
@@ -215,21 +223,27 @@ def serve_pipelines(
     of the same name deployed to a work pool is taken over (its pool cleared). `warm=False` is
     `prefect.serve` itself. The other keywords are `prefect.serve`'s.
 
+    `queue` serves only the deployments `to_prefect_yaml` puts on that work queue: `"diag"` for
+    the diag, relog-all, promote and audit flows, `"default"` for the main flows. Deploy with
+    prefect.yaml, then serve the `diag` queue warm beside the pool's workers: the main runs stay
+    on the pool's infrastructure and every diag skips an interpreter's start (README, Scale-out).
+    Several such runners may serve the same deployments (Prefect gives each run to one); pass
+    `pause_on_shutdown=False` to them, or the first one stopped pauses the audit's schedule.
+
     Example:
         >>> if __name__ == "__main__":  # doctest: +SKIP
         ...     serve_pipelines(Pipeline(train_a, diag_a), Pipeline(train_b, diag_b), preload=["sklearn"])
     """
+    specs = _queue_specs(pipelines, queue)
     if not warm or "forkserver" not in multiprocessing.get_all_start_methods():
-        deployments = [d for pipeline in pipelines for d in pipeline.to_deployments()]
         serve(
-            *deployments,
+            *(pipeline._deployment(spec) for pipeline, spec in specs),
             pause_on_shutdown=pause_on_shutdown,
             print_starting_message=print_starting_message,
             limit=limit,
             **runner_kwargs,
         )
         return
-    specs = [(pipeline, spec) for pipeline in pipelines for spec in pipeline._specs(Path.cwd())]
     # Warm before the deployments exist: a run never waits behind the fork server's preloading.
     with warm_flow_runs([*flow_modules([spec.flow for _, spec in specs]), *preload]):
         runner = Runner(pause_on_shutdown=pause_on_shutdown, limit=limit, **runner_kwargs)
@@ -242,6 +256,26 @@ def serve_pipelines(
             asyncio.run(runner.start())
         except (KeyboardInterrupt, TerminationSignal) as exc:
             print(f"Received {type(exc).__name__}, shutting down...", flush=True)
+
+
+def check_queue(queue: str | None) -> None:
+    """Refuse a work queue that no pipeline deployment is on (`serve_pipelines(queue=...)`)."""
+    if queue not in (None, DEFAULT_QUEUE, DIAG_QUEUE):
+        raise FlexlockError(
+            f"unknown work queue {queue!r}: serve {DIAG_QUEUE!r} (diag, relog-all, promote, audit) "
+            f"or {DEFAULT_QUEUE!r} (the main flows), or leave it out for every deployment"
+        )
+
+
+def _queue_specs(pipelines: Sequence[Pipeline], queue: str | None) -> list[tuple[Pipeline, _Spec]]:
+    """The pipelines' deployments, those on work queue `queue` only unless it is None."""
+    check_queue(queue)
+    return [
+        (pipeline, spec)
+        for pipeline in pipelines
+        for spec in pipeline._specs(Path.cwd())
+        if queue is None or spec.queue == queue
+    ]
 
 
 def entrypoint(flow: Flow[..., Any], root: Path) -> str:

@@ -45,10 +45,17 @@ def write_project_yaml(path: str | Path, project_root: str | Path) -> Path:
     )
 
 
-def serve_examples() -> None:
+def serve_examples(queue: str | None = None, limit: int | None = None) -> None:
     """Serve the example pipeline until interrupted (Ctrl-C stops the runner and its flow runs),
-    its flow runs forked from a process that imported what they use (`flexlock_prefect.warm`)."""
-    example_pipeline().serve(preload=EXAMPLE_PRELOAD, print_starting_message=True)
+    its flow runs forked from a process that imported what they use (`flexlock_prefect.warm`).
+
+    `queue` serves only that work queue's deployments (`serve_pipelines`): such a runner runs
+    beside the pool's workers or its own replicas, so stopping it pauses no schedule. `limit`
+    caps the flow runs it runs at once.
+    """
+    example_pipeline().serve(
+        preload=EXAMPLE_PRELOAD, queue=queue, limit=limit, pause_on_shutdown=queue is None, print_starting_message=True
+    )
 
 
 if __name__ == "__main__":

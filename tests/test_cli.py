@@ -96,6 +96,7 @@ def test_verify_checks_an_expected_digest(project: Path) -> None:
         (["show", "/nonexistent/run"], "no run.lock in /nonexistent/run"),
         (["diff", "/nonexistent/a", "/nonexistent/b"], "no run.lock in /nonexistent/a"),
         (["verify", "ftp://host/run"], "unsupported URL scheme 'ftp'"),
+        (["serve", "--queue", "gpu"], "unknown work queue 'gpu': serve 'diag' (diag, relog-all, promote, audit)"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr_and_exit_2(args: list[str], message: str) -> None:

@@ -18,12 +18,13 @@ from prefect.flows import load_flow_from_entrypoint
 from typer.testing import CliRunner
 
 from flexlock_prefect import diag_flow
+from flexlock_prefect import pipeline as pipeline_module
 from flexlock_prefect.cli import app
 from flexlock_prefect.diag import diag_spec, load_diag
 from flexlock_prefect.events import run_resource
 from flexlock_prefect.exceptions import FlexlockError
 from flexlock_prefect.lock import PrefectState
-from flexlock_prefect.pipeline import AUDIT_CRON, Pipeline
+from flexlock_prefect.pipeline import AUDIT_CRON, Pipeline, serve_pipelines
 from flexlock_prefect.tracking.relog import code_version
 from tests.helpers import two_pipelines
 from tests.helpers.fakes import make_lock
@@ -142,6 +143,25 @@ def test_the_diag_version_changes_with_the_body_and_what_it_calls_in_its_module_
     before, after = versions
     assert code_version(before.body_a) != code_version(after.body_a)
     assert code_version(before.body_b) == code_version(after.body_b)
+
+
+@pytest.mark.parametrize("queue", ["default", "diag"])
+def test_serving_one_work_queue_serves_what_prefect_yaml_puts_on_that_queue(
+    queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = []
+    monkeypatch.setattr(pipeline_module, "serve", lambda *deployments, **_: served.extend(deployments))
+    pipeline = Pipeline(main=two_pipelines.train_a, diag=two_pipelines.diag_a, promote=True)
+    serve_pipelines(pipeline, warm=False, queue=queue)
+    on_queue = [e for e in pipeline.to_prefect_yaml(Path.cwd(), "p") if e["work_pool"]["work_queue_name"] == queue]
+    assert [d.entrypoint for d in served] == [e["entrypoint"] for e in on_queue]
+    assert len(served) == (1 if queue == "default" else 4)
+
+
+def test_serving_a_work_queue_no_deployment_is_on_is_refused_before_anything_is_served() -> None:
+    pipeline = Pipeline(main=two_pipelines.train_a, diag=two_pipelines.diag_a)
+    with pytest.raises(FlexlockError, match="unknown work queue 'gpu': serve 'diag'"):
+        serve_pipelines(pipeline, queue="gpu")
 
 
 def test_init_writes_a_prefect_yaml_with_the_scoped_deployments(tmp_path: Path) -> None:
