@@ -100,6 +100,33 @@ def _memory() -> str:
 # --------------------------------------------------------------------------- statistics
 
 
+def process_group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU of the live processes of process group `pgid`, and of the children they
+    reaped (a worker's finished flow runs, a server's finished workers), from /proc (Linux).
+
+    A process that exited and was reaped by a process outside the group counts nowhere; every
+    server and worker of the benchmarks starts in a group of its own and reaps its children.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        # after "(comm)": state(0) ppid(1) pgrp(2) ... utime(11) stime(12) cutime(13) cstime(14)
+        if int(fields[2]) == pgid:
+            total += sum(int(value) for value in fields[11:15])
+    return total / ticks
+
+
+def machine_cpu_seconds() -> float:
+    """User + system CPU of the whole machine since boot, every core (/proc/stat, Linux)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(value) for value in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: Sequence[float], q: int) -> float:
     """The `q`-th percentile (a whole number, 1 to 99) of `values`, inclusive of the values themselves.
 

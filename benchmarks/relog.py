@@ -94,6 +94,7 @@ from _common import (
     machine_line,
     median,
     prepare_environment,
+    process_group_cpu_seconds,
 )
 
 WORK_DIR = WORK_ROOT / "relog"
@@ -136,17 +137,8 @@ class Server:
     store: str  # SQLAlchemy URL of the server's backend store (PostgreSQL: password in PGPASSWORD)
 
     def cpu_seconds(self) -> float:
-        """User + system CPU of the server's live processes (its process group), from /proc."""
-        ticks = os.sysconf("SC_CLK_TCK")
-        total = 0
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == self.pgid:  # fields after "(comm)": state ppid pgrp ... utime(11) stime(12)
-                total += int(fields[11]) + int(fields[12])
-        return total / ticks
+        """CPU of the server's processes (its process group), from /proc."""
+        return process_group_cpu_seconds(self.pgid)
 
 
 @contextmanager

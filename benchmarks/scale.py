@@ -47,7 +47,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from _common import REPO_ROOT, WORK_ROOT, machine_line, median, percentile, prepare_environment, read_all_flow_runs
+from _common import (
+    REPO_ROOT,
+    WORK_ROOT,
+    machine_cpu_seconds,
+    machine_line,
+    median,
+    percentile,
+    prepare_environment,
+    process_group_cpu_seconds,
+    read_all_flow_runs,
+)
 
 WORK = WORK_ROOT / "scale"
 BUCKET = "s3://scale-benchmark"
@@ -96,7 +106,7 @@ def wait_for_diags(submitted: dict[str, Submission], timeout_s: float) -> tuple[
     save_dirs = list(submitted)
     deadline = time.monotonic() + timeout_s
     while True:
-        mains = [r for r in read_all_flow_runs("train") if str(r.id) in ids]
+        mains = [r for r in read_all_flow_runs("train/train") if str(r.id) in ids]
         diags = read_all_flow_runs("diag/train")
         completed = sum(r.state.is_completed() for r in mains)
         final_mains = sum(r.state.is_final() for r in mains)
@@ -129,13 +139,46 @@ def active_counts(save_dirs: Sequence[str]) -> Counter:
     )
 
 
+@dataclass(frozen=True)
+class CpuSample:
+    """CPU seconds used so far by each part of the stack, by this script and by the machine."""
+
+    parts: dict[str, float]
+    script: float
+    machine: float
+
+    @classmethod
+    def take(cls, process_groups: dict[str, list[int]]) -> CpuSample:
+        parts = {part: sum(map(process_group_cpu_seconds, pgids)) for part, pgids in process_groups.items()}
+        return cls(parts, time.process_time(), machine_cpu_seconds())
+
+
+def print_cpu(before: CpuSample, after: CpuSample, logged: int) -> None:
+    """CPU seconds per save_dir logged, by part, from submission to the end (stack start-up and
+    the project's deployment left out)."""
+    used = {part: after.parts[part] - before.parts[part] for part in after.parts}
+    used["this script (submitting, polling)"] = after.script - before.script
+    machine = after.machine - before.machine
+    used["anything else on the machine"] = machine - sum(used.values())
+    print(f"  CPU per save_dir logged ({machine / max(logged, 1):.1f} s in all, {machine:.0f} s for the burst):")
+    for part, seconds in sorted(used.items(), key=lambda item: -item[1]):
+        print(f"    {part:<40} {seconds / max(logged, 1):6.2f} s  ({seconds / machine:5.1%})")
+
+
 def spread(seconds: Sequence[float]) -> str:
     if len(seconds) < 2:
         return "too few runs"
     return f"p50 {median(seconds):.0f} s, p95 {percentile(seconds, 95):.0f} s, max {max(seconds):.0f} s"
 
 
-def report(save_dirs: Sequence[str], submitted: dict[str, Submission], mains: list, diags: list, args) -> bool:
+def report(
+    save_dirs: Sequence[str],
+    submitted: dict[str, Submission],
+    mains: list,
+    diags: list,
+    cpu: tuple[CpuSample, ...],
+    args,
+) -> bool:
     main_by_id = {str(r.id): r for r in mains}
     completed_mains = {s for s, sub in submitted.items() if main_by_id[sub.flow_run_id].state.is_completed()}
     per_save_dir = Counter(r.parameters.get("save_dir") for r in diags)
@@ -151,9 +194,11 @@ def report(save_dirs: Sequence[str], submitted: dict[str, Submission], mains: li
 
     print()
     print(f"scale-out load check — {platform.node()}, {machine_line()}")
+    warm = f"queues {', '.join(args.warm)} served warm by runners" if args.warm else "no queue served warm"
     print(
-        f"{len(save_dirs)} main runs submitted at once; {args.workers} process workers × {args.runs_per_worker} "
-        f"flow runs; MLflow server {args.mlflow_workers} workers; all on PostgreSQL, save_dirs on S3 (moto)"
+        f"{len(save_dirs)} main runs submitted at once; {args.workers} process workers (or runners per warm queue) "
+        f"× {args.runs_per_worker} flow runs; {warm}; MLflow server {args.mlflow_workers} workers; all on "
+        "PostgreSQL, save_dirs on S3 (moto)"
     )
     print(f"  main runs   : {dict(Counter(r.state.type.value for r in mains))}")
     print(f"  diag runs   : {dict(Counter(r.state.type.value for r in diags))}")
@@ -163,6 +208,7 @@ def report(save_dirs: Sequence[str], submitted: dict[str, Submission], mains: li
     print(f"  lost        : {len(lost)} {lost[:5]}")
     print(f"  duplicated  : {len(duplicated)} {duplicated[:5]}")
     print(f"  not active once in MLflow: {len(not_active_once)} {not_active_once[:5]}")
+    print_cpu(*cpu, len(finished))
     ok = not lost and not duplicated and not not_active_once
     print(f"  target (none lost, none duplicated): {'met' if ok else 'NOT met'}")
     return ok
@@ -174,6 +220,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="process workers (default 2)")
     parser.add_argument("--runs-per-worker", type=int, default=4, help="flow runs per worker at once (default 4)")
     parser.add_argument("--mlflow-workers", type=int, default=2, help="MLflow server processes (default 2)")
+    parser.add_argument(
+        "--warm",
+        action="append",
+        choices=("default", "diag"),
+        default=[],
+        help="serve this work queue warm, by --workers `flexlock-prefect serve --queue` runners instead of the "
+        "process workers (repeatable; default: none, the workers run both queues)",
+    )
     parser.add_argument("--timeout", type=float, default=7200, help="seconds to wait for the runs (default 7200)")
     return parser.parse_args(argv)
 
@@ -209,19 +263,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 workers=args.workers,
                 runs_per_worker=args.runs_per_worker,
                 mlflow_workers=args.mlflow_workers,
+                warm_queues=args.warm,
             )
         )
         log(f"stack up and project deployed in {time.perf_counter() - started:.0f} s; logs in {WORK}")
         os.environ |= running.env
         stack.enter_context(running.prefect_client_settings())
 
+        process_groups = {**running.process_groups, "S3 (moto)": [moto.process.pid]}
         save_dirs = [f"{BUCKET}/runs/{index:04d}" for index in range(args.runs)]
+        cpu_before = CpuSample.take(process_groups)
         submitted = submit(save_dirs, data)
         times = [sub.at for sub in submitted.values()]
         log(f"{len(submitted)} main runs submitted in {max(times) - min(times):.1f} s")
         mains, diags = wait_for_diags(submitted, args.timeout)
+        cpu = (cpu_before, CpuSample.take(process_groups))
         log(f"done at {datetime.now(UTC).isoformat(timespec='seconds')}")
-        return 0 if report(save_dirs, submitted, mains, diags, args) else 1
+        return 0 if report(save_dirs, submitted, mains, diags, cpu, args) else 1
 
 
 if __name__ == "__main__":

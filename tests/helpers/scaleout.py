@@ -17,6 +17,7 @@ carries it.
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import glob
 import os
 import secrets
@@ -24,7 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ import yaml
 
 from flexlock_prefect.exceptions import FlexlockError
 from flexlock_prefect.local import ServerProcess, free_port, start_prefect_server
+from flexlock_prefect.pipeline import DEFAULT_QUEUE, DIAG_QUEUE
 from tests.helpers.servers import start_mlflow_server
 
 DATABASE_USER = "flexlock"
@@ -57,6 +59,7 @@ class Postgres:
     port: int
     password: str = field(repr=False)
     user: str = DATABASE_USER
+    pid: int = 0  # the postmaster's, which leads the cluster's process group
 
     def url(self, database: str, driver: str = "postgresql") -> str:
         return f"{driver}://{self.user}@127.0.0.1:{self.port}/{database}"
@@ -112,7 +115,7 @@ def postgres(log_dir: Path) -> Iterator[Postgres]:
             user=account,
         )
         try:
-            yield cluster
+            yield dataclasses.replace(cluster, pid=server.process.pid)
         finally:
             server.stop()
     finally:
@@ -185,6 +188,26 @@ def start_worker(log_path: Path, pool: str, env: Mapping[str, str], limit: int, 
     )
 
 
+def start_warm_runner(log_path: Path, queue: str, env: Mapping[str, str], limit: int, poll_s: float) -> ServerProcess:
+    """`flexlock-prefect serve --queue <queue>`: that work queue's deployments served warm, at
+    most `limit` flow runs at once, polling every `poll_s` seconds; ready once its health
+    endpoint (Prefect's runner webserver, on loopback) answers."""
+    port = free_port()
+    return ServerProcess(
+        [sys.executable, "-m", "flexlock_prefect", "serve", "--queue", queue, "--limit", str(limit)],
+        health_url=f"http://127.0.0.1:{port}/health",
+        log_path=log_path,
+        env={
+            **env,
+            "PREFECT_RUNNER_SERVER_ENABLE": "true",
+            "PREFECT_RUNNER_SERVER_HOST": "127.0.0.1",
+            "PREFECT_RUNNER_SERVER_PORT": str(port),
+            "PREFECT_RUNNER_POLL_FREQUENCY": str(poll_s),
+        },
+        timeout_s=120,
+    )
+
+
 @dataclass(frozen=True)
 class ScaleStack:
     """The running stack: what a client needs in its environment to use it (`env`, which holds
@@ -194,6 +217,9 @@ class ScaleStack:
     mlflow_tracking_uri: str
     postgres: Postgres
     env: dict[str, str] = field(repr=False)
+    process_groups: dict[str, list[int]] = field(default_factory=dict)
+    """The stack's processes by part ("PostgreSQL", "Prefect server", ...): the process groups
+    each part runs in, for the benchmark's CPU accounting."""
 
     def prefect_client_settings(self) -> AbstractContextManager[object]:
         """Inside the block this process's Prefect client talks to the stack's server with its
@@ -230,10 +256,14 @@ def scale_stack(
     runs_per_worker: int = 4,
     mlflow_workers: int = 2,
     poll_s: float = 2,
+    warm_queues: Sequence[str] = (),
 ) -> Iterator[ScaleStack]:
     """PostgreSQL, a Prefect server and an MLflow server on it, both authenticating with
     credentials made for this stack, the project deployed to its work pool and `workers` process
-    workers; everything is stopped, last started first, at the end.
+    workers; everything is stopped, last started first, at the end. Each queue of `warm_queues`
+    ("default", "diag") is served instead by `workers` runners of `flexlock-prefect serve --queue`
+    (each running at most `runs_per_worker` flow runs, forked warm), which take its deployments
+    over from the pool; the workers run what is left, and do not start when nothing is.
 
     `env` reaches every process (S3 credentials and endpoint, settings); the stack adds
     `PREFECT_API_URL`, `PREFECT_API_AUTH_STRING`, `MLFLOW_TRACKING_URI` and the workers' MLflow
@@ -283,7 +313,23 @@ def scale_stack(
         )
         deploy_project(project_root, client_env)
         pool = work_pool_name(project_root)
-        for index in range(workers):
-            worker = start_worker(home / f"worker-{index}.log", pool, client_env, runs_per_worker, poll_s)
-            stack.callback(worker.stop)
-        yield ScaleStack(api_url, tracking_uri, cluster, client_env)
+        process_groups = {
+            "PostgreSQL": [cluster.pid],
+            "Prefect server": [prefect_server.process.pid],
+            "MLflow server": [mlflow_server.process.pid],
+        }
+        for queue in warm_queues:
+            part = process_groups.setdefault(f"warm runners of {queue!r} and their flow runs", [])
+            for index in range(workers):
+                runner = start_warm_runner(
+                    home / f"runner-{queue}-{index}.log", queue, client_env, runs_per_worker, poll_s
+                )
+                stack.callback(runner.stop)
+                part.append(runner.process.pid)
+        if set(warm_queues) != {DEFAULT_QUEUE, DIAG_QUEUE}:
+            part = process_groups.setdefault("process workers and their flow runs", [])
+            for index in range(workers):
+                worker = start_worker(home / f"worker-{index}.log", pool, client_env, runs_per_worker, poll_s)
+                stack.callback(worker.stop)
+                part.append(worker.process.pid)
+        yield ScaleStack(api_url, tracking_uri, cluster, client_env, process_groups)
