@@ -621,6 +621,12 @@ def serve(
         ),
     ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Run at most this many flow runs at once.")] = None,
+    cold: Annotated[
+        bool,
+        typer.Option(
+            "--cold", help="Start each flow run in a new interpreter, which loads edited code without a restart."
+        ),
+    ] = False,
 ) -> None:
     """Serve the project's deployments (and a local Prefect server if none is configured) until Ctrl-C."""
     from pathlib import Path
@@ -633,7 +639,7 @@ def serve(
     with prefect_api(Path(root).resolve() / "prefect") as api_url:
         what = f"the {queue!r} queue's deployments" if queue else "the deployments"
         err.print(f"Prefect API at {api_url}; serving {what} (Ctrl-C stops)")
-        serve_examples(queue=queue, limit=limit)
+        serve_examples(queue=queue, limit=limit, warm=not cold)
 
 
 def _only_promote_deployment() -> str:

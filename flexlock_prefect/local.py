@@ -147,13 +147,14 @@ def prefect_api(home: Path, keep: bool = False) -> Iterator[str]:
 
 @contextmanager
 def served_deployments(
-    log_path: Path, env: Mapping[str, str] | None = None, keep: bool = False
+    log_path: Path, env: Mapping[str, str] | None = None, keep: bool = False, warm: bool = True
 ) -> Iterator[subprocess.Popen]:
     """The example pipeline served in a subprocess (`python -m flexlock_prefect.serving`, polling
-    every second), stopped when the block ends unless `keep`."""
+    every second; `warm=False`: each flow run in a new interpreter), stopped when the block ends
+    unless `keep`."""
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "flexlock_prefect.serving"],
+            [sys.executable, "-m", "flexlock_prefect.serving", *([] if warm else ["--cold"])],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -1,6 +1,6 @@
 """The example pipeline's deployments: what `flexlock-prefect demo` and `serve` run.
 
-`python -m flexlock_prefect.serving` serves them from one process (the demo starts it so);
+`python -m flexlock_prefect.serving [--cold]` serves them from one process (the demo starts it so);
 `deployments/prefect.yaml` declares the same for `prefect deploy` to a process work pool and is
 written by `write_project_yaml` (a test checks it is up to date). Both come from
 `example_pipeline()`, a `Pipeline` like any user's.
@@ -45,16 +45,22 @@ def write_project_yaml(path: str | Path, project_root: str | Path) -> Path:
     )
 
 
-def serve_examples(queue: str | None = None, limit: int | None = None) -> None:
+def serve_examples(queue: str | None = None, limit: int | None = None, warm: bool = True) -> None:
     """Serve the example pipeline until interrupted (Ctrl-C stops the runner and its flow runs),
-    its flow runs forked from a process that imported what they use (`flexlock_prefect.warm`).
+    its flow runs forked from a process that imported what they use (`flexlock_prefect.warm`),
+    or, with `warm=False`, each in a new interpreter that loads the code anew (`prefect.serve`).
 
     `queue` serves only that work queue's deployments (`serve_pipelines`): such a runner runs
     beside the pool's workers or its own replicas, so stopping it pauses no schedule. `limit`
     caps the flow runs it runs at once.
     """
     example_pipeline().serve(
-        preload=EXAMPLE_PRELOAD, queue=queue, limit=limit, pause_on_shutdown=queue is None, print_starting_message=True
+        warm=warm,
+        preload=EXAMPLE_PRELOAD,
+        queue=queue,
+        limit=limit,
+        pause_on_shutdown=queue is None,
+        print_starting_message=True,
     )
 
 
@@ -64,4 +70,4 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--write-yaml"]:
         print(write_project_yaml(sys.argv[2], Path.cwd()))
     else:
-        serve_examples()
+        serve_examples(warm=sys.argv[1:2] != ["--cold"])

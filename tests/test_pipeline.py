@@ -9,6 +9,7 @@ import importlib.util
 import os
 import sys
 import textwrap
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from prefect.events.schemas.events import Resource
 from prefect.flows import load_flow_from_entrypoint
 from typer.testing import CliRunner
 
-from flexlock_prefect import diag_flow
+from flexlock_prefect import diag_flow, local, serving
 from flexlock_prefect import pipeline as pipeline_module
 from flexlock_prefect.cli import app
 from flexlock_prefect.diag import diag_spec, load_diag
@@ -156,6 +157,15 @@ def test_serving_one_work_queue_serves_what_prefect_yaml_puts_on_that_queue(
     on_queue = [e for e in pipeline.to_prefect_yaml(Path.cwd(), "p") if e["work_pool"]["work_queue_name"] == queue]
     assert [d.entrypoint for d in served] == [e["entrypoint"] for e in on_queue]
     assert len(served) == (1 if queue == "default" else 4)
+
+
+def test_serve_passes_its_queue_limit_and_cold_start_to_the_example_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    served = []
+    monkeypatch.setattr(local, "prefect_api", lambda home: nullcontext("http://127.0.0.1:1/api"))
+    monkeypatch.setattr(serving, "serve_examples", lambda **options: served.append(options))
+    result = CliRunner().invoke(app, ["serve", "--queue", "diag", "--limit", "2", "--cold"])
+    assert result.exit_code == 0, result.output
+    assert served == [{"queue": "diag", "limit": 2, "warm": False}]
 
 
 def test_serving_a_work_queue_no_deployment_is_on_is_refused_before_anything_is_served() -> None:
