@@ -20,6 +20,7 @@ import pytest
 import requests
 import yaml
 
+from flexlock_prefect.pipeline import DIAG_QUEUE
 from tests.helpers.scaleout import work_pool_name
 from tests.helpers.servers import AuthApp
 
@@ -34,7 +35,7 @@ def services() -> dict[str, dict[str, Any]]:
 
 
 def test_compose_runs_postgres_a_prefect_server_workers_and_an_mlflow_server(services: dict) -> None:
-    assert set(services) == {"postgres", "prefect-server", "mlflow", "worker", "deploy"}
+    assert set(services) == {"postgres", "prefect-server", "mlflow", "worker", "diag-runner", "deploy"}
     assert services["prefect-server"]["environment"]["PREFECT_SERVER_DATABASE_CONNECTION_URL"].startswith(
         "postgresql+asyncpg://"
     )
@@ -48,6 +49,13 @@ def test_compose_workers_pull_from_the_work_pool_the_deployments_name(services: 
     assert command[command.index("--pool") + 1] == work_pool_name(ROOT)
     assert command[command.index("--type") + 1] == "process"
     assert "deployments/prefect.yaml" in " ".join(services["deploy"]["command"])
+
+
+def test_compose_serves_the_diag_queue_warm_beside_the_workers(services: dict) -> None:
+    command = services["diag-runner"]["command"]
+    assert command[:2] == ["flexlock-prefect", "serve"] and "--cold" not in command
+    assert command[command.index("--queue") + 1] == DIAG_QUEUE
+    assert services["diag-runner"]["environment"] == services["worker"]["environment"]
 
 
 def test_compose_takes_every_credential_from_the_environment(services: dict) -> None:
@@ -70,7 +78,7 @@ def test_compose_servers_authenticate_and_clients_log_in(services: dict) -> None
     [workdir] = re.findall(r"^WORKDIR (\S+)$", (ROOT / "deployments" / "Dockerfile").read_text(), re.MULTILINE)
     config = ROOT / PurePosixPath(mlflow["MLFLOW_AUTH_CONFIG_PATH"]).relative_to(workdir)
     assert config.is_file() and "MLFLOW_FLASK_SERVER_SECRET_KEY" in mlflow
-    for client in ("worker", "deploy"):
+    for client in ("worker", "diag-runner", "deploy"):
         environment = services[client]["environment"]
         assert environment["PREFECT_API_AUTH_STRING"] == prefect["PREFECT_SERVER_API_AUTH_STRING"]
         assert environment["MLFLOW_TRACKING_USERNAME"] == "flexlock" and "MLFLOW_TRACKING_PASSWORD" in environment
