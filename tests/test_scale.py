@@ -1,10 +1,12 @@
 """The scale-out configuration end to end, every part real and on loopback: PostgreSQL, a Prefect
-server on it, two `process` workers pulling from the work pool of `deployments/prefect.yaml`, an
-MLflow server on PostgreSQL with artifacts on S3 (moto), and save_dirs on S3.
+server on it, two `process` workers pulling the main runs from the work pool of
+`deployments/prefect.yaml`, two warm runners (`flexlock-prefect serve --queue diag`) serving its
+diag queue, an MLflow server on PostgreSQL with artifacts on S3 (moto), and save_dirs on S3.
 
 Both servers authenticate (an auth string, MLflow's basic-auth app), as `deployments/compose.yaml`
 has them. Twenty main runs go through the work pool at once; each completion must fire exactly one diag
-run through the deployment's trigger, and one registered model then goes to prod with approvals.
+run through the deployment's trigger, run by one of the competing runners, and one registered model
+then goes to prod with approvals, its promote runs paused and resumed on those runners.
 """
 
 from __future__ import annotations
@@ -23,15 +25,17 @@ from prefect.deployments import run_deployment
 from flexlock_prefect import RunLock, storage
 from flexlock_prefect.examples import train as example_train
 from flexlock_prefect.lock import logical_run_key
+from flexlock_prefect.pipeline import DIAG_QUEUE
 from flexlock_prefect.registry import APPROVED_BY, LIFECYCLE, history
 from flexlock_prefect.tracking.supersede import runs_of
 from flexlock_prefect.tracking.tags import ACTIVE, LOCK_DIGEST, STATUS
 from flexlock_prefect.verify import verify_lock
 from tests.helpers.prefect_api import wait_for_flow_run, wait_for_flow_runs
-from tests.helpers.scaleout import WORKER_ACCOUNT, ScaleStack, scale_stack
+from tests.helpers.scaleout import WORKER_ACCOUNT, ScaleStack, scale_stack, work_pool_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.scale]
 
+ROOT = Path(__file__).resolve().parents[1]
 MAIN_RUNS = 20
 MODEL = "scale-classifier"
 
@@ -46,7 +50,7 @@ def stack(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     home = tmp_path_factory.mktemp("scale")
     env = {"MLFLOW_S3_ENDPOINT_URL": s3_endpoint, "FLEXLOCK_CACHE_DIR": str(home / "flexlock-cache")}
     with (
-        scale_stack(home, Path(__file__).resolve().parents[1], artifacts, env=env) as running,
+        scale_stack(home, ROOT, artifacts, env=env, warm_queues=(DIAG_QUEUE,)) as running,
         pytest.MonkeyPatch.context() as patch,
         running.prefect_client_settings(),
     ):
@@ -74,7 +78,7 @@ def approve(flow_run_id: str, comment: str) -> None:
 
 
 def promote(version: str, to: str, approval: bool = True) -> FlowRun:
-    """The `promote` deployment, run by a worker; a paused run is approved through the CLI."""
+    """The `promote` deployment, run by a warm runner; a paused run is approved through the CLI."""
     run = wait_until_final(submit("promote/train", model=MODEL, version=version, to=to, approval=approval).id)
     if run.state.is_paused():
         approve(str(run.id), f"to {to}")
@@ -82,7 +86,7 @@ def promote(version: str, to: str, approval: bool = True) -> FlowRun:
     return run
 
 
-def test_twenty_s3_main_runs_through_two_workers_are_each_logged_once_and_a_model_reaches_prod(
+def test_twenty_s3_main_runs_on_workers_are_each_logged_once_by_warm_diag_runners_and_a_model_reaches_prod(
     stack: ScaleStack, s3_bucket: str, tmp_path: Path
 ) -> None:
     data = f"{s3_bucket}/data/breast_cancer.csv"
@@ -95,11 +99,13 @@ def test_twenty_s3_main_runs_through_two_workers_are_each_logged_once_and_a_mode
         for save_dir in save_dirs
     ]
     for run in main_runs:
-        assert wait_until_final(str(run.id), timeout_s=600).state.is_completed()
+        finished = wait_until_final(str(run.id), timeout_s=600)
+        assert finished.state.is_completed() and finished.work_pool_name == work_pool_name(ROOT)
 
     diag_runs = wait_for_flow_runs("diag/train", MAIN_RUNS, timeout_s=600)
     assert sorted(run.parameters["save_dir"] for run in diag_runs) == save_dirs, "a diag run was lost or doubled"
     assert all(run.created_by.type == "AUTOMATION" and run.state.is_completed() for run in diag_runs)
+    assert {run.work_pool_name for run in diag_runs} == {None}, "a diag ran on the pool, not on a warm runner"
 
     client = MlflowClient()
     experiments = [experiment.experiment_id for experiment in client.search_experiments()]
