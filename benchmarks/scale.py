@@ -8,6 +8,12 @@ endpoint. The project is deployed with `prefect deploy`. Then `--runs` (default 
 `train/train` deployment are created at once, each with its own `s3://` save_dir; every
 completed main run emits `flexlock.run.completed`, whose trigger creates a `diag/train` run.
 
+`--warm diag` serves the pool's `diag` queue (diag, relog-all, promote, audit) instead by
+`--workers` runners of `flexlock-prefect serve --queue diag` beside the workers, as Running in
+production suggests: each diag forks from a warm process. `--warm default --warm diag` serves
+both queues so, with no process worker at all. Without `--warm`, every flow run is a new
+interpreter started by a process worker: the baseline.
+
 What is printed:
 * **throughput**: save_dirs logged to MLflow per minute, from the first submission to the last
   diag run's end;
@@ -19,11 +25,14 @@ What is printed:
 * **lost**: save_dirs whose main run completed but no diag run logged them; **duplicated**:
   save_dirs with more than one diag run; **not active once**: save_dirs without exactly one
   active MLflow run. Target: none lost, none duplicated.
-* the main and diag runs that did not complete, by state.
+* the main and diag runs that did not complete, by state;
+* **CPU per save_dir logged**, from the first submission to the last diag's end, by part: each
+  server, the workers or runners with their flow runs, moto, this script, and the rest of the
+  machine (from /proc: each part's process groups, children they reaped included).
 
 Run from the repository root (200 runs: about 30 minutes on 2 cores):
 
-    python benchmarks/scale.py [--runs N] [--workers W] [--runs-per-worker L]
+    python benchmarks/scale.py [--runs N] [--workers W] [--runs-per-worker L] [--warm QUEUE]
 
 Logs of every server and worker are kept in `benchmarks/.work/scale/` (recreated each time).
 This is not a test: pytest only collects `tests/`.
