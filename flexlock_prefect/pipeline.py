@@ -205,7 +205,7 @@ def serve_pipelines(
     warm: bool = True,
     preload: Sequence[str] = (),
     queue: str | None = None,
-    pause_on_shutdown: bool = True,
+    pause_on_shutdown: bool | None = None,
     print_starting_message: bool = True,
     limit: int | None = None,
     **runner_kwargs: Any,
@@ -227,14 +227,16 @@ def serve_pipelines(
     the diag, relog-all, promote and audit flows, `"default"` for the main flows. Deploy with
     prefect.yaml, then serve the `diag` queue warm beside the pool's workers: the main runs stay
     on the pool's infrastructure and every diag skips an interpreter's start (README, Scale-out).
-    Several such runners may serve the same deployments (Prefect gives each run to one); pass
-    `pause_on_shutdown=False` to them, or the first one stopped pauses the audit's schedule.
+    Several such runners may serve the same deployments (Prefect gives each run to one), so one
+    of them stopping pauses no schedule: `pause_on_shutdown` defaults to `queue is None`.
 
     Example:
         >>> if __name__ == "__main__":  # doctest: +SKIP
         ...     serve_pipelines(Pipeline(train_a, diag_a), Pipeline(train_b, diag_b), preload=["sklearn"])
     """
     specs = _queue_specs(pipelines, queue)
+    if pause_on_shutdown is None:
+        pause_on_shutdown = queue is None
     if not warm or "forkserver" not in multiprocessing.get_all_start_methods():
         serve(
             *(pipeline._deployment(spec) for pipeline, spec in specs),

@@ -50,8 +50,8 @@ def serve_examples(queue: str | None = None, limit: int | None = None, warm: boo
     its flow runs forked from a process that imported what they use (`flexlock_prefect.warm`),
     or, with `warm=False`, each in a new interpreter that loads the code anew (`prefect.serve`).
 
-    `queue` serves only that work queue's deployments (`serve_pipelines`): such a runner runs
-    beside the pool's workers or its own replicas, so stopping it pauses no schedule. `limit`
+    `queue` serves only that work queue's deployments (`serve_pipelines`: such a runner runs
+    beside the pool's workers or its own replicas, so stopping it pauses no schedule). `limit`
     caps the flow runs it runs at once.
     """
     example_pipeline().serve(
@@ -59,7 +59,6 @@ def serve_examples(queue: str | None = None, limit: int | None = None, warm: boo
         preload=EXAMPLE_PRELOAD,
         queue=queue,
         limit=limit,
-        pause_on_shutdown=queue is None,
         print_starting_message=True,
     )
 

@@ -150,13 +150,15 @@ def test_the_diag_version_changes_with_the_body_and_what_it_calls_in_its_module_
 def test_serving_one_work_queue_serves_what_prefect_yaml_puts_on_that_queue(
     queue: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    served = []
-    monkeypatch.setattr(pipeline_module, "serve", lambda *deployments, **_: served.extend(deployments))
+    calls = []
+    monkeypatch.setattr(pipeline_module, "serve", lambda *deployments, **options: calls.append((deployments, options)))
     pipeline = Pipeline(main=two_pipelines.train_a, diag=two_pipelines.diag_a, promote=True)
     serve_pipelines(pipeline, warm=False, queue=queue)
+    [(served, options)] = calls
     on_queue = [e for e in pipeline.to_prefect_yaml(Path.cwd(), "p") if e["work_pool"]["work_queue_name"] == queue]
     assert [d.entrypoint for d in served] == [e["entrypoint"] for e in on_queue]
     assert len(served) == (1 if queue == "default" else 4)
+    assert options["pause_on_shutdown"] is False, "a runner of one queue, one of several, paused the schedules"
 
 
 def test_serve_passes_its_queue_limit_and_cold_start_to_the_example_runner(monkeypatch: pytest.MonkeyPatch) -> None:
