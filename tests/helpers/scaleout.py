@@ -318,18 +318,19 @@ def scale_stack(
             "Prefect server": [prefect_server.process.pid],
             "MLflow server": [mlflow_server.process.pid],
         }
+
+        def keep(part: str, process: ServerProcess) -> None:
+            stack.callback(process.stop)
+            process_groups.setdefault(part, []).append(process.process.pid)
+
         for queue in warm_queues:
-            part = process_groups.setdefault(f"warm runners of {queue!r} and their flow runs", [])
             for index in range(workers):
                 runner = start_warm_runner(
                     home / f"runner-{queue}-{index}.log", queue, client_env, runs_per_worker, poll_s
                 )
-                stack.callback(runner.stop)
-                part.append(runner.process.pid)
+                keep(f"warm runners of {queue!r} and their flow runs", runner)
         if set(warm_queues) != {DEFAULT_QUEUE, DIAG_QUEUE}:
-            part = process_groups.setdefault("process workers and their flow runs", [])
             for index in range(workers):
                 worker = start_worker(home / f"worker-{index}.log", pool, client_env, runs_per_worker, poll_s)
-                stack.callback(worker.stop)
-                part.append(worker.process.pid)
+                keep("process workers and their flow runs", worker)
         yield ScaleStack(api_url, tracking_uri, cluster, client_env, process_groups)
