@@ -107,16 +107,33 @@ def process_group_cpu_seconds(pgid: int) -> float:
     A process that exited and was reaped by a process outside the group counts nowhere; every
     server and worker of the benchmarks starts in a group of its own and reaps its children.
     """
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
+    return pids_cpu_seconds(group_pids(pgid))
+
+
+def group_pids(pgid: int) -> list[int]:
+    """The live processes of process group `pgid`, from /proc (Linux)."""
+    pids = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:  # exited meanwhile
             continue
-        # after "(comm)": state(0) ppid(1) pgrp(2) ... utime(11) stime(12) cutime(13) cstime(14)
-        if int(fields[2]) == pgid:
-            total += sum(int(value) for value in fields[11:15])
+        if int(fields[2]) == pgid:  # after "(comm)": state(0) ppid(1) pgrp(2)
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def pids_cpu_seconds(pids: Iterable[int]) -> float:
+    """User + system CPU of the given live processes and of the children they reaped, from /proc
+    (Linux): cheap enough to sample around every request of a sequential client."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited
+            continue
+        total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
     return total / ticks
 
 
@@ -313,11 +330,18 @@ def endpoint_of(method: str, url: str) -> str:
 
 class RequestCounter:
     """Counts `requests.Session.request` calls, and the seconds they took, by endpoint while
-    installed (thread-safe)."""
+    installed (thread-safe).
 
-    def __init__(self) -> None:
+    With `server_cpu` (a function giving the server's CPU seconds, e.g. `pids_cpu_seconds` of its
+    processes), each request's server CPU is added to `cpu` by endpoint: what the server spent
+    answering it, but only for a client that sends one request at a time (a sequential pass), and
+    accurate on average only (/proc counts in ticks of 10 ms)."""
+
+    def __init__(self, server_cpu: Callable[[], float] | None = None) -> None:
         self.counts: Counter[str] = Counter()
         self.seconds: Counter[str] = Counter()
+        self.cpu: Counter[str] = Counter()
+        self._server_cpu = server_cpu
         self._lock = threading.Lock()
 
     @contextmanager
@@ -326,15 +350,18 @@ class RequestCounter:
 
         original = requests.Session.request
         counter = self
+        server_cpu = self._server_cpu or (lambda: 0.0)
 
         def counting(session: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), server_cpu()
             try:
                 return original(session, method, url, *args, **kwargs)
             finally:
+                elapsed, spent = time.perf_counter() - started, server_cpu() - cpu
                 with counter._lock:
                     counter.counts[endpoint_of(method, url)] += 1
-                    counter.seconds[endpoint_of(method, url)] += time.perf_counter() - started
+                    counter.seconds[endpoint_of(method, url)] += elapsed
+                    counter.cpu[endpoint_of(method, url)] += spent
 
         requests.Session.request = counting  # type: ignore[method-assign]
         try:

@@ -39,7 +39,9 @@ makes the tag searches of both sides slower); `--order flexlock-last` reverses i
 `MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=true` (flexlock-prefect sets it while it ends a run; without it
 MLflow spends one more request per run on printing a URL). HTTP requests are counted in each
 process by wrapping `requests.Session.request` (MLflow's REST and artifact clients both go
-through it) and reported per relog, by endpoint.
+through it) and reported per relog, by endpoint. In the two sequential passes (FlexLock's and
+ours with one worker) the server's CPU is also read from /proc around every request, which
+gives the server CPU per request by endpoint: where the server's time goes on each side.
 
 Scale check: in a fresh experiment `bench-scale`, the median wall time of one
 `relog([save_dir], force=True, workers=1)` of an already-logged save_dir (so each timed relog
@@ -91,8 +93,10 @@ from _common import (
     Flexlock010Venv,
     RequestCounter,
     endpoint_of,
+    group_pids,
     machine_line,
     median,
+    pids_cpu_seconds,
     prepare_environment,
     process_group_cpu_seconds,
 )
@@ -139,6 +143,10 @@ class Server:
     def cpu_seconds(self) -> float:
         """CPU of the server's processes (its process group), from /proc."""
         return process_group_cpu_seconds(self.pgid)
+
+    def pids(self) -> list[int]:
+        """The server's processes: sampling them alone is cheap enough to do around every request."""
+        return group_pids(self.pgid)
 
 
 @contextmanager
@@ -226,6 +234,16 @@ class Pass:
     requests: Counter[str] = field(default_factory=Counter)
     client_cpu_s: float = 0.0
     server_cpu_s: float = 0.0
+    request_cpu_s: Counter[str] = field(default_factory=Counter)  # server CPU by endpoint (sequential passes)
+
+    @property
+    def sequential(self) -> bool:
+        return bool(self.request_cpu_s)
+
+    @property
+    def request_cpu_ms_per_run(self) -> float:
+        """The server CPU of this pass's requests per relog, ms (sequential passes)."""
+        return sum(self.request_cpu_s.values()) * 1000 / self.runs
 
     @property
     def runs_per_s(self) -> float:
@@ -236,10 +254,12 @@ class Pass:
         return sum(self.requests.values()) / self.runs
 
 
-def relog_ours(save_dirs: Sequence[str], experiment: str, workers: int) -> Pass:
+def relog_ours(save_dirs: Sequence[str], experiment: str, workers: int, server: Server) -> Pass:
+    """Our relog of `save_dirs`; with one worker, the server's CPU is attributed to each request."""
     from flexlock_prefect.tracking import relog
 
-    counter = RequestCounter()
+    pids = server.pids()
+    counter = RequestCounter((lambda: pids_cpu_seconds(pids)) if workers == 1 else None)
     with counter.installed():
         cpu, started = time.process_time(), time.perf_counter()
         outcomes = relog(save_dirs, force=True, experiment=experiment, workers=workers)
@@ -248,17 +268,30 @@ def relog_ours(save_dirs: Sequence[str], experiment: str, workers: int) -> Pass:
     if bad:
         raise RuntimeError(f"{len(bad)} save_dirs not relogged, e.g. {bad[0]}")
     return Pass(
-        f"flexlock-prefect relog, workers={workers}", f"ours w={workers}", len(outcomes), elapsed, counter.counts, cpu
+        f"flexlock-prefect relog, workers={workers}",
+        f"ours w={workers}",
+        len(outcomes),
+        elapsed,
+        counter.counts,
+        cpu,
+        request_cpu_s=counter.cpu if workers == 1 else Counter(),
     )
 
 
 # --------------------------------------------------------------------------- FlexLock 0.10
 
-FLEXLOCK010_LOOP = r"""
+FLEXLOCK010_PRELUDE = """from __future__ import annotations
 import json, os, sys, threading, time
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+"""
+"""What `endpoint_of`, `pids_cpu_seconds` and `RequestCounter`, whose sources the script carries, need
+in FlexLock's venv."""
 
-import requests
+FLEXLOCK010_LOOP = r"""
 from loguru import logger
 
 logger.remove()
@@ -267,15 +300,6 @@ import mlflow
 from flexlock.mlflow import mlflow_context
 
 spec = json.loads(open(sys.argv[1]).read())
-counts = Counter()
-lock = threading.Lock()
-original = requests.Session.request
-
-
-def counting(session, method, url, *args, **kwargs):
-    with lock:
-        counts[endpoint_of(method, url)] += 1
-    return original(session, method, url, *args, **kwargs)
 
 
 def numbers(save_dir):
@@ -283,25 +307,30 @@ def numbers(save_dir):
         return {key: float(value) for key, value in json.load(handle).items()}
 
 
-requests.Session.request = counting
-cpu, started = time.process_time(), time.perf_counter()
-for save_dir in spec["save_dirs"]:
-    with mlflow_context(save_dir, experiment_name=spec["experiment"]):
-        mlflow.log_metrics(numbers(save_dir))
-        for name in spec["artifacts"]:
-            mlflow.log_artifact(os.path.join(save_dir, name))
-elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-print(json.dumps({"seconds": elapsed, "cpu": cpu, "runs": len(spec["save_dirs"]), "requests": counts}))
+counter = RequestCounter(lambda: pids_cpu_seconds(spec["server_pids"]))
+with counter.installed():
+    cpu, started = time.process_time(), time.perf_counter()
+    for save_dir in spec["save_dirs"]:
+        with mlflow_context(save_dir, experiment_name=spec["experiment"]):
+            mlflow.log_metrics(numbers(save_dir))
+            for name in spec["artifacts"]:
+                mlflow.log_artifact(os.path.join(save_dir, name))
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+result = {"seconds": elapsed, "cpu": cpu, "runs": len(spec["save_dirs"]), "requests": counter.counts}
+print(json.dumps(result | {"request_cpu": counter.cpu}))
 """
 
 
-def relog_flexlock010(venv: Flexlock010Venv, save_dirs: Sequence[str], experiment: str, work: Path) -> Pass:
+def relog_flexlock010(
+    venv: Flexlock010Venv, save_dirs: Sequence[str], experiment: str, work: Path, server: Server
+) -> Pass:
     """FlexLock 0.10's loop over `save_dirs`, run and timed in its venv (which holds our MLflow client)."""
     spec = work / "flexlock010-spec.json"
-    spec.write_text(
-        json.dumps({"save_dirs": list(save_dirs), "experiment": experiment, "artifacts": ["metrics.json", "notes.txt"]})
-    )
-    script = inspect.getsource(endpoint_of) + FLEXLOCK010_LOOP
+    artifacts = ["metrics.json", "notes.txt"]
+    fields = {"save_dirs": list(save_dirs), "experiment": experiment, "artifacts": artifacts}
+    spec.write_text(json.dumps(fields | {"server_pids": server.pids()}))
+    shared = (endpoint_of, pids_cpu_seconds, RequestCounter)
+    script = FLEXLOCK010_PRELUDE + "".join(map(inspect.getsource, shared)) + FLEXLOCK010_LOOP
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     report = venv.run(script, str(spec), env=env, stderr_log=work / "flexlock010-stderr.log")
     return Pass(
@@ -311,6 +340,7 @@ def relog_flexlock010(venv: Flexlock010Venv, save_dirs: Sequence[str], experimen
         report["seconds"],
         Counter(report["requests"]),
         report["cpu"],
+        request_cpu_s=Counter(report["request_cpu"]),
     )
 
 
@@ -566,12 +596,32 @@ def throughput_lines(passes: Sequence[Pass]) -> list[str]:
 
 
 def endpoint_lines(passes: Sequence[Pass]) -> list[str]:
+    """Requests per relog by endpoint; for the sequential passes also the server's CPU per request."""
     names = sorted({name for p in passes for name in p.requests})
-    lines = [f"  {'requests per relog, by endpoint':<40}" + "".join(f"{p.short:>16}" for p in passes)]
+    sequential = [p for p in passes if p.sequential]
+    lines = [
+        f"  {'requests per relog, by endpoint':<40}"
+        + "".join(f"{p.short:>16}" for p in passes)
+        + "".join(f"{'server ms, ' + p.short:>26}" for p in sequential)
+    ]
     for name in names:
-        lines.append(f"  {name:<40}" + "".join(f"{p.requests.get(name, 0) / p.runs:>16.2f}" for p in passes))
-    lines.append(f"  {'total':<40}" + "".join(f"{p.requests_per_run:>16.2f}" for p in passes))
+        lines.append(
+            f"  {name:<40}"
+            + "".join(f"{p.requests.get(name, 0) / p.runs:>16.2f}" for p in passes)
+            + "".join(f"{_ms_per_request(p, name):>26}" for p in sequential)
+        )
+    lines.append(
+        f"  {'total':<40}"
+        + "".join(f"{p.requests_per_run:>16.2f}" for p in passes)
+        + "".join(f"{p.request_cpu_ms_per_run:>20.1f}/relog" for p in sequential)
+    )
     return lines
+
+
+def _ms_per_request(p: Pass, name: str) -> str:
+    """The server's mean CPU ms per request of endpoint `name` in a sequential pass, or '-'."""
+    count = p.requests.get(name, 0)
+    return f"{p.request_cpu_s[name] * 1000 / count:.1f}" if count else "-"
 
 
 def scale_lines(small: ScalePoint, big: ScalePoint) -> list[str]:
@@ -626,6 +676,24 @@ def markdown_lines(passes: Sequence[Pass], small: ScalePoint, big: ScalePoint) -
         f"| {big.runs_in_experiment:,} runs | {big.median_ms:.0f} | {sum(big.requests.values())} |",
         f"| ratio | {big.median_ms / small.median_ms:.2f}× | |",
     ]
+    sequential = [p for p in passes if p.sequential]
+    names = sorted({name for p in sequential for name in p.requests}, key=lambda n: -sequential[0].requests.get(n, 0))
+    lines += [
+        "",
+        "| request | " + " | ".join(f"{p.short}: per relog | server CPU ms each" for p in sequential) + " |",
+        "| --- |" + " ---: | ---: |" * len(sequential),
+    ]
+    lines += [
+        f"| `{name}` | "
+        + " | ".join(f"{p.requests.get(name, 0) / p.runs:.2f} | {_ms_per_request(p, name)}" for p in sequential)
+        + " |"
+        for name in names
+    ]
+    lines.append(
+        "| **per relog** | "
+        + " | ".join(f"{p.requests_per_run:.1f} | {p.request_cpu_ms_per_run:.0f}" for p in sequential)
+        + " |"
+    )
     return lines
 
 
@@ -703,9 +771,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     server_home = work / "server"
     with mlflow_server(server_home, args.server_workers, args.backend) as server:
         measures: dict[str, Callable[[], Pass]] = {
-            "flexlock010": lambda: relog_flexlock010(venv, dirs, EXPERIMENT_FLEXLOCK, work),
-            "ours": lambda: relog_ours(dirs, EXPERIMENT_OURS, relog_workers),
-            "ours-w1": lambda: relog_ours(dirs, EXPERIMENT_OURS_W1, 1),
+            "flexlock010": lambda: relog_flexlock010(venv, dirs, EXPERIMENT_FLEXLOCK, work, server),
+            "ours": lambda: relog_ours(dirs, EXPERIMENT_OURS, relog_workers, server),
+            "ours-w1": lambda: relog_ours(dirs, EXPERIMENT_OURS_W1, 1, server),
         }
         order = list(measures) if args.order == "flexlock-first" else ["ours", "ours-w1", "flexlock010"]
         passes: dict[str, Pass] = {}

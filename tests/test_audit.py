@@ -20,7 +20,7 @@ from tests.helpers.models import registered_model
 from tests.helpers.prefect_api import artifacts, wait_for_events
 from tests.helpers.runs import cli
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_prefect]
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from flexlock_prefect.local import free_port
 from flexlock_prefect.promote import PromotionRejected
 from tests.helpers.git_repos import git, make_repo
 
+pytestmark = pytest.mark.one_prefect
 SECRET = "s3cret-pw-7f2e"
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -19,7 +19,7 @@ from flexlock_prefect.sweeplock import SweepLock
 from flexlock_prefect.tracking import tags as t
 from tests.helpers.runs import cli
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_prefect]
 
 TRAIN = "flexlock_prefect.examples.train.train"
 C_RANGE = {"model.C": ["loguniform", 0.01, 10.0]}

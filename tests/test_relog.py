@@ -18,6 +18,7 @@ from flexlock_prefect.tracking.tags import ACTIVE, LOGICAL_RUN_ID, LOGICAL_RUN_K
 from tests.helpers.runs import cli, make_save_dir
 from tests.helpers.servers import as_user
 
+pytestmark = pytest.mark.one_prefect
 CORRUPT = "flexlock: 1\nconfig: ["
 
 

@@ -28,7 +28,7 @@ from flexlock_prefect.tracking.supersede import runs_of
 from flexlock_prefect.tracking.tags import ACTIVE, DEPRECATED, STATUS, SUPERSEDED_BY, SUPERSEDES
 from tests.helpers.runs import cli, make_save_dir
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_prefect]
 
 
 def chain(save_dir: str) -> list:

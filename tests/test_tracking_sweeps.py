@@ -18,7 +18,7 @@ from flexlock_prefect.sweeplock import SweepLock
 from flexlock_prefect.tracking import tags as t
 from flexlock_prefect.tracking.sweeps import SweepKeys, keys_of
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_prefect]
 
 GRID = {"model.C": [0.1, 1.0], "seed": [0, 1]}
 
