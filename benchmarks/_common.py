@@ -333,7 +333,7 @@ class RequestCounter:
     installed (thread-safe).
 
     With `server_cpu` (a function giving the server's CPU seconds, e.g. `pids_cpu_seconds` of its
-    processes), each request's server CPU is added to `cpu` by endpoint: what the server spent
+    processes), each request's server CPU is added to `cpu` by endpoint (else `cpu` stays empty): what the server spent
     answering it, but only for a client that sends one request at a time (a sequential pass), and
     accurate on average only (/proc counts in ticks of 10 ms)."""
 
@@ -350,18 +350,20 @@ class RequestCounter:
 
         original = requests.Session.request
         counter = self
-        server_cpu = self._server_cpu or (lambda: 0.0)
+        server_cpu = self._server_cpu
 
         def counting(session: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-            started, cpu = time.perf_counter(), server_cpu()
+            started, cpu = time.perf_counter(), server_cpu() if server_cpu else 0.0
             try:
                 return original(session, method, url, *args, **kwargs)
             finally:
-                elapsed, spent = time.perf_counter() - started, server_cpu() - cpu
+                elapsed, endpoint = time.perf_counter() - started, endpoint_of(method, url)
+                spent = server_cpu() - cpu if server_cpu else None
                 with counter._lock:
-                    counter.counts[endpoint_of(method, url)] += 1
-                    counter.seconds[endpoint_of(method, url)] += elapsed
-                    counter.cpu[endpoint_of(method, url)] += spent
+                    counter.counts[endpoint] += 1
+                    counter.seconds[endpoint] += elapsed
+                    if spent is not None:
+                        counter.cpu[endpoint] += spent
 
         requests.Session.request = counting  # type: ignore[method-assign]
         try:

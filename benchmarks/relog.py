@@ -84,6 +84,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -258,8 +259,7 @@ def relog_ours(save_dirs: Sequence[str], experiment: str, workers: int, server: 
     """Our relog of `save_dirs`; with one worker, the server's CPU is attributed to each request."""
     from flexlock_prefect.tracking import relog
 
-    pids = server.pids()
-    counter = RequestCounter((lambda: pids_cpu_seconds(pids)) if workers == 1 else None)
+    counter = RequestCounter(partial(pids_cpu_seconds, server.pids()) if workers == 1 else None)
     with counter.installed():
         cpu, started = time.process_time(), time.perf_counter()
         outcomes = relog(save_dirs, force=True, experiment=experiment, workers=workers)
@@ -274,7 +274,7 @@ def relog_ours(save_dirs: Sequence[str], experiment: str, workers: int, server: 
         elapsed,
         counter.counts,
         cpu,
-        request_cpu_s=counter.cpu if workers == 1 else Counter(),
+        request_cpu_s=counter.cpu,
     )
 
 
@@ -316,8 +316,10 @@ with counter.installed():
             for name in spec["artifacts"]:
                 mlflow.log_artifact(os.path.join(save_dir, name))
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-result = {"seconds": elapsed, "cpu": cpu, "runs": len(spec["save_dirs"]), "requests": counter.counts}
-print(json.dumps(result | {"request_cpu": counter.cpu}))
+print(json.dumps({
+    "seconds": elapsed, "cpu": cpu, "runs": len(spec["save_dirs"]),
+    "requests": counter.counts, "request_cpu": counter.cpu,
+}))
 """
 
 
@@ -326,9 +328,16 @@ def relog_flexlock010(
 ) -> Pass:
     """FlexLock 0.10's loop over `save_dirs`, run and timed in its venv (which holds our MLflow client)."""
     spec = work / "flexlock010-spec.json"
-    artifacts = ["metrics.json", "notes.txt"]
-    fields = {"save_dirs": list(save_dirs), "experiment": experiment, "artifacts": artifacts}
-    spec.write_text(json.dumps(fields | {"server_pids": server.pids()}))
+    spec.write_text(
+        json.dumps(
+            {
+                "save_dirs": list(save_dirs),
+                "experiment": experiment,
+                "artifacts": ["metrics.json", "notes.txt"],
+                "server_pids": server.pids(),
+            }
+        )
+    )
     shared = (endpoint_of, pids_cpu_seconds, RequestCounter)
     script = FLEXLOCK010_PRELUDE + "".join(map(inspect.getsource, shared)) + FLEXLOCK010_LOOP
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
