@@ -50,10 +50,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark `prefect` every test that uses a Prefect server fixture (tests that start or drive a
     Prefect server of their own carry the marker themselves): `.ci/run`'s run on the newest
     Prefect repeats those and the unit tests, and leaves the integration tests that never talk to
-    Prefect to the first run, on the same MLflow."""
+    Prefect to the first run, on the same MLflow.
+
+    The `scale` tests (the longest module by far) are moved to the front: xdist hands modules to
+    its workers in this order, so one worker starts on them while the other takes the rest,
+    instead of the whole run waiting for them at the end."""
     for item in items:
         if PREFECT_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.prefect)
+    items.sort(key=lambda item: item.get_closest_marker("scale") is None)  # stable: else as collected
 
 
 @pytest.fixture(autouse=True)
