@@ -17,7 +17,10 @@ already complete are kept):
 One `mlflow server` (SQLite backend, or with `--backend postgresql` a fresh PostgreSQL cluster of
 `tests.helpers.scaleout`; local `--artifacts-destination`, loopback, `--server-workers`
 processes, default one; job execution off) is started fresh under `benchmarks/.work/relog/server/`
-and serves everything; its process group is stopped at the end. `PREFECT_API_URL` is unset (and
+and serves everything; its process group is stopped at the end. With `--backend local` there is
+no server: both sides open a fresh SQLite store `benchmarks/.work/relog/server/mlflow.db` in their
+own process (artifacts under `./mlruns` there), so what is timed is the client and the store
+alone, and no HTTP requests are counted. `PREFECT_API_URL` is unset (and
 `PREFECT_HOME` private), so `relog` takes no Prefect run locks; the output says so.
 
 What is timed (wall clock, seconds, runs/s):
@@ -66,6 +69,7 @@ Run from the repository root:
     python benchmarks/relog.py               # 500 save_dirs: ~6 min on 2 cores (venv install not included)
     python benchmarks/relog.py --count 50    # ~1 min
     python benchmarks/relog.py --order flexlock-last
+    python benchmarks/relog.py --backend local   # no server: a SQLite store in each process
 
 This is not a test: pytest only collects `tests/`.
 """
@@ -137,23 +141,27 @@ def prefect_api_state() -> str:
 
 @dataclass(frozen=True)
 class Server:
+    """Where both sides log: an MLflow server, or (`pgid` None) a local store that each process
+    opens itself, `url` being then the store's SQLAlchemy URL."""
+
     url: str
-    pgid: int
-    store: str  # SQLAlchemy URL of the server's backend store (PostgreSQL: password in PGPASSWORD)
+    pgid: int | None
+    store: str  # SQLAlchemy URL of the backend store (PostgreSQL: password in PGPASSWORD)
+    artifacts: Path  # the artifact root: <experiment id>/<run id>/artifacts below it
 
     def cpu_seconds(self) -> float:
-        """CPU of the server's processes (its process group), from /proc."""
-        return process_group_cpu_seconds(self.pgid)
+        """CPU of the server's processes (its process group), from /proc; 0 for a local store."""
+        return process_group_cpu_seconds(self.pgid) if self.pgid is not None else 0.0
 
     def pids(self) -> list[int]:
         """The server's processes: sampling them alone is cheap enough to do around every request."""
-        return group_pids(self.pgid)
+        return group_pids(self.pgid) if self.pgid is not None else []
 
 
 @contextmanager
 def mlflow_server(home: Path, workers: int = 1, backend: str = "sqlite") -> Iterator[Server]:
     """A fresh `mlflow server` (local artifacts) on a free loopback port, on SQLite or on a fresh
-    PostgreSQL cluster; stopped as a group."""
+    PostgreSQL cluster, stopped as a group; or, for `local`, a fresh SQLite store with no server."""
     from tests.helpers.scaleout import postgres
     from tests.helpers.servers import start_mlflow_server
 
@@ -161,6 +169,9 @@ def mlflow_server(home: Path, workers: int = 1, backend: str = "sqlite") -> Iter
     (home / "artifacts").mkdir(parents=True)
     with ExitStack() as stack:
         store = f"sqlite:///{home / 'mlflow.db'}"
+        if backend == "local":
+            yield local_store(home, store)
+            return
         if backend == "postgresql":
             cluster = stack.enter_context(postgres(home))
             cluster.create_database("mlflow")
@@ -173,8 +184,22 @@ def mlflow_server(home: Path, workers: int = 1, backend: str = "sqlite") -> Iter
         stack.callback(server.stop)
         log(f"mlflow server ready at {url} in {time.perf_counter() - started:.1f} s ({backend})")
         os.environ["MLFLOW_TRACKING_URI"] = url
-        yield Server(url, server.process.pid, store)
+        yield Server(url, server.process.pid, store, home / "artifacts")
     log("mlflow server stopped")
+
+
+def local_store(home: Path, store: str) -> Server:
+    """MLflow's SQLite store opened by each client in its own process, as with
+    `MLFLOW_TRACKING_URI=sqlite:///mlflow.db` and no server. Its default artifact root is
+    `./mlruns`, so this process (and FlexLock's, its child) works from `home`. The schema is made
+    here, before anything is timed: opening a new database runs MLflow's migrations."""
+    from mlflow import MlflowClient
+
+    os.chdir(home)
+    os.environ["MLFLOW_TRACKING_URI"] = store
+    MlflowClient().search_experiments()
+    log(f"local store {store}, artifacts under {home / 'mlruns'}")
+    return Server(store, None, store, home / "mlruns")
 
 
 # --------------------------------------------------------------------------- workload
@@ -552,9 +577,9 @@ def check_experiment(store: str, artifacts: Path, name: str, key_tag: str, run_f
     )
 
 
-def run_checks(server: Server, server_home: Path, count: int, samples: int) -> list[tuple[Check, bool]]:
+def run_checks(server: Server, count: int, samples: int) -> list[tuple[Check, bool]]:
     """Each benchmark experiment as expected? The scale experiment's filler runs are left out."""
-    store, artifacts = server.store, server_home / "artifacts"
+    store, artifacts = server.store, server.artifacts
     expected = [
         (EXPERIMENT_FLEXLOCK, "flexlock.dir", ARTIFACTS_PER_RUN),
         (EXPERIMENT_OURS, "flexlock.logical_run_key", OURS_ARTIFACTS_PER_RUN),
@@ -605,8 +630,11 @@ def throughput_lines(passes: Sequence[Pass]) -> list[str]:
 
 
 def endpoint_lines(passes: Sequence[Pass]) -> list[str]:
-    """Requests per relog by endpoint; for the sequential passes also the server's CPU per request."""
+    """Requests per relog by endpoint; for the sequential passes also the server's CPU per request.
+    None for a local store."""
     names = sorted({name for p in passes for name in p.requests})
+    if not names:
+        return []
     sequential = [p for p in passes if p.sequential]
     lines = [
         f"  {'requests per relog, by endpoint':<40}"
@@ -686,6 +714,8 @@ def markdown_lines(passes: Sequence[Pass], small: ScalePoint, big: ScalePoint) -
         f"| ratio | {big.median_ms / small.median_ms:.2f}× | |",
     ]
     sequential = [p for p in passes if p.sequential]
+    if not sequential:  # a local store: no requests
+        return lines
     names = sorted({name for p in sequential for name in p.requests}, key=lambda n: -sequential[0].requests.get(n, 0))
     lines += [
         "",
@@ -755,9 +785,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--backend",
-        choices=["sqlite", "postgresql"],
+        choices=["sqlite", "postgresql", "local"],
         default="sqlite",
-        help="the MLflow server's store: SQLite (default, as in the tests) or a fresh PostgreSQL cluster",
+        help="the MLflow server's store: SQLite (default, as in the tests) or a fresh PostgreSQL cluster; "
+        "local: no server, each side opens a SQLite store itself (MLFLOW_TRACKING_URI=sqlite:///...)",
     )
     args = parser.parse_args(argv)
 
@@ -791,15 +822,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             passes[name] = with_server_cpu(server, measures[name])
         log("scale check")
         scale = scale_check(server.store, scale_dirs, args.samples)
-        checks = run_checks(server, server_home, args.count, args.samples)
+        checks = run_checks(server, args.count, args.samples)
     header = [
         f"Relog benchmark: {args.count} synthetic save_dirs ({PARAMS} params + save_dir, {METRICS} metrics, "
         f"1 KiB notes.txt; no data inputs)",
         f"  machine: {machine_line()}; 1-min load average {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end",
         f"  MLflow {mlflow.__version__} client (ours) / FlexLock {versions['flexlock']} with MLflow "
         f"{versions['mlflow']} client ({venv.path.relative_to(REPO_ROOT)})",
-        f"  server: mlflow server --workers {args.server_workers}, {args.backend}, local artifacts, {server.url}"
-        " (server CPU: the MLflow processes, not PostgreSQL's)",
+        (
+            f"  server: mlflow server --workers {args.server_workers}, {args.backend}, local artifacts, {server.url}"
+            " (server CPU: the MLflow processes, not PostgreSQL's)"
+            if server.pgid is not None
+            else f"  no server: a local SQLite store {server.url} opened by each side's process (no HTTP requests)"
+        ),
         f"  {prefect_note}",
         f"  order of the passes: {', '.join(order)} (each meets the runs of the ones before in the store)",
     ]
