@@ -792,7 +792,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    work: Path = args.work_dir
+    work: Path = args.work_dir.resolve()  # the local store works from its own directory
     work.mkdir(parents=True, exist_ok=True)
     # No Prefect API: `relog` then takes no run locks. One request fewer per run without MLflow's URL print.
     prepare_environment(work / "prefect-home", MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true")

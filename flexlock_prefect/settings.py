@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -44,7 +45,7 @@ class FlexlockSettings(BaseSettings):
         `FLEXLOCK_RELOG_WORKERS=8 flexlock-prefect relog --root runs` relogs 8 save_dirs at once.
     """
 
-    model_config = SettingsConfigDict(env_prefix="FLEXLOCK_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="FLEXLOCK_", extra="ignore", frozen=True)
 
     cache_dir: Path = Field(
         default_factory=_default_cache_dir,
@@ -227,12 +228,27 @@ class FlexlockSettings(BaseSettings):
 
 
 def get_settings() -> FlexlockSettings:
-    """Read the settings afresh, so that tests and long-lived workers see environment changes.
+    """The settings of the environment as it is now: tests and long-lived workers see every change.
+
+    Building them costs about 5 ms (pydantic-settings reads and validates every field), and a
+    relog asks for them several times, so the settings of one environment are built once: the
+    `FLEXLOCK_*` variables and what the cache directory's default reads name them.
 
     Raises:
         SettingsError: a `FLEXLOCK_*` variable is out of bounds or of the wrong type; the
             message names the variable, the value's problem and the accepted range.
     """
+    read_by_settings = tuple(
+        sorted((name, value) for name, value in os.environ.items() if name.upper().startswith("FLEXLOCK_"))
+    )
+    return _settings_of(read_by_settings, os.environ.get("XDG_CACHE_HOME"), os.environ.get("HOME"))
+
+
+@lru_cache(maxsize=32)
+def _settings_of(
+    variables: tuple[tuple[str, str], ...], xdg_cache_home: str | None, home: str | None
+) -> FlexlockSettings:
+    """The settings of one environment (the arguments only key the cache: they are read from it)."""
     try:
         return FlexlockSettings()
     except ValidationError as exc:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from annotated_types import Ge, Gt, Le, MinLen
+from pydantic import ValidationError
 
 from flexlock_prefect.exceptions import SettingsError
 from flexlock_prefect.settings import FlexlockSettings, get_settings
@@ -96,6 +97,23 @@ def test_settings_come_from_flexlock_variables(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("FLEXLOCK_ARTIFACT_SUFFIXES", '[".png"]')
     settings = get_settings()
     assert settings.relog_workers == 8 and settings.artifact_suffixes == [".png"]
+
+
+def test_settings_follow_each_change_of_the_environment_and_are_built_once_per_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FLEXLOCK_RELOG_WORKERS", "3")
+    settings = get_settings()
+    assert get_settings() is settings and settings.relog_workers == 3
+    monkeypatch.setenv("FLEXLOCK_RELOG_WORKERS", "5")
+    assert get_settings().relog_workers == 5
+    monkeypatch.delenv("FLEXLOCK_RELOG_WORKERS")
+    assert get_settings().relog_workers == FlexlockSettings.model_fields["relog_workers"].default
+    monkeypatch.delenv("FLEXLOCK_CACHE_DIR")  # each test's own, from conftest
+    monkeypatch.setenv("XDG_CACHE_HOME", "/elsewhere")  # read by the cache directory's default
+    assert get_settings().cache_dir == Path("/elsewhere/flexlock-prefect")
+    with pytest.raises(ValidationError, match="frozen"):  # one instance is shared: nobody may change it
+        settings.relog_workers = 1
 
 
 @pytest.mark.parametrize(
