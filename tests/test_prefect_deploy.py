@@ -1,7 +1,9 @@
 """`prefect deploy` of `deployments/prefect.yaml` against a real `prefect server start`.
 
 A module of its own: it deploys under the same names as the served deployments of
-`test_deployments.py`, and deletes what it created before the next module starts.
+`test_deployments.py`, and deletes what it created before the next module starts. The session's
+server may hold other modules' served deployments (no work pool): what the yaml deployed is what
+is in its work pool.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.responses import DeploymentResponse
 
 from tests.helpers.scaleout import deploy_project, priority_queue_name, work_pool_name
 
@@ -22,13 +25,12 @@ def test_prefect_deploy_of_the_yaml_creates_the_deployments_queues_schedule_and_
     try:
         deploy_project(ROOT, {"PREFECT_API_URL": prefect_api})
         with get_client(sync_client=True) as client:
-            deployments = {f"{client.read_flow(d.flow_id).name}/{d.name}": d for d in client.read_deployments()}
+            deployments = {f"{client.read_flow(d.flow_id).name}/{d.name}": d for d in deployed(client, pool)}
             assert {"train/train", "diag/train", "relog-all/train", "promote/train", "registry-audit/train"} <= set(
                 deployments
             )
             assert deployments["train/train"].entrypoint == "flexlock_prefect.examples.train.train"
             assert [s.schedule.cron for s in deployments["train/train"].schedules] == ["0 2 * * *"]
-            assert {d.work_pool_name for d in deployments.values()} == {pool}
             queues = {
                 name: deployments[name].work_queue_name for name in ("train/train", "diag/train", "promote/train")
             }
@@ -49,7 +51,12 @@ def test_prefect_deploy_of_the_yaml_creates_the_deployments_queues_schedule_and_
             assert relog_automation.trigger.expect == {"flexlock.relog.requested"}
     finally:
         with get_client(sync_client=True) as client:
-            for deployment in client.read_deployments():
+            for deployment in deployed(client, pool):
                 client.delete_resource_owned_automations(f"prefect.deployment.{deployment.id}")
                 client.delete_deployment(deployment.id)
             client.delete_work_pool(pool)
+
+
+def deployed(client: SyncPrefectClient, pool: str) -> list[DeploymentResponse]:
+    """The deployments in `pool`: the yaml's, not the served deployments other modules left."""
+    return [d for d in client.read_deployments() if d.work_pool_name == pool]
