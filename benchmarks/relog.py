@@ -631,7 +631,7 @@ def throughput_lines(passes: Sequence[Pass]) -> list[str]:
 
 def endpoint_lines(passes: Sequence[Pass]) -> list[str]:
     """Requests per relog by endpoint; for the sequential passes also the server's CPU per request.
-    None for a local store."""
+    No lines for a local store, which answers no requests."""
     names = sorted({name for p in passes for name in p.requests})
     if not names:
         return []

@@ -2,8 +2,8 @@
 
 A module of its own: it deploys under the same names as the served deployments of
 `test_deployments.py`, and deletes what it created before the next module starts. The session's
-server may hold other modules' served deployments (no work pool): what the yaml deployed is what
-is in its work pool.
+server may hold other modules' served deployments (no work pool): the test looks at the yaml's
+deployments by name, and deletes only what is in the yaml's work pool.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from prefect.client.schemas.responses import DeploymentResponse
 from tests.helpers.scaleout import deploy_project, priority_queue_name, work_pool_name
 
 ROOT = Path(__file__).resolve().parents[1]
+YAML_DEPLOYMENTS = {"train/train", "diag/train", "relog-all/train", "promote/train", "registry-audit/train"}
 
 
 @pytest.mark.integration
@@ -25,12 +26,11 @@ def test_prefect_deploy_of_the_yaml_creates_the_deployments_queues_schedule_and_
     try:
         deploy_project(ROOT, {"PREFECT_API_URL": prefect_api})
         with get_client(sync_client=True) as client:
-            deployments = {f"{client.read_flow(d.flow_id).name}/{d.name}": d for d in deployed(client, pool)}
-            assert {"train/train", "diag/train", "relog-all/train", "promote/train", "registry-audit/train"} <= set(
-                deployments
-            )
+            deployments = {f"{client.read_flow(d.flow_id).name}/{d.name}": d for d in client.read_deployments()}
+            assert set(deployments) >= YAML_DEPLOYMENTS
             assert deployments["train/train"].entrypoint == "flexlock_prefect.examples.train.train"
             assert [s.schedule.cron for s in deployments["train/train"].schedules] == ["0 2 * * *"]
+            assert {deployments[name].work_pool_name for name in YAML_DEPLOYMENTS} == {pool}
             queues = {
                 name: deployments[name].work_queue_name for name in ("train/train", "diag/train", "promote/train")
             }
