@@ -11,11 +11,17 @@ real Prefect server and MLflow server. This proves that:
   MLflow experiment: one triggered diag run per main run, none by the other pipeline's diag, one
   active MLflow run per save_dir; each run.lock records the user's commit;
 - a relog requested of one pipeline (`relog --via-event --main train-b`) relogs that pipeline's
-  runs and leaves the other pipeline's runs under the same root alone (fails today: relog-all
-  relogs every save_dir under the root with its own diag, see that test);
+  runs and leaves the other pipeline's runs under the same root alone (relog-all relogs only
+  the save_dirs recorded by its pipeline's main flow);
 - `flexlock-prefect demo` works from the wheel in an empty directory, on an existing Prefect API;
 - `flexlock-prefect init` writes a prefect.yaml that `prefect deploy --all` accepts, with the
-  pipeline's scoped diag trigger.
+  pipeline's scoped diag trigger;
+- in production's hybrid (README, Running in production), deployed with that prefect.yaml, a
+  main run of the deployment runs in a process worker of the pool, from the user's project,
+  and its triggered diag runs in the user's `serve_diag.py` (`serve_pipelines(...,
+  queue="diag")`), which took the diag queue's deployments over from the pool, and not on the
+  worker: one active MLflow run for the save_dir, in the pipeline's experiment, and a run.lock
+  that records the user's commit.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,11 +46,13 @@ from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter
 from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.responses import DeploymentResponse
 from prefect.exceptions import ObjectNotFound
 
 from flexlock_prefect.lock import RunLock, logical_run_key
+from flexlock_prefect.storage import canonical_url
 from flexlock_prefect.tracking.tags import ACTIVE, LOGICAL_RUN_KEY, STATUS, SUPERSEDES
-from tests.helpers.git_repos import git, make_repo
+from tests.helpers.git_repos import commit_all, git, make_repo
 from tests.helpers.prefect_api import poll, wait_for_flow_runs
 
 pytestmark = pytest.mark.integration
@@ -53,6 +61,10 @@ REPO = Path(__file__).resolve().parents[1]
 USER_PROJECT = Path(__file__).resolve().parent / "user_project"
 PIPELINE_A = ("train-a/train-a", "diag-a/train-a", "relog-all/train-a")
 PIPELINE_B = ("train-b/train-b", "diag-b/train-b", "relog-all/train-b")
+INIT_DEPLOYMENTS = (*PIPELINE_A, "promote/train-a", "registry-audit/train-a")
+"""What `flexlock-prefect init --main pipelines.py:train_a --diag pipelines.py:diag_a` deploys."""
+DIAG_QUEUE_A = INIT_DEPLOYMENTS[1:]
+"""Those of them on the pool's `diag` queue, which the user's `serve_diag.py` serves warm."""
 DEMO_DEPLOYMENTS = ("train/train", "diag/train", "relog-all/train", "promote/train", "registry-audit/train")
 QUIET_WINDOW_S = 5
 """How long a diag that must not run is given to show up after the other diag completed: its run
@@ -160,9 +172,14 @@ def user_project(tmp_path: Path) -> Path:
     return make_repo(tmp_path / "my-project", files)
 
 
-def deployment_names() -> set[str]:
+def deployments_named(names: tuple[str, ...]) -> dict[str, DeploymentResponse]:
+    """Those of the deployments `flow/deployment` in `names` that exist, by name."""
+    found = {}
     with get_client(sync_client=True) as client:
-        return {f"{client.read_flow(d.flow_id).name}/{d.name}" for d in client.read_deployments()}
+        for name in names:
+            with suppress(ObjectNotFound):
+                found[name] = client.read_deployment_by_name(name)
+    return found
 
 
 def delete_deployments(names: tuple[str, ...]) -> None:
@@ -194,29 +211,27 @@ def assert_no_new_runs(flow_name: str, since: datetime, expected: int) -> None:
 
 
 @contextmanager
-def served_pipelines(venv: Venv, project: Path, env: Mapping[str, str]) -> Iterator[Path]:
-    """The user's `python serve.py`, once its six deployments exist; yields its log. At the end it
-    is stopped as a process group and its deployments and their automations are deleted."""
-    log = project.parent / "serve.log"
-    expected = {*PIPELINE_A, *PIPELINE_B}
+def user_process(
+    command: list[str | Path], project: Path, env: Mapping[str, str], log: Path
+) -> Iterator[Callable[[], None]]:
+    """`command` started from the user's project in a process group of its own, its output in
+    `log`; yields a check that it is still running (it fails with the log's end). At the end the
+    group (the command and the flow runs it started) is stopped: SIGTERM, SIGKILL after 30 s."""
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            [str(venv.python), "serve.py"],
+            [str(c) for c in command],
             cwd=project,
             env=dict(env),
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+        def running() -> None:
+            assert process.poll() is None, f"{command} exited {process.returncode}:\n{log.read_text()[-3000:]}"
+
         try:
-
-            def served() -> set[str]:
-                assert process.poll() is None, f"serve.py exited {process.returncode}:\n{log.read_text()[-3000:]}"
-                return deployment_names()
-
-            found, done = poll(served, lambda names: expected <= names, 90)
-            assert done, f"not served: {sorted(expected - found)}\n{log.read_text()[-3000:]}"
-            yield log
+            yield running
         finally:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
@@ -225,7 +240,71 @@ def served_pipelines(venv: Venv, project: Path, env: Mapping[str, str]) -> Itera
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
-            delete_deployments(tuple(expected))
+
+
+@contextmanager
+def served_pipelines(
+    venv: Venv,
+    project: Path,
+    env: Mapping[str, str],
+    script: str = "serve.py",
+    deployments: tuple[str, ...] = (*PIPELINE_A, *PIPELINE_B),
+) -> Iterator[Path]:
+    """The user's `python <script>`, once it serves its `deployments` (they exist, on no work
+    pool: a runner's own, or taken over from a pool); yields its log. At the end it is stopped
+    and its deployments and their automations are deleted."""
+    log = project.parent / f"{Path(script).stem}.log"
+    try:
+        with user_process([venv.python, script], project, env, log) as running:
+
+            def served() -> set[str]:
+                running()
+                return {name for name, d in deployments_named(deployments).items() if d.work_pool_name is None}
+
+            found, done = poll(served, lambda names: set(deployments) <= names, 90)
+            assert done, f"not served: {sorted(set(deployments) - found)}\n{log.read_text()[-3000:]}"
+            yield log
+    finally:
+        delete_deployments(deployments)
+
+
+@contextmanager
+def deployed_with_init(venv: Venv, project: Path, env: Mapping[str, str]) -> Iterator[str]:
+    """The user's pipeline A deployed as README's "Use it in your project" says: `flexlock-prefect
+    init` (committed), a new process work pool with its `diag` queue, `prefect deploy --all`;
+    yields the pool. At the end the deployments, their automations and the pool are deleted."""
+    pool = f"user-project-{uuid.uuid4().hex[:8]}"
+    init = ["init", "--main", "pipelines.py:train_a", "--diag", "pipelines.py:diag_a", "--pool", pool]
+    run([venv.bin / "flexlock-prefect", *init], project, env)
+    commit_all(project, "prefect.yaml from flexlock-prefect init")
+    prefect = [venv.python, "-m", "prefect", "--no-prompt"]
+    try:
+        run([*prefect, "work-pool", "create", pool, "--type", "process"], project, env)
+        run([*prefect, "work-queue", "create", "diag", "--pool", pool, "--priority", "1"], project, env)
+        run([*prefect, "deploy", "--all"], project, env, timeout_s=240)
+        yield pool
+    finally:
+        delete_deployments(INIT_DEPLOYMENTS)
+        with get_client(sync_client=True) as client, suppress(ObjectNotFound):
+            client.delete_work_pool(pool)
+
+
+@contextmanager
+def pool_worker(venv: Venv, project: Path, env: Mapping[str, str], pool: str) -> Iterator[Path]:
+    """`prefect worker start --pool <pool> --type process` from the user's project, polling every
+    second, once the pool shows it; yields its log. It is stopped at the end."""
+    log = project.parent / "worker.log"
+    command = [venv.python, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
+    with user_process(command, project, {**env, "PREFECT_WORKER_QUERY_SECONDS": "1"}, log) as running:
+
+        def workers() -> list:
+            running()
+            with get_client(sync_client=True) as client:
+                return client.read_workers_for_work_pool(pool)
+
+        _, started = poll(workers, bool, 90)
+        assert started, f"no worker on {pool}:\n{log.read_text()[-3000:]}"
+        yield log
 
 
 def run_main(venv: Venv, project: Path, env: Mapping[str, str], main: str, save_dir: Path) -> str:
@@ -342,22 +421,9 @@ def test_the_demo_runs_from_the_wheel_in_an_empty_directory_on_an_existing_prefe
 def test_init_writes_a_prefect_yaml_that_prefect_deploy_accepts_with_the_scoped_trigger(
     venv: Venv, user_project: Path, prefect_api: str
 ) -> None:
-    pool = f"user-project-{uuid.uuid4().hex[:8]}"
-    names = (*PIPELINE_A, "promote/train-a", "registry-audit/train-a")
-    env = venv.env(PREFECT_API_URL=prefect_api)
-    cli = venv.bin / "flexlock-prefect"
-    run(
-        [cli, "init", "--main", "pipelines.py:train_a", "--diag", "pipelines.py:diag_a", "--pool", pool],
-        user_project,
-        env,
-    )
-    prefect = [venv.python, "-m", "prefect", "--no-prompt"]
-    try:
-        run([*prefect, "work-pool", "create", pool, "--type", "process"], user_project, env)
-        run([*prefect, "work-queue", "create", "diag", "--pool", pool, "--priority", "1"], user_project, env)
-        run([*prefect, "deploy", "--all"], user_project, env, timeout_s=240)
+    with deployed_with_init(venv, user_project, venv.env(PREFECT_API_URL=prefect_api)) as pool:
+        assert set(deployments_named(INIT_DEPLOYMENTS)) == set(INIT_DEPLOYMENTS)
         with get_client(sync_client=True) as client:
-            assert set(names) <= deployment_names()
             diag = client.read_deployment_by_name("diag-a/train-a")
             assert diag.entrypoint == "pipelines.py:diag_a"
             assert (diag.work_pool_name, diag.work_queue_name) == (pool, "diag")
@@ -372,7 +438,54 @@ def test_init_writes_a_prefect_yaml_that_prefect_deploy_accepts_with_the_scoped_
             ]
             relog_all = client.read_deployment_by_name("relog-all/train-a")
             assert relog_all.parameters["diag"] == "pipelines.py:diag_a"
-    finally:
-        delete_deployments(names)
-        with get_client(sync_client=True) as client, suppress(ObjectNotFound):
-            client.delete_work_pool(pool)
+
+
+def test_deployed_main_runs_on_the_pools_worker_and_its_diag_in_the_users_warm_diag_runner(
+    venv: Venv, user_project: Path, prefect_api: str, mlflow_server: str, tmp_path: Path
+) -> None:
+    """Production's hybrid from the user's repo: `init` and `prefect deploy --all`, a process
+    worker on the pool, and the user's `serve_diag.py` serving the diag queue warm beside it (it
+    takes those deployments over from the pool). A main run of the deployment runs on the
+    worker, and the diag its completion triggers runs in the warm runner, not on the worker."""
+    env = venv.env(PREFECT_API_URL=prefect_api, MLFLOW_TRACKING_URI=mlflow_server, PREFECT_RUNNER_POLL_FREQUENCY="1")
+    path = tmp_path / "runs" / "hybrid"
+    save_dir = canonical_url(path)  # the save_dir the main flow returns and its event carries
+    with (
+        deployed_with_init(venv, user_project, env) as pool,
+        pool_worker(venv, user_project, env, pool) as worker_log,
+        served_pipelines(venv, user_project, env, "serve_diag.py", DIAG_QUEUE_A) as runner_log,
+    ):
+        head = git(user_project, "rev-parse", "HEAD")
+        parameters = json.dumps({"overrides": [f"save_dir={path}"]})
+        run(
+            [venv.python, "-m", "prefect", "deployment", "run", "train-a/train-a", "--params", parameters],
+            user_project,
+            env,
+        )
+
+        [main_run] = wait_for_flow_runs("train-a/train-a", 1, timeout_s=180)
+        assert main_run.state.is_completed(), f"{main_run.state}\n{worker_log.read_text()[-3000:]}"
+        assert main_run.work_pool_name == pool
+        [diag_run] = wait_for_flow_runs("diag-a/train-a", 1, timeout_s=120)
+        assert diag_run.state.is_completed(), f"{diag_run.state}\n{runner_log.read_text()[-3000:]}"
+        assert diag_run.parameters == {"save_dir": save_dir}
+        assert diag_run.created_by is not None and diag_run.created_by.type == "AUTOMATION"
+        deployments = deployments_named(("train-a/train-a", "diag-a/train-a"))
+        assert deployments["train-a/train-a"].work_pool_name == pool  # the main flow stays on the pool
+        assert (deployments["diag-a/train-a"].work_pool_name, diag_run.work_pool_name) == (None, None)
+        # Each flow run's engine logs to the output of the process it runs in.
+        worker_saw, runner_saw = worker_log.read_text(), runner_log.read_text()
+        assert f"Beginning flow run '{main_run.name}' for flow 'train-a'" in worker_saw
+        assert f"Beginning flow run '{diag_run.name}' for flow 'diag-a'" in runner_saw
+        assert "for flow 'diag-a'" not in worker_saw and "for flow 'train-a'" not in runner_saw
+
+    lock = RunLock.load(save_dir)
+    assert lock.result.status == "completed"
+    assert (lock.prefect.flow_run_id, lock.prefect.flow_name) == (str(main_run.id), "train-a")
+    code = lock.repos["code"]
+    assert (code.path, code.commit, code.dirty, code.branch) == (user_project.as_posix(), head, False, "main")
+    client = MlflowClient(mlflow_server)
+    [active] = active_runs(client, save_dir)
+    assert experiment_of(client, active) == "proj-a"
+    assert active.data.metrics["score_a"] == 0.5
+    assert active.data.tags["flexlock.lock_digest"] == lock.digest
