@@ -2,8 +2,8 @@
 
 A module of its own: it deploys under the same names as the served deployments of
 `test_deployments.py`, and deletes what it created before the next module starts. The session's
-server may hold other modules' served deployments (no work pool): the test looks at the yaml's
-deployments by name, and deletes only what is in the yaml's work pool.
+server may hold other modules' served deployments (no work pool): the test reads the yaml's
+deployments by name, never the server's whole list, and deletes only those in the yaml's pool.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.client.schemas.responses import DeploymentResponse
+from prefect.client.orchestration import get_client
 
+from tests.helpers.prefect_api import delete_deployments, deployments_named
 from tests.helpers.scaleout import deploy_project, priority_queue_name, work_pool_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,9 +25,9 @@ def test_prefect_deploy_of_the_yaml_creates_the_deployments_queues_schedule_and_
     pool, diag_queue = work_pool_name(ROOT), priority_queue_name(ROOT)
     try:
         deploy_project(ROOT, {"PREFECT_API_URL": prefect_api})
+        deployments = deployments_named(YAML_DEPLOYMENTS)
+        assert set(deployments) == YAML_DEPLOYMENTS
         with get_client(sync_client=True) as client:
-            deployments = {f"{client.read_flow(d.flow_id).name}/{d.name}": d for d in client.read_deployments()}
-            assert set(deployments) >= YAML_DEPLOYMENTS
             assert deployments["train/train"].entrypoint == "flexlock_prefect.examples.train.train"
             assert [s.schedule.cron for s in deployments["train/train"].schedules] == ["0 2 * * *"]
             assert {deployments[name].work_pool_name for name in YAML_DEPLOYMENTS} == {pool}
@@ -50,13 +50,6 @@ def test_prefect_deploy_of_the_yaml_creates_the_deployments_queues_schedule_and_
             )
             assert relog_automation.trigger.expect == {"flexlock.relog.requested"}
     finally:
+        delete_deployments(name for name, d in deployments_named(YAML_DEPLOYMENTS).items() if d.work_pool_name == pool)
         with get_client(sync_client=True) as client:
-            for deployment in deployed(client, pool):
-                client.delete_resource_owned_automations(f"prefect.deployment.{deployment.id}")
-                client.delete_deployment(deployment.id)
             client.delete_work_pool(pool)
-
-
-def deployed(client: SyncPrefectClient, pool: str) -> list[DeploymentResponse]:
-    """The deployments in `pool`: the yaml's, not the served deployments other modules left."""
-    return [d for d in client.read_deployments() if d.work_pool_name == pool]

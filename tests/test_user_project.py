@@ -46,14 +46,13 @@ from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter
 from prefect.client.schemas.objects import FlowRun
-from prefect.client.schemas.responses import DeploymentResponse
 from prefect.exceptions import ObjectNotFound
 
 from flexlock_prefect.lock import RunLock, logical_run_key
 from flexlock_prefect.storage import canonical_url
 from flexlock_prefect.tracking.tags import ACTIVE, LOGICAL_RUN_KEY, STATUS, SUPERSEDES
 from tests.helpers.git_repos import commit_all, git, make_repo
-from tests.helpers.prefect_api import poll, wait_for_flow_runs
+from tests.helpers.prefect_api import delete_deployments, deployments_named, poll, wait_for_flow_runs
 
 pytestmark = pytest.mark.integration
 
@@ -170,28 +169,6 @@ def user_project(tmp_path: Path) -> Path:
         if p.is_file() and "__pycache__" not in p.parts
     }
     return make_repo(tmp_path / "my-project", files)
-
-
-def deployments_named(names: tuple[str, ...]) -> dict[str, DeploymentResponse]:
-    """Those of the deployments `flow/deployment` in `names` that exist, by name."""
-    found = {}
-    with get_client(sync_client=True) as client:
-        for name in names:
-            with suppress(ObjectNotFound):
-                found[name] = client.read_deployment_by_name(name)
-    return found
-
-
-def delete_deployments(names: tuple[str, ...]) -> None:
-    """Delete these deployments and the automations they own, if they exist."""
-    with get_client(sync_client=True) as client:
-        for name in names:
-            try:
-                deployment = client.read_deployment_by_name(name)
-            except ObjectNotFound:
-                continue
-            client.delete_resource_owned_automations(f"prefect.deployment.{deployment.id}")
-            client.delete_deployment(deployment.id)
 
 
 def runs_of_flow(flow_name: str, since: datetime) -> list[FlowRun]:

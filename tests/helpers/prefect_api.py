@@ -1,10 +1,11 @@
-"""Reading back what flows told the Prefect API: flow runs, artifacts and events."""
+"""Reading back what flows told the Prefect API (flow runs, artifacts, events) and the deployments
+tests made by name, and deleting those."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -19,9 +20,11 @@ from prefect.client.schemas.filters import (
     FlowRunFilterId,
 )
 from prefect.client.schemas.objects import Artifact, FlowRun, TaskRun
+from prefect.client.schemas.responses import DeploymentResponse
 from prefect.client.schemas.sorting import ArtifactSort, TaskRunSort
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.events.schemas.events import ReceivedEvent
+from prefect.exceptions import ObjectNotFound
 
 _test_started: ContextVar[datetime | None] = ContextVar("test_started", default=None)
 
@@ -48,6 +51,25 @@ def artifacts(key: str) -> list[Artifact]:
         return client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC
         )
+
+
+def deployments_named(names: Iterable[str]) -> dict[str, DeploymentResponse]:
+    """Those of the deployments `flow/deployment` in `names` that exist, by name: read one by one,
+    never as the server's whole list, which may hold other modules' deployments."""
+    found = {}
+    with get_client(sync_client=True) as client:
+        for name in names:
+            with suppress(ObjectNotFound):
+                found[name] = client.read_deployment_by_name(name)
+    return found
+
+
+def delete_deployments(names: Iterable[str]) -> None:
+    """Delete these deployments and the automations they own, if they exist."""
+    with get_client(sync_client=True) as client:
+        for deployment in deployments_named(names).values():
+            client.delete_resource_owned_automations(f"prefect.deployment.{deployment.id}")
+            client.delete_deployment(deployment.id)
 
 
 T = TypeVar("T")
